@@ -1,0 +1,171 @@
+"""The storage driver contract: bytes at paths, nothing about registries.
+
+It mirrors distribution's ``storagedriver.StorageDriver`` so that a store written
+through any driver here has the layout a registry expects. Every method is async
+(trio); an implementation must never block the event loop on disk or network.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+PATH_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+
+
+class StorageDriverError(Exception):
+    """Base of every error a driver raises."""
+
+
+class PathNotFoundError(StorageDriverError):
+    def __init__(self, path: str, driver: str = "") -> None:
+        super().__init__(f"{driver}: path not found: {path}" if driver else f"path not found: {path}")
+        self.path = path
+
+
+class InvalidPathError(StorageDriverError):
+    def __init__(self, path: str, driver: str = "") -> None:
+        super().__init__(f"{driver}: invalid path: {path!r}" if driver else f"invalid path: {path!r}")
+        self.path = path
+
+
+class InvalidOffsetError(StorageDriverError):
+    def __init__(self, path: str, offset: int, driver: str = "") -> None:
+        super().__init__(f"{driver}: invalid offset {offset} for {path}")
+        self.path = path
+        self.offset = offset
+
+
+class WriterClosedError(StorageDriverError):
+    """A FileWriter was used after close, commit or cancel."""
+
+
+class BackendUnavailableError(StorageDriverError):
+    """The backend kept failing after retries (maps to EIO)."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    mod_time: datetime
+    is_dir: bool
+
+
+def check_path(path: str, driver: str = "", allow_root: bool = False) -> str:
+    """Raise InvalidPathError unless ``path`` obeys distribution's path rule."""
+    if allow_root and path == "/":
+        return path
+    if not isinstance(path, str) or not PATH_RE.match(path) or "//" in path:
+        raise InvalidPathError(str(path), driver)
+    return path
+
+
+def is_under(path: str, directory: str) -> bool:
+    """True when ``path`` is ``directory`` or lies below it (``/a`` does not contain ``/ab``)."""
+    if directory == "/":
+        return True
+    return path == directory or path.startswith(directory + "/")
+
+
+class Reader(abc.ABC):
+    """A forward-only byte stream opened at an offset."""
+
+    @abc.abstractmethod
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; ``b""`` only at the end."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Reader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class FileWriter(abc.ABC):
+    """Appends to one path; ``close`` keeps what was written so a later
+    ``writer(path, append=True)`` resumes it, ``commit`` makes it final,
+    ``cancel`` removes it."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Bytes in the file so far, including those of earlier sessions."""
+
+    @abc.abstractmethod
+    async def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def cancel(self) -> None: ...
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+
+class StorageDriver(abc.ABC):
+    """Bytes and paths. Paths are absolute and match :data:`PATH_RE`."""
+
+    name: str = "base"
+
+    @abc.abstractmethod
+    async def get_content(self, path: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def put_content(self, path: str, content: bytes) -> None:
+        """Store ``content`` at ``path`` atomically (readers see old or new, never half)."""
+
+    @abc.abstractmethod
+    async def reader(self, path: str, offset: int = 0) -> Reader: ...
+
+    @abc.abstractmethod
+    async def writer(self, path: str, append: bool = False) -> FileWriter: ...
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> FileInfo: ...
+
+    @abc.abstractmethod
+    async def list(self, path: str) -> list[str]:
+        """Full paths of the direct children of directory ``path``."""
+
+    @abc.abstractmethod
+    async def move(self, source: str, dest: str) -> None:
+        """Move a file, replacing ``dest`` if it exists."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None:
+        """Delete a file or a whole directory tree."""
+
+    async def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        """Every entry below ``path``, depth first, a directory before its
+        contents, siblings in lexical order (as distribution's WalkFallback)."""
+        for child in sorted(await self.list(path)):
+            try:
+                info = await self.stat(child)
+            except PathNotFoundError:
+                continue  # removed while walking
+            yield info
+            if info.is_dir:
+                async for sub in self.walk(child):
+                    yield sub
+
+    async def read_all(self, path: str, offset: int = 0, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+        """Stream a file in chunks of at most ``chunk`` bytes."""
+        reader = await self.reader(path, offset)
+        async with reader:
+            while True:
+                data = await reader.read(chunk)
+                if not data:
+                    return
+                yield data
+
+    async def aclose(self) -> None:
+        """Release connections or threads the driver holds."""

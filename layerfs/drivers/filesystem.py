@@ -1,0 +1,276 @@
+"""The default driver: a local directory laid out like docker-registry's ``rootdirectory``.
+
+Driver path ``/docker/registry/v2/x`` is the file ``ROOT/docker/registry/v2/x``.
+Every system call runs in a worker thread so the trio loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat as statmode
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import trio
+
+from .base import (
+    FileInfo,
+    FileWriter,
+    InvalidOffsetError,
+    PathNotFoundError,
+    Reader,
+    StorageDriver,
+    StorageDriverError,
+    WriterClosedError,
+    check_path,
+)
+
+# Writes smaller than this are gathered before they go to a worker thread.
+WRITE_BUFFER = 1 << 20
+
+
+async def _run(fn, *args):  # type: ignore[no-untyped-def]
+    return await trio.to_thread.run_sync(fn, *args)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemDriver(StorageDriver):
+    name = "filesystem"
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+        os.makedirs(self.root, exist_ok=True)
+
+    def full_path(self, path: str, allow_root: bool = False) -> str:
+        check_path(path, self.name, allow_root)
+        return self.root if path == "/" else self.root + path
+
+    def _not_found(self, path: str, exc: OSError) -> StorageDriverError:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return PathNotFoundError(path, self.name)
+        return StorageDriverError(f"{self.name}: {path}: {exc.strerror}")
+
+    # content -------------------------------------------------------------
+    async def get_content(self, path: str) -> bytes:
+        full = self.full_path(path)
+        try:
+            return await _run(Path(full).read_bytes)
+        except IsADirectoryError:
+            raise PathNotFoundError(path, self.name) from None
+        except OSError as exc:
+            raise self._not_found(path, exc) from None
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        full = self.full_path(path)
+        await _run(self._put_atomic, full, bytes(content))
+
+    @staticmethod
+    def _put_atomic(full: str, content: bytes) -> None:
+        parent = os.path.dirname(full)
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{full}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, full)
+        except BaseException:
+            with _suppress_oserror():
+                os.unlink(tmp)
+            raise
+        _fsync_dir(parent)
+
+    # streams ---------------------------------------------------------------
+    async def reader(self, path: str, offset: int = 0) -> Reader:
+        full = self.full_path(path)
+        if offset < 0:
+            raise InvalidOffsetError(path, offset, self.name)
+        try:
+            f = await _run(open, full, "rb", 0)
+        except IsADirectoryError:
+            raise PathNotFoundError(path, self.name) from None
+        except OSError as exc:
+            raise self._not_found(path, exc) from None
+        return _FileReader(f, offset)
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        full = self.full_path(path)
+
+        def open_for_writing() -> tuple[int, int]:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            flags = os.O_WRONLY | os.O_CREAT | (0 if append else os.O_TRUNC)
+            if append and not os.path.exists(full):
+                raise FileNotFoundError(errno.ENOENT, "no such file", full)
+            fd = os.open(full, flags, 0o644)
+            return fd, os.lseek(fd, 0, os.SEEK_END)
+
+        try:
+            fd, size = await _run(open_for_writing)
+        except IsADirectoryError:
+            raise StorageDriverError(f"{self.name}: {path} is a directory") from None
+        except OSError as exc:
+            raise self._not_found(path, exc) from None
+        return _FileWriter(fd, full, size)
+
+    # metadata --------------------------------------------------------------
+    async def stat(self, path: str) -> FileInfo:
+        full = self.full_path(path)
+        try:
+            st = await _run(os.stat, full)
+        except OSError as exc:
+            raise self._not_found(path, exc) from None
+        is_dir = statmode.S_ISDIR(st.st_mode)
+        return FileInfo(
+            path,
+            0 if is_dir else st.st_size,
+            datetime.fromtimestamp(st.st_mtime, UTC),
+            is_dir,
+        )
+
+    async def list(self, path: str) -> list[str]:
+        full = self.full_path(path, allow_root=True)
+        try:
+            names = await _run(os.listdir, full)
+        except OSError as exc:
+            if path == "/" and exc.errno == errno.ENOENT:
+                return []
+            raise self._not_found(path, exc) from None
+        prefix = "" if path == "/" else path
+        return sorted(f"{prefix}/{n}" for n in names if ".tmp-" not in n)
+
+    async def move(self, source: str, dest: str) -> None:
+        src, dst = self.full_path(source), self.full_path(dest)
+
+        def do_move() -> None:
+            if not os.path.exists(src):
+                raise FileNotFoundError(errno.ENOENT, "no such file", src)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            os.replace(src, dst)
+
+        try:
+            await _run(do_move)
+        except OSError as exc:
+            raise self._not_found(source, exc) from None
+
+    async def delete(self, path: str) -> None:
+        full = self.full_path(path)
+
+        def do_delete() -> None:
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full)
+            else:
+                os.unlink(full)
+
+        try:
+            await _run(do_delete)
+        except OSError as exc:
+            raise self._not_found(path, exc) from None
+
+
+class _suppress_oserror:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type | None, exc: BaseException | None, tb: object) -> bool:
+        return typ is not None and issubclass(typ, OSError)
+
+
+class _FileReader(Reader):
+    def __init__(self, f, offset: int) -> None:  # type: ignore[no-untyped-def]
+        self._f = f
+        self._offset = offset
+
+    async def read(self, size: int) -> bytes:
+        data = await _run(os.pread, self._f.fileno(), size, self._offset)
+        self._offset += len(data)
+        return data
+
+    async def aclose(self) -> None:
+        await _run(self._f.close)
+
+
+class _FileWriter(FileWriter):
+    """Appends through one descriptor; small writes are gathered up to WRITE_BUFFER."""
+
+    def __init__(self, fd: int, full: str, size: int) -> None:
+        self._fd = fd
+        self._full = full
+        self._flushed = size
+        self._buffer = bytearray()
+        self._state = "open"
+        self._lock = trio.Lock()
+
+    @property
+    def size(self) -> int:
+        return self._flushed + len(self._buffer)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise WriterClosedError(f"writer for {self._full} is {self._state}")
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_open()
+        n = len(data)
+        async with self._lock:
+            if not self._buffer and n >= WRITE_BUFFER:
+                await self._write_out(bytes(data))
+            else:
+                self._buffer += data
+                if len(self._buffer) >= WRITE_BUFFER:
+                    await self._flush()
+        return n
+
+    async def _write_out(self, data: bytes) -> None:
+        def write_all() -> None:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+
+        await _run(write_all)
+        self._flushed += len(data)
+
+    async def _flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            await self._write_out(data)
+
+    async def close(self) -> None:
+        if self._state == "closed":
+            raise WriterClosedError(f"writer for {self._full} is already closed")
+        async with self._lock:
+            if self._state != "cancelled":
+                await self._flush()
+                await _run(os.close, self._fd)
+            self._state = "closed"
+
+    async def cancel(self) -> None:
+        self._check_open()
+        async with self._lock:
+            self._state = "cancelled"
+            self._buffer.clear()
+            await _run(os.close, self._fd)
+
+            def remove() -> None:
+                with _suppress_oserror():
+                    os.unlink(self._full)
+
+            await _run(remove)
+
+    async def commit(self) -> None:
+        self._check_open()
+        async with self._lock:
+            await self._flush()
+            await _run(os.fsync, self._fd)
+            self._state = "committed"

@@ -1,0 +1,198 @@
+"""An in-memory driver for unit tests: files in a dict, directories implied by paths."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import trio
+
+from .base import (
+    FileInfo,
+    FileWriter,
+    InvalidOffsetError,
+    PathNotFoundError,
+    Reader,
+    StorageDriver,
+    StorageDriverError,
+    WriterClosedError,
+    check_path,
+    is_under,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class MemoryDriver(StorageDriver):
+    name = "inmemory"
+
+    def __init__(self) -> None:
+        self._files: dict[str, bytearray] = {}
+        self._mtimes: dict[str, datetime] = {}
+
+    # helpers -------------------------------------------------------------
+    def _check(self, path: str, allow_root: bool = False) -> str:
+        return check_path(path, self.name, allow_root)
+
+    def _is_dir(self, path: str) -> bool:
+        return any(is_under(p, path) and p != path for p in self._files)
+
+    def _ensure_file_slot(self, path: str) -> None:
+        """Refuse a file where a directory is, or under a path that is a file."""
+        if self._is_dir(path):
+            raise StorageDriverError(f"{self.name}: {path} is a directory")
+        parent = path.rsplit("/", 1)[0]
+        while parent:
+            if parent in self._files:
+                raise StorageDriverError(f"{self.name}: {parent} is a file")
+            parent = parent.rsplit("/", 1)[0]
+
+    def _file(self, path: str) -> bytearray:
+        try:
+            return self._files[path]
+        except KeyError:
+            raise PathNotFoundError(path, self.name) from None
+
+    # API -------------------------------------------------------------------
+    async def get_content(self, path: str) -> bytes:
+        self._check(path)
+        await trio.lowlevel.checkpoint()
+        return bytes(self._file(path))
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        self._check(path)
+        await trio.lowlevel.checkpoint()
+        self._ensure_file_slot(path)
+        self._files[path] = bytearray(content)
+        self._mtimes[path] = _now()
+
+    async def reader(self, path: str, offset: int = 0) -> Reader:
+        self._check(path)
+        await trio.lowlevel.checkpoint()
+        self._file(path)
+        if offset < 0:
+            raise InvalidOffsetError(path, offset, self.name)
+        return _MemoryReader(self, path, offset)
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        self._check(path)
+        await trio.lowlevel.checkpoint()
+        self._ensure_file_slot(path)
+        if append:
+            self._file(path)
+        else:
+            self._files[path] = bytearray()
+            self._mtimes[path] = _now()
+        return _MemoryWriter(self, path)
+
+    async def stat(self, path: str) -> FileInfo:
+        self._check(path)
+        await trio.lowlevel.checkpoint()
+        if path in self._files:
+            return FileInfo(path, len(self._files[path]), self._mtimes[path], False)
+        if self._is_dir(path):
+            newest = max(
+                (t for p, t in self._mtimes.items() if is_under(p, path)), default=_now()
+            )
+            return FileInfo(path, 0, newest, True)
+        raise PathNotFoundError(path, self.name)
+
+    async def list(self, path: str) -> list[str]:
+        self._check(path, allow_root=True)
+        await trio.lowlevel.checkpoint()
+        prefix = "" if path == "/" else path
+        children = {
+            prefix + "/" + p[len(prefix) + 1 :].split("/", 1)[0]
+            for p in self._files
+            if p.startswith(prefix + "/")
+        }
+        if not children and path != "/":
+            raise PathNotFoundError(path, self.name)
+        return sorted(children)
+
+    async def move(self, source: str, dest: str) -> None:
+        self._check(source)
+        self._check(dest)
+        await trio.lowlevel.checkpoint()
+        data = self._file(source)
+        if source == dest:
+            return
+        self._ensure_file_slot(dest)
+        self._files[dest] = data
+        self._mtimes[dest] = _now()
+        del self._files[source]
+        del self._mtimes[source]
+
+    async def delete(self, path: str) -> None:
+        self._check(path)
+        await trio.lowlevel.checkpoint()
+        doomed = [p for p in self._files if is_under(p, path)]
+        if not doomed:
+            raise PathNotFoundError(path, self.name)
+        for p in doomed:
+            del self._files[p]
+            del self._mtimes[p]
+
+
+class _MemoryReader(Reader):
+    def __init__(self, driver: MemoryDriver, path: str, offset: int) -> None:
+        self._driver = driver
+        self._path = path
+        self._offset = offset
+
+    async def read(self, size: int) -> bytes:
+        await trio.lowlevel.checkpoint()
+        data = self._driver._file(self._path)
+        chunk = bytes(data[self._offset : self._offset + size])
+        self._offset += len(chunk)
+        return chunk
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class _MemoryWriter(FileWriter):
+    def __init__(self, driver: MemoryDriver, path: str) -> None:
+        self._driver = driver
+        self._path = path
+        self._closed = False
+        self._committed = False
+        self._cancelled = False
+
+    @property
+    def size(self) -> int:
+        return len(self._driver._files.get(self._path, b""))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise WriterClosedError(f"writer for {self._path} is closed")
+        if self._committed:
+            raise WriterClosedError(f"writer for {self._path} is committed")
+        if self._cancelled:
+            raise WriterClosedError(f"writer for {self._path} is cancelled")
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        self._driver._file(self._path).extend(data)
+        self._driver._mtimes[self._path] = _now()
+        return len(data)
+
+    async def close(self) -> None:
+        if self._closed:
+            raise WriterClosedError(f"writer for {self._path} is already closed")
+        self._closed = True
+        await trio.lowlevel.checkpoint()
+
+    async def cancel(self) -> None:
+        self._check_open()
+        self._cancelled = True
+        await trio.lowlevel.checkpoint()
+        self._driver._files.pop(self._path, None)
+        self._driver._mtimes.pop(self._path, None)
+
+    async def commit(self) -> None:
+        self._check_open()
+        self._committed = True
+        await trio.lowlevel.checkpoint()

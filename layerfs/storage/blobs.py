@@ -1,0 +1,146 @@
+"""The global, content-addressed blob store: ``blobs/<alg>/<hh>/<hex>/data``."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import trio
+
+from ..drivers import PathNotFoundError, Reader, StorageDriver
+from . import paths
+from .digest import CANONICAL, Digest
+from .errors import BlobUnknownError
+
+HASH_CHUNK = 4 << 20
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+class BlobReader:
+    """A seekable reader over one blob; re-opens the driver stream only on a jump."""
+
+    def __init__(self, driver: StorageDriver, path: str, size: int) -> None:
+        self._driver = driver
+        self._path = path
+        self.size = size
+        self._offset = 0
+        self._stream: Reader | None = None
+        self._stream_offset = 0
+
+    def tell(self) -> int:
+        return self._offset
+
+    def seek(self, offset: int) -> int:
+        if offset < 0:
+            raise ValueError(f"negative seek offset {offset}")
+        self._offset = offset
+        return offset
+
+    async def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            size = max(self.size - self._offset, 0)
+        if size == 0 or self._offset >= self.size:
+            return b""
+        if self._stream is None or self._stream_offset != self._offset:
+            await self.aclose()
+            self._stream = await self._driver.reader(self._path, self._offset)
+            self._stream_offset = self._offset
+        parts = []
+        want = min(size, self.size - self._offset)
+        while want > 0:
+            chunk = await self._stream.read(want)
+            if not chunk:
+                break
+            parts.append(chunk)
+            want -= len(chunk)
+            self._stream_offset += len(chunk)
+        data = b"".join(parts)
+        self._offset += len(data)
+        return data
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await stream.aclose()
+
+    async def __aenter__(self) -> BlobReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def hash_stream(driver: StorageDriver, path: str, algorithms: list[str]) -> dict[str, str]:
+    """Hash a stored file with each algorithm, reading it once, off the trio thread."""
+    hashers = {alg: hashlib.new(alg) for alg in algorithms}
+
+    def update(chunk: bytes) -> None:
+        for h in hashers.values():
+            h.update(chunk)
+
+    async for chunk in driver.read_all(path, chunk=HASH_CHUNK):
+        await trio.to_thread.run_sync(update, chunk)
+    return {alg: h.hexdigest() for alg, h in hashers.items()}
+
+
+class BlobStore:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    async def stat(self, digest: Digest) -> BlobInfo:
+        try:
+            info = await self.driver.stat(paths.blob_data(digest))
+        except PathNotFoundError:
+            raise BlobUnknownError(digest) from None
+        if info.is_dir:
+            raise BlobUnknownError(digest)
+        return BlobInfo(digest, info.size)
+
+    async def exists(self, digest: Digest) -> bool:
+        try:
+            await self.stat(digest)
+        except BlobUnknownError:
+            return False
+        return True
+
+    async def get(self, digest: Digest) -> bytes:
+        try:
+            return await self.driver.get_content(paths.blob_data(digest))
+        except PathNotFoundError:
+            raise BlobUnknownError(digest) from None
+
+    async def open(self, digest: Digest) -> BlobReader:
+        info = await self.stat(digest)
+        return BlobReader(self.driver, paths.blob_data(digest), info.size)
+
+    async def put(self, content: bytes) -> Digest:
+        """Store small content (a manifest, a config) under its sha256 digest."""
+        digest = Digest(CANONICAL, hashlib.sha256(content).hexdigest())
+        if not await self.exists(digest):
+            await self.driver.put_content(paths.blob_data(digest), content)
+        return digest
+
+    async def digests(self) -> list[Digest]:
+        """Every blob in the store (walks ``blobs/``)."""
+        found = []
+        for alg_dir in await _list_or_empty(self.driver, paths.BLOBS):
+            algorithm = alg_dir.rsplit("/", 1)[1]
+            for prefix in await _list_or_empty(self.driver, alg_dir):
+                for blob_dir in await _list_or_empty(self.driver, prefix):
+                    try:
+                        found.append(Digest.from_parts(algorithm, blob_dir.rsplit("/", 1)[1]))
+                    except Exception:
+                        continue
+        return found
+
+
+async def _list_or_empty(driver: StorageDriver, path: str) -> list[str]:
+    try:
+        return await driver.list(path)
+    except PathNotFoundError:
+        return []

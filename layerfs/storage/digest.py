@@ -1,0 +1,67 @@
+"""Content digests ``<algorithm>:<hex>`` as the registry spells them."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidDigestError, UnsupportedAlgorithmError
+
+# algorithm -> length of its lowercase hex encoding
+ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
+CANONICAL = "sha256"
+
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        """Parse and validate; refuse unknown algorithms and wrong hex lengths."""
+        if not isinstance(text, str):
+            raise InvalidDigestError(f"digest must be text, got {type(text).__name__}")
+        m = _DIGEST_RE.match(text)
+        if not m:
+            raise InvalidDigestError(f"invalid digest {text!r}: want <algorithm>:<hex>")
+        algorithm, hexpart = m.groups()
+        if algorithm not in ALGORITHMS:
+            raise UnsupportedAlgorithmError(
+                f"unsupported digest algorithm {algorithm!r} in {text!r}"
+                f" (known: {', '.join(ALGORITHMS)})"
+            )
+        return cls.from_parts(algorithm, hexpart)
+
+    @classmethod
+    def from_parts(cls, algorithm: str, hexpart: str) -> Digest:
+        if algorithm not in ALGORITHMS:
+            raise UnsupportedAlgorithmError(f"unsupported digest algorithm {algorithm!r}")
+        want = ALGORITHMS[algorithm]
+        if len(hexpart) != want or not re.fullmatch(r"[0-9a-f]+", hexpart):
+            raise InvalidDigestError(
+                f"invalid {algorithm} digest {algorithm}:{hexpart}:"
+                f" want {want} lowercase hex characters"
+            )
+        return cls(algorithm, hexpart)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = CANONICAL) -> Digest:
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+EMPTY_SHA256 = Digest.of(b"")
+
+
+def is_digest(text: str) -> bool:
+    try:
+        Digest.parse(text)
+    except InvalidDigestError:
+        return False
+    return True

@@ -1,0 +1,375 @@
+"""Resumable blob uploads, byte-compatible with docker-registry's.
+
+An upload lives in ``repositories/<name>/_uploads/<uuid>/``: ``data`` (the bytes so
+far), ``startedat`` and ``hashstates/sha256/<offset>`` (Go-format SHA-256 states).
+The running digest is kept as bytes arrive and stored at close, so a later finish —
+by layerfs or by the registry — need not read the data again. See UPLOADS.md for
+what is on disk at each step and what a crash there leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import trio
+
+from ..drivers import FileWriter, PathNotFoundError, StorageDriver
+from . import paths
+from .blobs import BlobInfo, BlobStore, hash_stream
+from .digest import CANONICAL, EMPTY_SHA256, Digest
+from .errors import (
+    DigestMismatchError,
+    SizeMismatchError,
+    UploadClosedError,
+    UploadUnknownError,
+)
+from .hashstate import HashStateError, ResumableSha256
+
+log = logging.getLogger(__name__)
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Buffers at least this large are hashed in a worker thread while the driver writes them.
+PARALLEL_HASH = 256 << 10
+VALIDATE_RETRIES = 3
+VALIDATE_BACKOFF = 0.1
+
+
+def format_started_at(when: datetime) -> bytes:
+    """RFC 3339 in UTC without a fraction, as Go's ``time.RFC3339`` prints it."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ").encode("ascii")
+
+
+def parse_started_at(content: bytes) -> datetime:
+    return datetime.fromisoformat(content.decode("ascii").strip()).astimezone(UTC)
+
+
+LinkBlob = Callable[[Digest, list[Digest]], Awaitable[None]]
+
+
+class Upload:
+    """One upload in progress. Writes append; ``close`` keeps it resumable."""
+
+    def __init__(
+        self,
+        driver: StorageDriver,
+        blobs: BlobStore,
+        link_blob: LinkBlob,
+        name: str,
+        upload_id: str,
+        started_at: datetime,
+        size: int,
+        data_exists: bool,
+    ) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._link_blob = link_blob
+        self.repository = name
+        self.id = upload_id
+        self.started_at = started_at
+        self._size = size
+        self._data_exists = data_exists
+        self._writer: FileWriter | None = None
+        self._hasher: ResumableSha256 | None = None
+        self._state = "open"
+        self._lock = trio.Lock()
+
+    # paths -------------------------------------------------------------------
+    @property
+    def data_path(self) -> str:
+        return paths.upload_data(self.repository, self.id)
+
+    @property
+    def dir_path(self) -> str:
+        return paths.upload_dir(self.repository, self.id)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def _check_usable(self) -> None:
+        if self._state != "open":
+            raise UploadClosedError(f"upload {self.id} is {self._state}")
+
+    # writing -----------------------------------------------------------------
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``; the running sha256 follows it."""
+        self._check_usable()
+        data = bytes(data)
+        async with self._lock:
+            self._check_usable()
+            hasher = await self._sync_hasher()
+            writer = await self._open_writer()
+            try:
+                if len(data) >= PARALLEL_HASH:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(trio.to_thread.run_sync, hasher.update, data)
+                        await writer.write(data)
+                else:
+                    hasher.update(data)
+                    await writer.write(data)
+            except BaseException:
+                # What reached the driver is unknown: trust only what storage says.
+                await self._drop_writer()
+                raise
+            self._size += len(data)
+            self._data_exists = True
+        return len(data)
+
+    async def _open_writer(self) -> FileWriter:
+        if self._writer is None:
+            self._writer = await self.driver.writer(self.data_path, append=self._data_exists)
+            self._data_exists = True
+            self._size = self._writer.size
+        return self._writer
+
+    async def _drop_writer(self) -> None:
+        writer, self._writer, self._hasher = self._writer, None, None
+        if writer is not None:
+            try:
+                await writer.close()
+            except Exception as exc:  # the upload is re-read from storage next time
+                log.warning("upload %s: closing writer after a failure: %s", self.id, exc)
+        try:
+            self._size = (await self.driver.stat(self.data_path)).size
+            self._data_exists = True
+        except PathNotFoundError:
+            self._size, self._data_exists = 0, False
+
+    async def restart(self) -> None:
+        """Drop every byte written so far (``O_TRUNC``); the upload keeps its id."""
+        self._check_usable()
+        async with self._lock:
+            if self._writer is not None:
+                await self._writer.cancel()
+                self._writer = None
+            await _delete_if_present(self.driver, f"{self.dir_path}/hashstates")
+            self._writer = await self.driver.writer(self.data_path, append=False)
+            self._data_exists = True
+            self._size = 0
+            self._hasher = ResumableSha256()
+
+    # hash state -------------------------------------------------------------
+    async def _stored_states(self) -> dict[int, str]:
+        directory = paths.upload_hash_states(self.repository, self.id, CANONICAL)
+        try:
+            entries = await self.driver.list(directory)
+        except PathNotFoundError:
+            return {}
+        states = {}
+        for entry in entries:
+            try:
+                states[int(entry.rsplit("/", 1)[1])] = entry
+            except ValueError:
+                log.warning("upload %s: ignoring odd hash state %s", self.id, entry)
+        return states
+
+    async def _sync_hasher(self) -> ResumableSha256:
+        """The sha256 of the data so far: kept in memory, else the newest stored
+        state at or below the size plus a read of the bytes after it."""
+        if self._hasher is not None and self._hasher.size == self._size:
+            return self._hasher
+        hasher = ResumableSha256()
+        for offset, path in sorted((await self._stored_states()).items(), reverse=True):
+            if offset > self._size:
+                await _delete_if_present(self.driver, path)  # stale: written before a restart
+                continue
+            try:
+                hasher = ResumableSha256.unmarshal(await self.driver.get_content(path))
+            except (HashStateError, PathNotFoundError) as exc:
+                log.warning("upload %s: unusable hash state %s: %s", self.id, path, exc)
+                continue
+            if hasher.size == offset:
+                break
+            hasher = ResumableSha256()
+        if hasher.size < self._size:
+            log.info("upload %s: hashing %d bytes again (no state at %d)",
+                     self.id, self._size - hasher.size, self._size)
+            async for chunk in self.driver.read_all(self.data_path, hasher.size, 4 << 20):
+                await trio.to_thread.run_sync(hasher.update, chunk)
+        if hasher.size != self._size:
+            raise SizeMismatchError(self._size, hasher.size)
+        self._hasher = hasher
+        return hasher
+
+    async def _store_hash_state(self) -> None:
+        if self._hasher is not None and self._hasher.size == self._size:
+            path = paths.upload_hash_state(self.repository, self.id, CANONICAL, self._size)
+            await self.driver.put_content(path, self._hasher.marshal())
+
+    # ending --------------------------------------------------------------------
+    async def close(self) -> None:
+        """Persist the data and the hash state; the upload can be resumed by id."""
+        if self._state != "open":
+            return
+        async with self._lock:
+            await self._close_writer(commit=False)
+            self._state = "closed"
+
+    async def _close_writer(self, commit: bool) -> None:
+        if self._writer is None:
+            return
+        writer, self._writer = self._writer, None
+        if commit:
+            await writer.commit()
+        await writer.close()
+        await self._store_hash_state()
+
+    async def cancel(self) -> None:
+        """Remove every resource of the upload."""
+        async with self._lock:
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                await writer.cancel()
+            await _delete_if_present(self.driver, self.dir_path)
+            self._state = "cancelled"
+
+    async def finish(self, digest: Digest, size: int | None = None) -> BlobInfo:
+        """Validate against ``digest``, move into ``blobs/``, link, clean up.
+
+        A mismatch raises and leaves the upload as it was, to be finished again with
+        the right digest (or resumed)."""
+        self._check_usable()
+        async with self._lock:
+            self._check_usable()
+            await self._close_writer(commit=True)
+            canonical = await self._validate_with_retries(digest, size)
+            if canonical is None:  # data already moved by an interrupted finish
+                canonical = digest
+            else:
+                await self._move_into_place(canonical)
+            aliases = [digest] if digest != canonical else []
+            await self._link_blob(canonical, aliases)
+            await _delete_if_present(self.driver, self.dir_path)
+            self._state = "finished"
+            return await self.blobs.stat(canonical)
+
+    async def _validate_with_retries(self, digest: Digest, size: int | None) -> Digest | None:
+        for attempt in range(VALIDATE_RETRIES + 1):
+            try:
+                return await self._validate(digest, size)
+            except (SizeMismatchError, PathNotFoundError) as exc:
+                # Symptoms of an eventually consistent backend; a digest mismatch is not.
+                if attempt == VALIDATE_RETRIES:
+                    raise
+                log.info("upload %s: validation attempt %d failed (%s); retrying",
+                         self.id, attempt + 1, exc)
+                await trio.sleep(VALIDATE_BACKOFF * (attempt + 1))
+                await self._drop_writer()
+        raise AssertionError("unreachable")
+
+    async def _validate(self, digest: Digest, size: int | None) -> Digest | None:
+        """The canonical digest of the data, or None when the data is gone because an
+        earlier finish moved it to the blob already."""
+        try:
+            stored = (await self.driver.stat(self.data_path)).size
+        except PathNotFoundError:
+            if self._size == 0:
+                stored = 0
+            elif digest.algorithm == CANONICAL and await self.blobs.exists(digest):
+                return None
+            else:
+                raise
+        if stored != self._size:
+            raise SizeMismatchError(self._size, stored)
+        if size is not None and size != stored:
+            raise SizeMismatchError(size, stored)
+        if digest.algorithm == CANONICAL:
+            canonical = actual = Digest(CANONICAL, (await self._sync_hasher()).hexdigest())
+        elif stored == 0:
+            canonical = EMPTY_SHA256
+            actual = Digest.of(b"", digest.algorithm)
+        else:
+            hexes = await hash_stream(self.driver, self.data_path, [CANONICAL, digest.algorithm])
+            canonical = Digest(CANONICAL, hexes[CANONICAL])
+            actual = Digest(digest.algorithm, hexes[digest.algorithm])
+        if actual != digest:
+            raise DigestMismatchError(digest, actual)
+        return canonical
+
+    async def _move_into_place(self, canonical: Digest) -> None:
+        if await self.blobs.exists(canonical):
+            return  # content addressed: the same bytes are there already
+        target = paths.blob_data(canonical)
+        try:
+            await self.driver.move(self.data_path, target)
+        except PathNotFoundError:
+            if canonical != EMPTY_SHA256:
+                raise
+            await self.driver.put_content(target, b"")  # nothing was ever written
+
+
+async def _delete_if_present(driver: StorageDriver, path: str) -> None:
+    try:
+        await driver.delete(path)
+    except PathNotFoundError:
+        pass
+
+
+class UploadStore:
+    """The uploads of one repository."""
+
+    def __init__(
+        self, driver: StorageDriver, blobs: BlobStore, link_blob: LinkBlob, name: str
+    ) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._link_blob = link_blob
+        self.repository = name
+
+    def _upload(self, upload_id: str, started: datetime, size: int, exists: bool) -> Upload:
+        return Upload(self.driver, self.blobs, self._link_blob, self.repository,
+                      upload_id, started, size, exists)
+
+    async def create(self) -> Upload:
+        upload_id = str(uuid.uuid4())
+        started = datetime.now(UTC).replace(microsecond=0)
+        await self.driver.put_content(
+            paths.upload_started_at(self.repository, upload_id), format_started_at(started)
+        )
+        upload = self._upload(upload_id, started, 0, False)
+        await upload._open_writer()  # the data file exists from the start, as the registry's
+        upload._hasher = ResumableSha256()
+        return upload
+
+    async def started_at(self, upload_id: str) -> datetime:
+        if not UUID_RE.match(upload_id):
+            raise UploadUnknownError(upload_id)
+        try:
+            content = await self.driver.get_content(
+                paths.upload_started_at(self.repository, upload_id)
+            )
+        except PathNotFoundError:
+            raise UploadUnknownError(upload_id) from None
+        try:
+            return parse_started_at(content)
+        except ValueError:
+            log.warning("upload %s: startedat %r does not parse", upload_id, content)
+            return datetime.fromtimestamp(0, UTC)
+
+    async def resume(self, upload_id: str) -> Upload:
+        """Open an upload again by id; the hash state is restored when first needed."""
+        started = await self.started_at(upload_id)
+        try:
+            size, exists = (await self.driver.stat(paths.upload_data(self.repository, upload_id))).size, True
+        except PathNotFoundError:
+            size, exists = 0, False
+        return self._upload(upload_id, started, size, exists)
+
+    async def ids(self) -> list[str]:
+        try:
+            entries = await self.driver.list(paths.uploads_dir(self.repository))
+        except PathNotFoundError:
+            return []
+        return [e.rsplit("/", 1)[1] for e in entries if UUID_RE.match(e.rsplit("/", 1)[1])]
+
+    async def cancel(self, upload_id: str) -> None:
+        upload = await self.resume(upload_id)
+        await upload.cancel()
