@@ -22,13 +22,15 @@ class StorageDriverError(Exception):
 
 class PathNotFoundError(StorageDriverError):
     def __init__(self, path: str, driver: str = "") -> None:
-        super().__init__(f"{driver}: path not found: {path}" if driver else f"path not found: {path}")
+        prefix = f"{driver}: " if driver else ""
+        super().__init__(f"{prefix}path not found: {path}")
         self.path = path
 
 
 class InvalidPathError(StorageDriverError):
     def __init__(self, path: str, driver: str = "") -> None:
-        super().__init__(f"{driver}: invalid path: {path!r}" if driver else f"invalid path: {path!r}")
+        prefix = f"{driver}: " if driver else ""
+        super().__init__(f"{prefix}invalid path: {path!r}")
         self.path = path
 
 
@@ -59,8 +61,10 @@ def check_path(path: str, driver: str = "", allow_root: bool = False) -> str:
     """Raise InvalidPathError unless ``path`` obeys distribution's path rule."""
     if allow_root and path == "/":
         return path
-    if not isinstance(path, str) or not PATH_RE.match(path) or "//" in path:
+    if not isinstance(path, str) or not PATH_RE.match(path):
         raise InvalidPathError(str(path), driver)
+    if any(part in (".", "..") for part in path.split("/")):
+        raise InvalidPathError(path, driver)  # would name something outside the root
     return path
 
 
@@ -157,7 +161,9 @@ class StorageDriver(abc.ABC):
                 async for sub in self.walk(child):
                     yield sub
 
-    async def read_all(self, path: str, offset: int = 0, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    async def read_all(
+        self, path: str, offset: int = 0, chunk: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
         """Stream a file in chunks of at most ``chunk`` bytes."""
         reader = await self.reader(path, offset)
         async with reader:
@@ -167,5 +173,5 @@ class StorageDriver(abc.ABC):
                     return
                 yield data
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections or threads the driver holds."""

@@ -92,9 +92,7 @@ class MemoryDriver(StorageDriver):
         if path in self._files:
             return FileInfo(path, len(self._files[path]), self._mtimes[path], False)
         if self._is_dir(path):
-            newest = max(
-                (t for p, t in self._mtimes.items() if is_under(p, path)), default=_now()
-            )
+            newest = max((t for p, t in self._mtimes.items() if is_under(p, path)), default=_now())
             return FileInfo(path, 0, newest, True)
         raise PathNotFoundError(path, self.name)
 

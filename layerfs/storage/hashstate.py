@@ -27,8 +27,8 @@ class HashStateError(RegistryError):
     """A stored hash state that is not a Go sha256 state."""
 
 
-class _SHA256_CTX(ctypes.Structure):  # noqa: N801  (OpenSSL's name)
-    _fields_ = [
+class _SHA256_CTX(ctypes.Structure):
+    _fields_ = [  # noqa: RUF012 - ctypes reads this class attribute
         ("h", ctypes.c_uint32 * 8),
         ("Nl", ctypes.c_uint32),
         ("Nh", ctypes.c_uint32),

@@ -31,7 +31,5 @@ def validate_name(name: str) -> str:
 
 def validate_tag(tag: str) -> str:
     if not isinstance(tag, str) or not TAG_RE.match(tag):
-        raise InvalidTagError(
-            f"invalid tag {tag!r}: want [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}"
-        )
+        raise InvalidTagError(f"invalid tag {tag!r}: want [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
     return tag

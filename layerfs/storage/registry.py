@@ -235,7 +235,7 @@ class Registry:
         return Repository(self.driver, self.blobs, name)
 
     async def repositories(self) -> list[str]:
-        """Every repository name: directories holding ``_layers``, ``_manifests`` or ``_uploads``."""
+        """Names of directories holding ``_layers``, ``_manifests`` or ``_uploads``."""
         found: list[str] = []
 
         async def visit(prefix: str) -> None:

@@ -9,6 +9,7 @@ what is on disk at each step and what a crash there leaves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import uuid
@@ -190,8 +191,12 @@ class Upload:
                 break
             hasher = ResumableSha256()
         if hasher.size < self._size:
-            log.info("upload %s: hashing %d bytes again (no state at %d)",
-                     self.id, self._size - hasher.size, self._size)
+            log.info(
+                "upload %s: hashing %d bytes again (no state at %d)",
+                self.id,
+                self._size - hasher.size,
+                self._size,
+            )
             async for chunk in self.driver.read_all(self.data_path, hasher.size, 4 << 20):
                 await trio.to_thread.run_sync(hasher.update, chunk)
         if hasher.size != self._size:
@@ -259,8 +264,12 @@ class Upload:
                 # Symptoms of an eventually consistent backend; a digest mismatch is not.
                 if attempt == VALIDATE_RETRIES:
                     raise
-                log.info("upload %s: validation attempt %d failed (%s); retrying",
-                         self.id, attempt + 1, exc)
+                log.info(
+                    "upload %s: validation attempt %d failed (%s); retrying",
+                    self.id,
+                    attempt + 1,
+                    exc,
+                )
                 await trio.sleep(VALIDATE_BACKOFF * (attempt + 1))
                 await self._drop_writer()
         raise AssertionError("unreachable")
@@ -307,10 +316,8 @@ class Upload:
 
 
 async def _delete_if_present(driver: StorageDriver, path: str) -> None:
-    try:
+    with contextlib.suppress(PathNotFoundError):
         await driver.delete(path)
-    except PathNotFoundError:
-        pass
 
 
 class UploadStore:
@@ -325,8 +332,16 @@ class UploadStore:
         self.repository = name
 
     def _upload(self, upload_id: str, started: datetime, size: int, exists: bool) -> Upload:
-        return Upload(self.driver, self.blobs, self._link_blob, self.repository,
-                      upload_id, started, size, exists)
+        return Upload(
+            self.driver,
+            self.blobs,
+            self._link_blob,
+            self.repository,
+            upload_id,
+            started,
+            size,
+            exists,
+        )
 
     async def create(self) -> Upload:
         upload_id = str(uuid.uuid4())
@@ -358,7 +373,8 @@ class UploadStore:
         """Open an upload again by id; the hash state is restored when first needed."""
         started = await self.started_at(upload_id)
         try:
-            size, exists = (await self.driver.stat(paths.upload_data(self.repository, upload_id))).size, True
+            info = await self.driver.stat(paths.upload_data(self.repository, upload_id))
+            size, exists = info.size, True
         except PathNotFoundError:
             size, exists = 0, False
         return self._upload(upload_id, started, size, exists)

@@ -1,0 +1,256 @@
+"""What every storage driver must do, whatever keeps the bytes (distribution's
+driver test suite, in trio)."""
+
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+
+import pytest
+import trio
+
+from layerfs.drivers import (
+    InvalidOffsetError,
+    InvalidPathError,
+    MemoryDriver,
+    PathNotFoundError,
+    StorageDriver,
+    WriterClosedError,
+)
+
+MiB = 1 << 20
+
+
+def chunk_of(index: int, size: int = MiB) -> bytes:
+    """Deterministic, distinct chunks without keeping a whole large file in memory."""
+    seed = hashlib.sha256(index.to_bytes(8, "big")).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 1_000_003])
+async def test_put_get_round_trip(driver: StorageDriver, size: int) -> None:
+    content = chunk_of(size, size)
+    await driver.put_content("/a/b/file", content)
+    assert await driver.get_content("/a/b/file") == content
+    assert (await driver.stat("/a/b/file")).size == size
+    assert not (await driver.stat("/a/b/file")).is_dir
+    assert (await driver.stat("/a/b")).is_dir
+
+
+async def test_put_content_replaces(driver: StorageDriver) -> None:
+    await driver.put_content("/f", b"first version, longer")
+    await driver.put_content("/f", b"second")
+    assert await driver.get_content("/f") == b"second"
+
+
+async def test_large_round_trip_with_bounded_memory(driver: StorageDriver) -> None:
+    """256 MiB through writer and reader; a driver that does not keep data in memory
+    must not hold more than a few chunks of it at a time."""
+    chunks = 256
+    expected = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        writer = await driver.writer("/big/data")
+        for i in range(chunks):
+            data = chunk_of(i)
+            expected.update(data)
+            await writer.write(data)
+        await writer.commit()
+        await writer.close()
+        actual = hashlib.sha256()
+        async for piece in driver.read_all("/big/data", 0, 4 * MiB):
+            actual.update(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert actual.hexdigest() == expected.hexdigest()
+    assert (await driver.stat("/big/data")).size == chunks * MiB
+    if not isinstance(driver, MemoryDriver):
+        assert peak < 48 * MiB, f"peak traced memory {peak / MiB:.1f} MiB"
+
+
+async def test_reads_at_offsets(driver: StorageDriver) -> None:
+    content = bytes(range(256)) * 40
+    await driver.put_content("/r", content)
+    for offset in (0, 1, 255, 5000, len(content) - 1):
+        reader = await driver.reader("/r", offset)
+        async with reader:
+            got = b""
+            while piece := await reader.read(777):
+                got += piece
+        assert got == content[offset:]
+    for offset in (len(content), len(content) + 10):
+        reader = await driver.reader("/r", offset)
+        async with reader:
+            assert await reader.read(100) == b""
+    with pytest.raises(InvalidOffsetError):
+        await driver.reader("/r", -1)
+    with pytest.raises(PathNotFoundError):
+        await driver.reader("/missing", 0)
+
+
+async def test_writer_append_resume(driver: StorageDriver) -> None:
+    writer = await driver.writer("/w/data")
+    await writer.write(b"hello ")
+    assert writer.size == 6
+    await writer.close()
+    assert await driver.get_content("/w/data") == b"hello "
+    writer = await driver.writer("/w/data", append=True)
+    assert writer.size == 6
+    await writer.write(b"world")
+    assert writer.size == 11
+    await writer.commit()
+    await writer.close()
+    assert await driver.get_content("/w/data") == b"hello world"
+    with pytest.raises(WriterClosedError):
+        await writer.write(b"more")
+
+
+async def test_writer_without_append_truncates(driver: StorageDriver) -> None:
+    await driver.put_content("/w/data", b"old content")
+    writer = await driver.writer("/w/data", append=False)
+    assert writer.size == 0
+    await writer.write(b"new")
+    await writer.close()
+    assert await driver.get_content("/w/data") == b"new"
+
+
+async def test_writer_append_to_missing_file(driver: StorageDriver) -> None:
+    with pytest.raises(PathNotFoundError):
+        await driver.writer("/nothing/here", append=True)
+
+
+async def test_writer_cancel_removes(driver: StorageDriver) -> None:
+    writer = await driver.writer("/c/data")
+    await writer.write(b"x" * 100)
+    await writer.cancel()
+    with pytest.raises(PathNotFoundError):
+        await driver.stat("/c/data")
+    with pytest.raises(WriterClosedError):
+        await writer.write(b"y")
+
+
+async def test_many_small_writes_then_commit(driver: StorageDriver) -> None:
+    writer = await driver.writer("/s/data")
+    expected = bytearray()
+    for i in range(3000):
+        piece = chunk_of(i, i % 97)
+        expected += piece
+        await writer.write(piece)
+    assert writer.size == len(expected)
+    await writer.commit()
+    await writer.close()
+    assert await driver.get_content("/s/data") == bytes(expected)
+
+
+async def test_move_overwrites_target(driver: StorageDriver) -> None:
+    await driver.put_content("/src/f", b"source")
+    await driver.put_content("/dst/f", b"old target content")
+    await driver.move("/src/f", "/dst/f")
+    assert await driver.get_content("/dst/f") == b"source"
+    with pytest.raises(PathNotFoundError):
+        await driver.stat("/src/f")
+    with pytest.raises(PathNotFoundError):
+        await driver.move("/src/f", "/elsewhere")
+
+
+async def test_move_creates_parents(driver: StorageDriver) -> None:
+    await driver.put_content("/m/f", b"x")
+    await driver.move("/m/f", "/deep/er/f")
+    assert await driver.get_content("/deep/er/f") == b"x"
+
+
+async def test_delete_prefix_leaves_sibling(driver: StorageDriver) -> None:
+    await driver.put_content("/a/1", b"1")
+    await driver.put_content("/a/sub/2", b"2")
+    await driver.put_content("/ab/3", b"3")
+    await driver.delete("/a")
+    with pytest.raises(PathNotFoundError):
+        await driver.stat("/a")
+    with pytest.raises(PathNotFoundError):
+        await driver.get_content("/a/sub/2")
+    assert await driver.get_content("/ab/3") == b"3"
+    with pytest.raises(PathNotFoundError):
+        await driver.delete("/a")
+
+
+async def test_delete_file(driver: StorageDriver) -> None:
+    await driver.put_content("/d/f", b"1")
+    await driver.put_content("/d/g", b"2")
+    await driver.delete("/d/f")
+    assert await driver.list("/d") == ["/d/g"]
+
+
+async def test_list(driver: StorageDriver) -> None:
+    for path in ("/l/b", "/l/a/x", "/l/c/y/z", "/other"):
+        await driver.put_content(path, b".")
+    assert await driver.list("/l") == ["/l/a", "/l/b", "/l/c"]
+    assert await driver.list("/") == ["/l", "/other"]
+    with pytest.raises(PathNotFoundError):
+        await driver.list("/missing")
+    with pytest.raises(PathNotFoundError):
+        await driver.list("/l/missing/deeper")
+
+
+async def test_walk_order(driver: StorageDriver) -> None:
+    for path in ("/w/b/2", "/w/a/1", "/w/a/0/z", "/w/c", "/w/a.x"):
+        await driver.put_content(path, b".")
+    walked = [(info.path, info.is_dir) async for info in driver.walk("/w")]
+    assert walked == [
+        ("/w/a", True),
+        ("/w/a/0", True),
+        ("/w/a/0/z", False),
+        ("/w/a/1", False),
+        ("/w/a.x", False),
+        ("/w/b", True),
+        ("/w/b/2", False),
+        ("/w/c", False),
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["", "/", "relative", "/trailing/", "//double", "/a//b", "/spa ce", "/uni\u00e9", "/a/../b"],
+)
+async def test_invalid_paths(driver: StorageDriver, path: str) -> None:
+    with pytest.raises(InvalidPathError):
+        await driver.put_content(path, b"x")
+    with pytest.raises(InvalidPathError):
+        await driver.get_content(path)
+    with pytest.raises(InvalidPathError):
+        await driver.writer(path)
+
+
+async def test_dot_components_are_refused(driver: StorageDriver) -> None:
+    """``.`` and ``..`` fit the path rule's characters but would escape the root."""
+    for path in ("/../../etc/passwd", "/a/./b", "/.."):
+        with pytest.raises(InvalidPathError):
+            await driver.get_content(path)
+
+
+async def test_missing_file(driver: StorageDriver) -> None:
+    with pytest.raises(PathNotFoundError):
+        await driver.get_content("/no/such")
+    with pytest.raises(PathNotFoundError):
+        await driver.stat("/no/such")
+    with pytest.raises(PathNotFoundError):
+        await driver.delete("/no/such")
+
+
+async def test_many_writers_at_once(driver: StorageDriver) -> None:
+    count = 16
+
+    async def write_one(i: int) -> None:
+        writer = await driver.writer(f"/many/{i:02d}/data")
+        for j in range(8):
+            await writer.write(chunk_of(i * 100 + j, 64 << 10))
+            await trio.sleep(0)
+        await writer.commit()
+        await writer.close()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(count):
+            nursery.start_soon(write_one, i)
+    for i in range(count):
+        expected = b"".join(chunk_of(i * 100 + j, 64 << 10) for j in range(8))
+        assert await driver.get_content(f"/many/{i:02d}/data") == expected
