@@ -3,12 +3,14 @@ asks for it runs against each of them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, StorageDriver
+
+from .registry import DockerRegistry
 
 DRIVERS = ["memory", "filesystem"]
 
@@ -32,3 +34,14 @@ def store_dir(tmp_path: Path) -> Path:
     path = tmp_path / "store"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def docker_registry(store_dir: Path, tmp_path: Path) -> Iterator[DockerRegistry]:
+    """docker-registry 2.8 serving ``store_dir`` (the filesystem driver's root)."""
+    registry = DockerRegistry(tmp_path, {"filesystem": {"rootdirectory": str(store_dir)}})
+    registry.start()
+    try:
+        yield registry
+    finally:
+        registry.stop()

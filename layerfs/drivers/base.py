@@ -61,7 +61,7 @@ def check_path(path: str, driver: str = "", allow_root: bool = False) -> str:
     """Raise InvalidPathError unless ``path`` obeys distribution's path rule."""
     if allow_root and path == "/":
         return path
-    if not isinstance(path, str) or not PATH_RE.match(path):
+    if not isinstance(path, str) or not PATH_RE.fullmatch(path):
         raise InvalidPathError(str(path), driver)
     if any(part in (".", "..") for part in path.split("/")):
         raise InvalidPathError(path, driver)  # would name something outside the root

@@ -25,7 +25,7 @@ class Digest:
         """Parse and validate; refuse unknown algorithms and wrong hex lengths."""
         if not isinstance(text, str):
             raise InvalidDigestError(f"digest must be text, got {type(text).__name__}")
-        m = _DIGEST_RE.match(text)
+        m = _DIGEST_RE.fullmatch(text)
         if not m:
             raise InvalidDigestError(f"invalid digest {text!r}: want <algorithm>:<hex>")
         algorithm, hexpart = m.groups()

@@ -21,7 +21,7 @@ def validate_name(name: str) -> str:
         raise InvalidNameError(
             f"repository name is {len(name)} characters long; at most {NAME_MAX} allowed"
         )
-    if not NAME_RE.match(name) or any(part in _RESERVED for part in name.split("/")):
+    if not NAME_RE.fullmatch(name) or any(part in _RESERVED for part in name.split("/")):
         raise InvalidNameError(
             f"invalid repository name {name!r}: lowercase letters and digits joined by"
             " '.', '_', '__' or '-', components separated by '/'"
@@ -30,6 +30,6 @@ def validate_name(name: str) -> str:
 
 
 def validate_tag(tag: str) -> str:
-    if not isinstance(tag, str) or not TAG_RE.match(tag):
+    if not isinstance(tag, str) or not TAG_RE.fullmatch(tag):
         raise InvalidTagError(f"invalid tag {tag!r}: want [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
     return tag

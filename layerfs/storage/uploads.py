@@ -355,7 +355,7 @@ class UploadStore:
         return upload
 
     async def started_at(self, upload_id: str) -> datetime:
-        if not UUID_RE.match(upload_id):
+        if not UUID_RE.fullmatch(upload_id):
             raise UploadUnknownError(upload_id)
         try:
             content = await self.driver.get_content(
@@ -384,7 +384,7 @@ class UploadStore:
             entries = await self.driver.list(paths.uploads_dir(self.repository))
         except PathNotFoundError:
             return []
-        return [e.rsplit("/", 1)[1] for e in entries if UUID_RE.match(e.rsplit("/", 1)[1])]
+        return [e.rsplit("/", 1)[1] for e in entries if UUID_RE.fullmatch(e.rsplit("/", 1)[1])]
 
     async def cancel(self, upload_id: str) -> None:
         upload = await self.resume(upload_id)
