@@ -15,14 +15,17 @@ from .registry import DockerRegistry
 DRIVERS = ["memory", "filesystem"]
 
 
+def make_driver(kind: str, tmp_path: Path) -> StorageDriver:
+    if kind == "memory":
+        return MemoryDriver()
+    if kind == "filesystem":
+        return FilesystemDriver(str(tmp_path / "store"))
+    raise ValueError(f"unknown driver kind {kind!r}")
+
+
 @pytest.fixture(params=DRIVERS)
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageDriver]:
-    kind = request.param
-    made: StorageDriver
-    if kind == "memory":
-        made = MemoryDriver()
-    else:
-        made = FilesystemDriver(str(tmp_path / "store"))
+    made = make_driver(request.param, tmp_path)
     try:
         yield made
     finally:

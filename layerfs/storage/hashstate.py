@@ -132,7 +132,7 @@ class ResumableSha256:
         pending_block = state[36:100]
         (length,) = struct.unpack(">Q", state[100:108])
         if length >= 1 << 61:
-            raise HashStateError(f"Go sha256 hash state claims {length} bytes, past SHA-256's limit")
+            raise HashStateError(f"Go sha256 hash state claims {length} bytes: too many")
         num = length % BLOCK
         if any(pending_block[num:]):
             raise HashStateError("Go sha256 hash state has bytes past its pending length")
