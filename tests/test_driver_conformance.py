@@ -210,7 +210,7 @@ async def test_walk_order(driver: StorageDriver) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["", "/", "relative", "/trailing/", "//double", "/a//b", "/spa ce", "/\u00e9", "/a/../b", "/a\n"],
+    ["", "/", "rel", "/trail/", "//double", "/a//b", "/spa ce", "/\u00e9", "/a/../b", "/a\n"],
 )
 async def test_invalid_paths(driver: StorageDriver, path: str) -> None:
     with pytest.raises(InvalidPathError):
