@@ -108,9 +108,7 @@ class DockerRegistry:
         return resp.headers["Location"]
 
     def patch(self, location: str, chunk: bytes) -> str:
-        resp = self.request(
-            "PATCH", location, chunk, {"Content-Type": "application/octet-stream"}
-        )
+        resp = self.request("PATCH", location, chunk, {"Content-Type": "application/octet-stream"})
         assert resp.status == 202, (resp.status, resp.body)
         return resp.headers["Location"]
 

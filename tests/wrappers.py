@@ -1,0 +1,96 @@
+"""Driver wrappers for tests: count what is read, or misbehave on purpose."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from layerfs.drivers import FileInfo, FileWriter, Reader, StorageDriver
+
+
+class Passthrough(StorageDriver):
+    """Delegates every call to ``inner``; subclasses override what they watch."""
+
+    def __init__(self, inner: StorageDriver) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    async def get_content(self, path: str) -> bytes:
+        return await self.inner.get_content(path)
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        await self.inner.put_content(path, content)
+
+    async def reader(self, path: str, offset: int = 0) -> Reader:
+        return await self.inner.reader(path, offset)
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        return await self.inner.writer(path, append)
+
+    async def stat(self, path: str) -> FileInfo:
+        return await self.inner.stat(path)
+
+    async def list(self, path: str) -> list[str]:
+        return await self.inner.list(path)
+
+    async def move(self, source: str, dest: str) -> None:
+        await self.inner.move(source, dest)
+
+    async def delete(self, path: str) -> None:
+        await self.inner.delete(path)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _CountingReader(Reader):
+    def __init__(self, inner: Reader, counter: Counter[str], path: str) -> None:
+        self.inner, self.counter, self.path = inner, counter, path
+
+    async def read(self, size: int) -> bytes:
+        data = await self.inner.read(size)
+        self.counter[self.path] += len(data)
+        return data
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class CountingDriver(Passthrough):
+    """Counts the bytes read from each path, through readers and get_content."""
+
+    def __init__(self, inner: StorageDriver) -> None:
+        super().__init__(inner)
+        self.bytes_read: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+
+    async def get_content(self, path: str) -> bytes:
+        data = await self.inner.get_content(path)
+        self.bytes_read[path] += len(data)
+        return data
+
+    async def reader(self, path: str, offset: int = 0) -> Reader:
+        self.calls["reader"] += 1
+        return _CountingReader(await self.inner.reader(path, offset), self.bytes_read, path)
+
+    async def move(self, source: str, dest: str) -> None:
+        self.calls["move"] += 1
+        await self.inner.move(source, dest)
+
+    def read_below(self, fragment: str) -> int:
+        return sum(n for path, n in self.bytes_read.items() if fragment in path)
+
+
+class LaggingStatDriver(Passthrough):
+    """Reports a short size for the first ``lag`` stats of paths ending in ``suffix``,
+    the way an eventually consistent store can right after a write."""
+
+    def __init__(self, inner: StorageDriver, suffix: str, lag: int) -> None:
+        super().__init__(inner)
+        self.suffix, self.lag = suffix, lag
+
+    async def stat(self, path: str) -> FileInfo:
+        info = await self.inner.stat(path)
+        if path.endswith(self.suffix) and self.lag > 0 and info.size > 0:
+            self.lag -= 1
+            return FileInfo(info.path, info.size - 1, info.mod_time, info.is_dir)
+        return info
