@@ -48,6 +48,11 @@ def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
 
 
+def upload_name(name: str, upload_id: str) -> str:
+    """The file name a user gave an upload (layerfs only; the registry ignores it)."""
+    return f"{upload_dir(name, upload_id)}/name"
+
+
 def upload_hash_states(name: str, upload_id: str, algorithm: str) -> str:
     return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}"
 

@@ -24,6 +24,7 @@ from .blobs import BlobInfo, BlobStore, hash_stream
 from .digest import CANONICAL, EMPTY_SHA256, Digest
 from .errors import (
     DigestMismatchError,
+    InvalidOffsetWriteError,
     SizeMismatchError,
     UploadClosedError,
     UploadUnknownError,
@@ -102,10 +103,19 @@ class Upload:
     # writing -----------------------------------------------------------------
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``; the running sha256 follows it."""
+        return await self.write_at(None, data)
+
+    async def write_at(self, offset: int | None, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``, which must start exactly at the current end (``offset``)."""
         self._check_usable()
         data = bytes(data)
         async with self._lock:
             self._check_usable()
+            if offset is not None and offset != self._size:
+                raise InvalidOffsetWriteError(
+                    f"upload {self.id}: write at offset {offset}, but its end is at"
+                    f" {self._size}; uploads only grow at their end"
+                )
             hasher = await self._sync_hasher()
             writer = await self._open_writer()
             try:
@@ -210,12 +220,21 @@ class Upload:
             await self.driver.put_content(path, self._hasher.marshal())
 
     # ending --------------------------------------------------------------------
-    async def close(self) -> None:
-        """Persist the data and the hash state; the upload can be resumed by id."""
+    async def flush(self) -> None:
+        """Persist the data and the hash state, and stay open for more writes."""
         if self._state != "open":
             return
         async with self._lock:
-            await self._close_writer(commit=False)
+            try:
+                await self._close_writer(commit=False)
+            except BaseException:
+                await self._drop_writer()
+                raise
+
+    async def close(self) -> None:
+        """Persist the data and the hash state; the upload can be resumed by id."""
+        await self.flush()
+        if self._state == "open":
             self._state = "closed"
 
     async def _close_writer(self, commit: bool) -> None:
@@ -378,6 +397,19 @@ class UploadStore:
         except PathNotFoundError:
             size, exists = 0, False
         return self._upload(upload_id, started, size, exists)
+
+    async def set_name(self, upload_id: str, file_name: str) -> None:
+        await self.driver.put_content(
+            paths.upload_name(self.repository, upload_id), file_name.encode()
+        )
+
+    async def name_of(self, upload_id: str) -> str:
+        """The name an upload shows under; its id when nobody named it."""
+        try:
+            raw = await self.driver.get_content(paths.upload_name(self.repository, upload_id))
+            return raw.decode()
+        except (PathNotFoundError, UnicodeDecodeError):
+            return upload_id
 
     async def ids(self) -> list[str]:
         try:

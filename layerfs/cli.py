@@ -1,0 +1,204 @@
+"""``layerfs``: mount, umount and status of a registry store."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import trio
+
+from . import __version__
+from .drivers import driver_from_url
+
+DEFAULT_STORE = "/var/lib/docker-registry"  # Debian docker-registry's rootdirectory
+DEFAULT_MOUNTPOINT = "/mnt/layerfs"
+LOG_LEVELS = ["debug", "info", "warning", "error"]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="layerfs")
+def cli() -> None:
+    """Mount a container registry's storage as a directory."""
+
+
+def _default_log_file(mountpoint: str) -> str:
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "layerfs"
+    if os.geteuid() == 0:
+        base = Path("/var/log/layerfs")
+    name = os.path.realpath(mountpoint).strip("/").replace("/", "-") or "root"
+    return str(base / f"{name}.log")
+
+
+def _setup_logging(level: str, log_file: str | None) -> None:
+    handler: logging.Handler
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+
+
+@cli.command()
+@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("-o", "options", default="", help="Mount options: ro,allow_other,...")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option("--log-file", help="Log here (default: stderr with -f, else a file per mount).")
+@click.argument("store", default=DEFAULT_STORE)
+@click.argument("mountpoint", default=DEFAULT_MOUNTPOINT)
+def mount(
+    foreground: bool,
+    options: str,
+    log_level: str,
+    log_file: str | None,
+    store: str,
+    mountpoint: str,
+) -> None:
+    """Mount STORE (a directory or memory://) at MOUNTPOINT."""
+    from .fs.mount import MountError, is_mounted, parse_options, serve
+
+    try:
+        fuse_options, read_only = parse_options(options)
+    except MountError as exc:
+        raise click.UsageError(str(exc)) from None
+    os.makedirs(mountpoint, exist_ok=True)
+    if is_mounted(mountpoint):
+        raise click.ClickException(f"{mountpoint} is already mounted")
+    driver = driver_from_url(store)
+
+    def run(on_ready) -> None:  # type: ignore[no-untyped-def]
+        trio.run(serve, driver, mountpoint, fuse_options, read_only, on_ready)
+
+    if foreground:
+        _setup_logging(log_level, log_file)
+        try:
+            run(lambda: None)
+        except MountError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+    _daemonize(run, log_level, log_file or _default_log_file(mountpoint))
+
+
+def _daemonize(run, log_level: str, log_file: str) -> None:  # type: ignore[no-untyped-def]
+    """Fork; the parent returns once the mount is ready (or fails with the reason)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            message = pipe.read().decode()
+        if message != "ready":
+            raise click.ClickException(message or f"the daemon exited; see {log_file}")
+        return
+    os.close(read_end)
+    os.setsid()
+    _setup_logging(log_level, log_file)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+
+    def ready() -> None:
+        os.write(write_end, b"ready")
+        os.close(write_end)
+
+    code = 0
+    try:
+        run(ready)
+    except Exception as exc:
+        logging.getLogger("layerfs").exception("mount failed")
+        try:
+            os.write(write_end, str(exc).encode())
+            os.close(write_end)
+        except OSError:
+            pass
+        code = 1
+    os._exit(code)
+
+
+def _daemon_pid(mountpoint: str) -> int | None:
+    try:
+        return int(os.getxattr(mountpoint, "user.layerfs.pid"))
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@cli.command()
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the daemon.")
+@click.argument("mountpoint")
+def umount(mountpoint: str, timeout: float) -> None:
+    """Unmount MOUNTPOINT and wait until its daemon has exited."""
+    pid = _daemon_pid(mountpoint)
+    result = subprocess.run(["fusermount3", "-u", mountpoint], capture_output=True, text=True)
+    if result.returncode != 0:
+        if pid is not None:
+            raise click.ClickException(result.stderr.strip())
+        # a daemon that died leaves a mount nobody answers: detach it
+        lazy = subprocess.run(
+            ["fusermount3", "-u", "-z", mountpoint], capture_output=True, text=True
+        )
+        if lazy.returncode != 0:
+            raise click.ClickException(result.stderr.strip())
+        return
+    deadline = time.monotonic() + timeout
+    while pid is not None and _alive(pid):
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the daemon (pid {pid}) has not exited after {timeout} s")
+        time.sleep(0.05)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("mountpoint")
+def status(mountpoint: str, as_json: bool) -> None:
+    """List the uploads in progress on the mount at MOUNTPOINT."""
+    try:
+        uploads = json.loads(os.getxattr(mountpoint, "user.layerfs.uploads"))
+    except OSError as exc:
+        raise click.ClickException(f"{mountpoint} is not a layerfs mount: {exc.strerror}") from None
+    if as_json:
+        click.echo(json.dumps(uploads, indent=2))
+        return
+    if not uploads:
+        click.echo("no uploads in progress")
+        return
+    click.echo(f"{'REPOSITORY':30} {'NAME':30} {'BYTES':>14} {'RATE':>12} {'AGE':>8}")
+    for u in uploads:
+        click.echo(
+            f"{u['repository']:30} {u['name']:30} {u['bytes']:>14,} "
+            f"{_human(u['rate'])+'/s':>12} {u['age']:>7.0f}s"
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def main() -> None:
+    """Entry point; ``layerfs STORE MOUNTPOINT -o opts`` (as mount.fuse3 calls it from
+    an fstab line) means ``layerfs mount``."""
+    args = sys.argv[1:]
+    if args and not args[0].startswith("-") and args[0] not in cli.commands:
+        args = ["mount", *args]
+    cli.main(args=args, prog_name="layerfs")

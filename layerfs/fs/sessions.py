@@ -1,0 +1,94 @@
+"""Uploads as the mount sees them: found by the name a user gave them, shared by every
+open handle, with the figures ``layerfs status`` shows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..storage import Registry, Upload
+
+
+@dataclass
+class UploadSession:
+    """One upload opened through the mount; lives while a handle is open."""
+
+    upload: Upload
+    name: str
+    handles: int = 0
+    opened: float = field(default_factory=time.monotonic)
+    size_at_open: int = 0
+
+    @property
+    def repository(self) -> str:
+        return self.upload.repository
+
+    def status(self) -> dict[str, object]:
+        age = time.monotonic() - self.opened
+        written = self.upload.size - self.size_at_open
+        return {
+            "repository": self.repository,
+            "name": self.name,
+            "uuid": self.upload.id,
+            "bytes": self.upload.size,
+            "rate": round(written / age) if age > 0 else 0,
+            "age": round(age, 3),
+        }
+
+
+class UploadTable:
+    """Name → upload id per repository, and the sessions of open uploads."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.sessions: dict[str, UploadSession] = {}  # by upload id
+        self.errors: dict[str, str] = {}  # last error by upload id
+
+    async def names(self, repository: str) -> dict[str, str]:
+        """Every upload of ``repository`` by the name it shows under."""
+        uploads = self.registry.repository(repository).uploads
+        found = {}
+        for upload_id in await uploads.ids():
+            session = self.sessions.get(upload_id)
+            name = session.name if session else await uploads.name_of(upload_id)
+            found[name] = upload_id
+        return found
+
+    async def find(self, repository: str, name: str) -> str | None:
+        return (await self.names(repository)).get(name)
+
+    async def create(self, repository: str, name: str) -> UploadSession:
+        uploads = self.registry.repository(repository).uploads
+        upload = await uploads.create()
+        await uploads.set_name(upload.id, name)
+        session = UploadSession(upload, name)
+        self.sessions[upload.id] = session
+        return session
+
+    async def open(self, repository: str, upload_id: str, name: str) -> UploadSession:
+        session = self.sessions.get(upload_id)
+        if session is None:
+            upload = await self.registry.repository(repository).uploads.resume(upload_id)
+            session = UploadSession(upload, name, size_at_open=upload.size)
+            self.sessions[upload_id] = session
+        return session
+
+    async def size(self, repository: str, upload_id: str) -> int:
+        session = self.sessions.get(upload_id)
+        if session is not None:
+            return session.upload.size
+        return (await self.registry.repository(repository).uploads.resume(upload_id)).size
+
+    def release(self, session: UploadSession) -> bool:
+        """Drop one handle; True when it was the last."""
+        session.handles -= 1
+        if session.handles > 0:
+            return False
+        self.sessions.pop(session.upload.id, None)
+        return True
+
+    def forget(self, upload_id: str) -> None:
+        self.sessions.pop(upload_id, None)
+
+    def status(self) -> list[dict[str, object]]:
+        return [s.status() for s in self.sessions.values()]
