@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -67,34 +66,26 @@ async def serve(
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Mount, serve until unmounted or signalled, then close uploads and unmount."""
-    ops = Operations(driver, read_only=read_only)
     options = {"fsname=layerfs", "subtype=layerfs", *fuse_options}
-    try:
-        pyfuse3.init(ops, mountpoint, options)
-    except RuntimeError as exc:
-        raise MountError(f"cannot mount {mountpoint}: {exc}") from None
-    log.info(
-        "mounted %s at %s%s",
-        getattr(driver, "root", driver.name),
-        mountpoint,
-        " read-only" if read_only else "",
-    )
-    unmount = True
-    try:
-        on_ready()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signal)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
-    finally:
-        await ops.close_uploads()
+    async with trio.open_nursery() as background:
+        ops = Operations(driver, background, read_only=read_only)
         try:
-            pyfuse3.close(unmount=unmount)
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:
-                raise
-        await driver.aclose()
-        log.info("unmounted %s", mountpoint)
+            pyfuse3.init(ops, mountpoint, options)
+        except RuntimeError as exc:
+            raise MountError(f"cannot mount {mountpoint}: {exc}") from None
+        where = getattr(driver, "root", driver.name)
+        log.info("mounted %s at %s%s", where, mountpoint, " read-only" if read_only else "")
+        try:
+            on_ready()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_stop_on_signal)
+                await pyfuse3.main()
+                nursery.cancel_scope.cancel()
+        finally:
+            await ops.close_uploads()
+            pyfuse3.close(unmount=True)
+            await driver.aclose()
+            log.info("unmounted %s", mountpoint)
 
 
 async def _stop_on_signal() -> None:

@@ -92,13 +92,15 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, driver: StorageDriver, read_only: bool = False) -> None:
+    def __init__(
+        self, driver: StorageDriver, nursery: trio.Nursery, read_only: bool = False
+    ) -> None:
         super().__init__()
         self.driver = driver
         self.registry = Registry(driver)
         self.read_only = read_only
         self.inodes = InodeTable()
-        self.uploads = UploadTable(self.registry)
+        self.uploads = UploadTable(self.registry, nursery)
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
         self.created_dirs: set[Parts] = set()  # made by mkdir, nothing stored below yet
@@ -248,8 +250,9 @@ class Operations(pyfuse3.Operations):
             session = await self.uploads.open(place.repository, upload_id, place.upload_name)
             try:
                 if size == 0:
+                    await session.pipe.drain()
                     await session.upload.restart()
-                elif size != session.upload.size:
+                elif size != session.pipe.size:
                     raise Refusal(
                         errno.EINVAL,
                         f"upload {place.upload_name}: truncate to {size} bytes refused;"
@@ -257,8 +260,8 @@ class Operations(pyfuse3.Operations):
                     )
             finally:
                 if session.handles == 0:
-                    await session.upload.flush()
-                    self.uploads.forget(upload_id)
+                    session.handles = 1
+                    await self.uploads.release(session)
             return
         if place.kind in LINK_KINDS:
             handle = self.pending_links.get(place.parts)
@@ -473,6 +476,7 @@ class Operations(pyfuse3.Operations):
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
         try:
             if flags & os.O_TRUNC and writable:
+                await session.pipe.drain()
                 await session.upload.restart()
                 log.info("upload %s restarted (O_TRUNC)", upload_id)
         except BaseException:
@@ -501,9 +505,8 @@ class Operations(pyfuse3.Operations):
         if isinstance(handle, LinkHandle):
             return bytes(handle.content[off : off + size])
         if isinstance(handle, UploadHandle):
-            upload = handle.session.upload
-            await upload.flush()  # what a writer buffered becomes readable
-            return await self._read_store(upload.data_path, off, size)
+            await handle.session.pipe.flush()  # what writers queued becomes readable
+            return await self._read_store(handle.session.upload.data_path, off, size)
         if isinstance(handle, FileHandle):
             return await self._read_store(handle.place.store_path, off, size)
         raise Refusal(errno.EISDIR, "read of a directory")
@@ -527,7 +530,7 @@ class Operations(pyfuse3.Operations):
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self._handle(fh)
         if isinstance(handle, UploadHandle) and handle.writable:
-            return await self._upload_call(handle.session, handle.session.upload.write_at(off, buf))
+            return await self._upload_call(handle.session, handle.session.pipe.write_at(off, buf))
         if isinstance(handle, LinkHandle) and handle.writable:
             if off > len(handle.content):
                 handle.content.extend(b"\0" * (off - len(handle.content)))
@@ -549,7 +552,7 @@ class Operations(pyfuse3.Operations):
     async def flush(self, fh: int) -> None:
         handle = self._handle(fh)
         if isinstance(handle, UploadHandle) and handle.writable:
-            await self._upload_call(handle.session, handle.session.upload.flush())
+            await self._upload_call(handle.session, handle.session.pipe.flush())
         elif isinstance(handle, LinkHandle) and handle.dirty:
             await self._apply_link(handle)
 
@@ -574,11 +577,10 @@ class Operations(pyfuse3.Operations):
                     log.warning("link %s not written: %s", "/".join(handle.place.parts), exc)
 
     async def _release_session(self, session: UploadSession) -> None:
-        if self.uploads.release(session):
-            try:
-                await session.upload.flush()
-            except Exception as exc:
-                log.warning("upload %s: keeping its data failed: %s", session.upload.id, exc)
+        try:
+            await self.uploads.release(session)
+        except Exception as exc:  # release cannot report errors; flush did, if it could
+            log.warning("upload %s: keeping its data failed: %s", session.upload.id, exc)
 
     # links ---------------------------------------------------------------------------
     async def _apply_link(self, handle: LinkHandle) -> None:
@@ -646,8 +648,9 @@ class Operations(pyfuse3.Operations):
         upload_id = await self._upload_id(place)
         session = self.uploads.sessions.get(upload_id)
         if session is not None:
+            await session.pipe.drain()
             await session.upload.cancel()
-            self.uploads.forget(upload_id)
+            await self.uploads.forget(upload_id)
         else:
             await self.registry.repository(place.repository).uploads.cancel(upload_id)
         self.uploads.errors.pop(upload_id, None)
@@ -683,11 +686,12 @@ class Operations(pyfuse3.Operations):
         session.handles += 1
         try:
             digest = Digest.parse(digest_text)
+            await self._upload_call(session, session.pipe.flush())
             info = await self._upload_call(session, session.upload.finish(digest))
         finally:
             session.handles -= 1
             if session.handles <= 0:
-                self.uploads.forget(upload_id)
+                await self.uploads.forget(upload_id)
         self.uploads.errors.pop(upload_id, None)
         log.info(
             "upload %s finished as %s (%d bytes) in %s",
@@ -788,7 +792,8 @@ class Operations(pyfuse3.Operations):
         """Store data and hash state of every open upload (before unmounting)."""
         for session in list(self.uploads.sessions.values()):
             try:
-                await session.upload.flush()
+                await session.pipe.flush()
+                await self.uploads.forget(session.upload.id)
                 log.info("upload %s closed at %d bytes", session.upload.id, session.upload.size)
             except Exception as exc:
                 log.warning("upload %s: closing failed: %s", session.upload.id, exc)

@@ -6,7 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import trio
+
 from ..storage import Registry, Upload
+from ..storage.writebehind import WriteBehind
 
 
 @dataclass
@@ -14,6 +17,7 @@ class UploadSession:
     """One upload opened through the mount; lives while a handle is open."""
 
     upload: Upload
+    pipe: WriteBehind
     name: str
     handles: int = 0
     opened: float = field(default_factory=time.monotonic)
@@ -25,12 +29,12 @@ class UploadSession:
 
     def status(self) -> dict[str, object]:
         age = time.monotonic() - self.opened
-        written = self.upload.size - self.size_at_open
+        written = self.pipe.size - self.size_at_open
         return {
             "repository": self.repository,
             "name": self.name,
             "uuid": self.upload.id,
-            "bytes": self.upload.size,
+            "bytes": self.pipe.size,
             "rate": round(written / age) if age > 0 else 0,
             "age": round(age, 3),
         }
@@ -39,8 +43,9 @@ class UploadSession:
 class UploadTable:
     """Name → upload id per repository, and the sessions of open uploads."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, nursery: trio.Nursery) -> None:
         self.registry = registry
+        self.nursery = nursery  # runs the write-behind of open uploads
         self.sessions: dict[str, UploadSession] = {}  # by upload id
         self.errors: dict[str, str] = {}  # last error by upload id
 
@@ -61,7 +66,7 @@ class UploadTable:
         uploads = self.registry.repository(repository).uploads
         upload = await uploads.create()
         await uploads.set_name(upload.id, name)
-        session = UploadSession(upload, name)
+        session = UploadSession(upload, WriteBehind(upload, self.nursery), name)
         self.sessions[upload.id] = session
         return session
 
@@ -69,26 +74,31 @@ class UploadTable:
         session = self.sessions.get(upload_id)
         if session is None:
             upload = await self.registry.repository(repository).uploads.resume(upload_id)
-            session = UploadSession(upload, name, size_at_open=upload.size)
+            pipe = WriteBehind(upload, self.nursery)
+            session = UploadSession(upload, pipe, name, size_at_open=upload.size)
             self.sessions[upload_id] = session
         return session
 
     async def size(self, repository: str, upload_id: str) -> int:
         session = self.sessions.get(upload_id)
         if session is not None:
-            return session.upload.size
+            return session.pipe.size
         return (await self.registry.repository(repository).uploads.resume(upload_id)).size
 
-    def release(self, session: UploadSession) -> bool:
-        """Drop one handle; True when it was the last."""
+    async def release(self, session: UploadSession) -> None:
+        """Drop one handle; the last one stores data and hash state and ends the session."""
         session.handles -= 1
         if session.handles > 0:
-            return False
-        self.sessions.pop(session.upload.id, None)
-        return True
+            return
+        try:
+            await session.pipe.flush()
+        finally:
+            await self.forget(session.upload.id)
 
-    def forget(self, upload_id: str) -> None:
-        self.sessions.pop(upload_id, None)
+    async def forget(self, upload_id: str) -> None:
+        session = self.sessions.pop(upload_id, None)
+        if session is not None:
+            await session.pipe.aclose()
 
     def status(self) -> list[dict[str, object]]:
         return [s.status() for s in self.sessions.values()]
