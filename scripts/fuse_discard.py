@@ -22,8 +22,8 @@ class Discard(pyfuse3.Operations):
     def _attrs(self, ino: int) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
         attrs.st_ino = ino
-        attrs.st_mode = (stat.S_IFDIR | 0o755) if ino == pyfuse3.ROOT_INODE else (
-            stat.S_IFREG | 0o644
+        attrs.st_mode = (
+            (stat.S_IFDIR | 0o755) if ino == pyfuse3.ROOT_INODE else (stat.S_IFREG | 0o644)
         )
         attrs.st_size = self.size if ino == SINK else 0
         attrs.st_blksize = 1 << 20

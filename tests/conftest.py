@@ -10,6 +10,7 @@ import pytest
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, StorageDriver
 
+from .mounts import Mount
 from .registry import DockerRegistry
 
 DRIVERS = ["memory", "filesystem"]
@@ -48,3 +49,13 @@ def docker_registry(store_dir: Path, tmp_path: Path) -> Iterator[DockerRegistry]
         yield registry
     finally:
         registry.stop()
+
+
+@pytest.fixture
+def mount(store_dir: Path, tmp_path: Path) -> Iterator[Mount]:
+    """``layerfs mount -f`` of ``store_dir`` on a kernel FUSE mount."""
+    mounted = Mount(store_dir, tmp_path / "mnt", tmp_path / "layerfs.log").start()
+    try:
+        yield mounted
+    finally:
+        mounted.stop()

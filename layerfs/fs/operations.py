@@ -38,6 +38,7 @@ DIR_TIMEOUT = 1.0  # a registry may change the store beside us
 UPLOAD_TIMEOUT = 0.0
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 XATTR_PREFIX = "user.layerfs."
+LONGEST_DIGEST = len("sha512:") + 128
 
 
 @dataclass
@@ -346,8 +347,10 @@ class Operations(pyfuse3.Operations):
     def _check_new_dir(self, place: Place) -> None:
         """Refuse a directory the layout has no place for (with the reason)."""
         where = "/".join(place.parts)
-        if place.kind == Kind.NAMESPACE:
-            validate_name(place.repository)
+        if place.kind == Kind.NAMESPACE or (
+            place.kind == Kind.OTHER and place.parts[0] == "repositories"
+        ):
+            validate_name("/".join(place.parts[1:]))  # e.g. repositories/_layers
             return
         if place.kind != Kind.LINK_DIR or place.is_special_root:
             raise Refusal(errno.EPERM, f"mkdir {where}: the layout has no directory here")
@@ -536,6 +539,9 @@ class Operations(pyfuse3.Operations):
                 handle.content.extend(b"\0" * (off - len(handle.content)))
             handle.content[off : off + len(buf)] = buf
             handle.dirty = True
+            if _link_complete(handle.content):
+                # Shells ignore errors of close(): refuse at write, where printf sees it.
+                await self._apply_link(handle)
             return len(buf)
         raise Refusal(errno.EBADF, "file is not open for writing")
 
@@ -797,6 +803,17 @@ class Operations(pyfuse3.Operations):
                 log.info("upload %s closed at %d bytes", session.upload.id, session.upload.size)
             except Exception as exc:
                 log.warning("upload %s: closing failed: %s", session.upload.id, exc)
+
+
+def _link_complete(content: bytearray) -> bool:
+    """A link's content is whole once it parses, ends a line or is longer than any digest."""
+    if b"\n" in content or len(content) > LONGEST_DIGEST:
+        return True
+    try:
+        Digest.parse(content.decode("ascii"))
+    except (UnicodeDecodeError, RegistryError):
+        return False
+    return True
 
 
 def _special_of(place: Place) -> str:
