@@ -316,11 +316,8 @@ def test_manifests_and_tags(mount: Mount, repo: Path, tmp_path: Path) -> None:
     assert not (repo / "_manifests/tags/v2/current/link").exists()
     sh("rm -r _manifests/tags/v2", repo)  # the directories mkdir made, nothing stored
     # untag with rm -r; deleting the revision removes its tags too
-    sh(
-        "mkdir -p _manifests/tags/v3/current && printf %s > _manifests/tags/v3/current/link"
-        % digest,
-        repo,
-    )
+    tags = repo / "_manifests/tags"
+    sh(f"mkdir -p {tags}/v3/current && printf {digest} > {tags}/v3/current/link", repo)
     sh("rm -r _manifests/tags/v1", repo)
     assert sorted(os.listdir(repo / "_manifests/tags")) == ["v3"]
     sh(f"rm _manifests/revisions/sha256/{digest[7:]}/link", repo)
