@@ -426,3 +426,21 @@ def test_startedat_is_rfc3339(store_dir: Path) -> None:
         store_dir / f"docker/registry/v2/repositories/new/process/_uploads/{upload_id}/startedat"
     ).read_text()
     assert len(started) == 20 and started.endswith("Z") and started[10] == "T"
+
+
+async def test_finish_after_a_crash_between_move_and_link(driver: StorageDriver) -> None:
+    """What a crash right after finish's move leaves (UPLOADS.md, step 3): the blob in
+    place, the upload dir without data. Finishing again links and cleans up."""
+    registry = Registry(driver)
+    repo = registry.repository("crash/move")
+    data = b"moved before the crash"
+    upload = await repo.uploads.create()
+    await upload.write(data)
+    await upload.close()
+    await driver.move(paths.upload_data("crash/move", upload.id), paths.blob_data(Digest.of(data)))
+    resumed = await repo.uploads.resume(upload.id)
+    assert resumed.size == 0
+    info = await resumed.finish(Digest.of(data))
+    assert info.size == len(data)
+    assert await repo.layers.exists(Digest.of(data))
+    assert await repo.uploads.ids() == []

@@ -299,12 +299,11 @@ class Upload:
         try:
             stored = (await self.driver.stat(self.data_path)).size
         except PathNotFoundError:
-            if self._size == 0:
-                stored = 0
-            elif digest.algorithm == CANONICAL and await self.blobs.exists(digest):
-                return None
-            else:
+            if digest.algorithm == CANONICAL and await self.blobs.exists(digest):
+                return None  # a finish that crashed after its move: link and clean up
+            if self._size != 0:
                 raise
+            stored = 0
         if stored != self._size:
             raise SizeMismatchError(self._size, stored)
         if size is not None and size != stored:
