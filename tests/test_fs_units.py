@@ -1,0 +1,87 @@
+"""The fs layer without the kernel: errno translation and path classification."""
+
+from __future__ import annotations
+
+import errno
+import logging
+
+import pyfuse3
+import pytest
+
+from layerfs.drivers import BackendUnavailableError, PathNotFoundError
+from layerfs.fs.errors import Refusal, fuse_handler
+from layerfs.fs.inodes import InodeTable
+from layerfs.fs.view import Kind, classify
+from layerfs.storage import Digest
+from layerfs.storage import errors as se
+
+D = Digest.of(b"x")
+
+
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (se.DigestMismatchError(D, D), errno.EBADMSG),
+        (se.InvalidNameError("x"), errno.EINVAL),
+        (se.InvalidDigestError("x"), errno.EINVAL),
+        (se.ManifestBlobsUnknownError([D]), errno.ENOENT),
+        (se.BlobUnknownError(D), errno.ENOENT),
+        (PathNotFoundError("/x"), errno.ENOENT),
+        (BackendUnavailableError("down"), errno.EIO),
+        (Refusal(errno.EROFS, "read-only"), errno.EROFS),
+        (ZeroDivisionError("a bug"), errno.EIO),
+        (KeyError("a bug"), errno.EIO),
+    ],
+)
+async def test_every_exception_becomes_fuse_error(
+    exc: Exception, code: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    @fuse_handler
+    async def handler() -> None:
+        raise exc
+
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await handler()
+    assert info.value.errno == code
+    assert "handler" in caplog.text  # a sentence in the log, naming the request
+    if isinstance(exc, ZeroDivisionError | KeyError):
+        assert "Traceback" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "path, kind, repository",
+    [
+        ("", Kind.ROOT, ""),
+        ("blobs/sha256/ab", Kind.BLOB_DIR, ""),
+        (f"blobs/sha256/{D.hex[:2]}/{D.hex}/data", Kind.BLOB_DATA, ""),
+        ("repositories/a/b", Kind.NAMESPACE, "a/b"),
+        ("repositories/a/b/_uploads", Kind.UPLOADS, "a/b"),
+        ("repositories/a/b/_uploads/x.tar", Kind.UPLOAD, "a/b"),
+        ("repositories/a/_uploads/x/data", Kind.OTHER, "a"),
+        (f"repositories/a/_layers/sha256/{D.hex}/link", Kind.LAYER_LINK, "a"),
+        (f"repositories/a/_manifests/revisions/sha256/{D.hex}/link", Kind.REVISION_LINK, "a"),
+        ("repositories/a/_manifests/tags/v1/current/link", Kind.TAG_LINK, "a"),
+        (f"repositories/a/_manifests/tags/v1/index/sha256/{D.hex}/link", Kind.TAG_INDEX_LINK, "a"),
+        ("repositories/_uploads", Kind.OTHER, ""),
+        ("elsewhere", Kind.OTHER, ""),
+    ],
+)
+def test_classify(path: str, kind: Kind, repository: str) -> None:
+    place = classify(tuple(path.split("/")) if path else ())
+    assert place.kind == kind
+    assert place.repository == repository
+
+
+def test_inodes_live_until_forget() -> None:
+    table = InodeTable()
+    ino = table.ino(("repositories", "a"))
+    table.remember(ino)
+    table.remember(ino)
+    table.forget(ino, 1)
+    assert table.path(ino) == ("repositories", "a")
+    table.move(("repositories", "a"), ("repositories", "b"))
+    assert table.path(ino) == ("repositories", "b")
+    table.forget(ino, 1)
+    with pytest.raises(Refusal):
+        table.path(ino)
