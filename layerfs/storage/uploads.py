@@ -120,9 +120,7 @@ class Upload:
             writer = await self._open_writer()
             try:
                 if len(data) >= PARALLEL_HASH:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(trio.to_thread.run_sync, hasher.update, data)
-                        await writer.write(data)
+                    await _hash_while_writing(hasher, writer, data)
                 else:
                     hasher.update(data)
                     await writer.write(data)
@@ -331,6 +329,16 @@ class Upload:
             if canonical != EMPTY_SHA256:
                 raise
             await self.driver.put_content(target, b"")  # nothing was ever written
+
+
+async def _hash_while_writing(hasher: ResumableSha256, writer: FileWriter, data: bytes) -> None:
+    """Hash in a worker thread while the driver writes; raise the writer's own error."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.to_thread.run_sync, hasher.update, data)
+            await writer.write(data)
+    except BaseExceptionGroup as group:
+        raise group.exceptions[0] from None
 
 
 async def _delete_if_present(driver: StorageDriver, path: str) -> None:

@@ -14,7 +14,10 @@ import trio
 from .errors import InvalidOffsetWriteError
 from .uploads import Upload
 
-DEFAULT_DEPTH = 8
+DEFAULT_DEPTH = 16
+# Queued buffers are stored in batches of up to this size: one hash call and one write
+# per batch costs far less than one per 1 MiB FUSE request.
+BATCH = 8 << 20
 
 
 class WriteBehind:
@@ -67,17 +70,28 @@ class WriteBehind:
 
     async def _consume(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
         async with receive:
-            async for data in receive:
-                if self._error is None:
+            async for first in receive:
+                batch = [first]
+                size = len(first)
+                while size < BATCH:
                     try:
-                        await self.upload.write(data)
-                    except Exception as exc:
-                        self._error = exc  # reported by the next write or flush
-                self._queued -= len(data)
-                if self._queued == 0:
-                    self._idle.set()
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    size += len(batch[-1])
+                await self._store(batch, size)
         self._queued = 0
         self._idle.set()
+
+    async def _store(self, batch: list[bytes], size: int) -> None:
+        if self._error is None:
+            try:
+                await self.upload.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            except Exception as exc:
+                self._error = exc  # reported by the next write or flush
+        self._queued -= size
+        if self._queued == 0:
+            self._idle.set()
 
 
 __all__ = ["DEFAULT_DEPTH", "WriteBehind"]

@@ -1,0 +1,216 @@
+"""The measurements behind scripts/bench. Every figure comes from this run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.mounts import Mount  # noqa: E402
+from tests.registry import DockerRegistry  # noqa: E402
+
+
+def timed(args: list[str], **kwargs: object) -> float:
+    start = time.perf_counter()
+    subprocess.run(args, check=True, **kwargs)  # type: ignore[call-overload]
+    return time.perf_counter() - start
+
+
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    with contextlib.suppress(OSError):  # only root may; then the cache starts cold
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def make_file(path: Path, mib: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            chunk = os.urandom(1 << 20)
+            h.update(chunk)
+            f.write(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+class PeakRss(threading.Thread):
+    """Samples VmHWM of a process (the kernel's own peak counter)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_kib = 0
+
+    def run(self) -> None:
+        self.read()
+
+    def read(self) -> int:
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    self.peak_kib = int(line.split()[1])
+        return self.peak_kib
+
+
+def bench_layerfs(work: Path, source: Path, digest: str) -> dict[str, float]:
+    store = work / "layerfs-store"
+    mount = Mount(store, work / "mnt", work / "layerfs.log").start()
+    try:
+        repo = mount.mountpoint / "repositories/bench/app"
+        repo.mkdir(parents=True)
+        drop_caches()
+        cp = timed(["cp", str(source), str(repo / "_uploads/blob")])
+        mv = timed(["mv", str(repo / "_uploads/blob"), str(repo / f"_uploads/{digest}")])
+        blob = mount.mountpoint / "blobs/sha256" / digest[7:9] / digest[7:] / "data"
+        timed(["cat", str(blob)], stdout=subprocess.DEVNULL)
+        cat = timed(["cat", str(blob)], stdout=subprocess.DEVNULL)
+        return {"cp": cp, "mv": mv, "cat": cat}
+    finally:
+        mount.stop()
+
+
+def bench_rss(work: Path, gib: int) -> float:
+    mount = Mount(work / "rss-store", work / "mnt", work / "rss.log").start()
+    try:
+        repo = mount.mountpoint / "repositories/bench/rss"
+        repo.mkdir(parents=True)
+        subprocess.run(
+            [
+                "dd",
+                "if=/dev/zero",
+                f"of={repo}/_uploads/big",
+                "bs=1M",
+                f"count={gib * 1024}",
+                "status=none",
+            ],
+            check=True,
+        )
+        return PeakRss(mount.pid).read() / 1024
+    finally:
+        mount.stop()
+
+
+def bench_registry(work: Path, source: Path, digest: str) -> dict[str, float]:
+    store = work / "registry-store"
+    registry = DockerRegistry(work, {"filesystem": {"rootdirectory": str(store)}}).start()
+    try:
+        drop_caches()
+        start = time.perf_counter()
+        location = registry.start_upload("bench/app")
+        sep = "&" if "?" in location else "?"
+        subprocess.run(
+            [
+                "curl",
+                "-sf",
+                "-X",
+                "PUT",
+                "-T",
+                str(source),
+                "-H",
+                "Content-Type: application/octet-stream",
+                f"{location}{sep}digest={digest}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        push = time.perf_counter() - start
+        url = f"{registry.url}/v2/bench/app/blobs/{digest}"
+        timed(["curl", "-sf", "-o", "/dev/null", url])
+        get = timed(["curl", "-sf", "-o", "/dev/null", url])
+        return {"push": push, "get": get}
+    finally:
+        registry.stop()
+
+
+def bench_references(work: Path, source: Path) -> dict[str, float]:
+    mnt = work / "discard"
+    mnt.mkdir()
+    sink = subprocess.Popen([sys.executable, str(ROOT / "scripts/fuse_discard.py"), str(mnt)])
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.ismount(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        drop_caches()
+        discard = timed(["cp", str(source), str(mnt / "sink")])
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+        sink.wait(10)
+    drop_caches()
+    disk = timed(["cp", str(source), str(work / "disk-copy")])
+    (work / "disk-copy").unlink()
+    return {"discard": discard, "disk": disk}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--rss-gib", type=int, default=4)
+    parser.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-bench-") as tmp:
+        work = Path(tmp)
+        source = work / "source"
+        digest = make_file(source, args.size_mib)
+        lf = bench_layerfs(work, source, digest)
+        reg = bench_registry(work, source, digest)
+        ref = bench_references(work, source)
+        rss = bench_rss(work, args.rss_gib)
+    size = f"{args.size_mib} MiB"
+    mib = args.size_mib
+    rows = [
+        (
+            f"push {size}: cp+mv vs HTTP POST+PUT",
+            lf["cp"] + lf["mv"],
+            reg["push"],
+            reg["push"] / (lf["cp"] + lf["mv"]),
+            ">= 4x",
+        ),
+        (f"mv {size} as a share of its cp", lf["mv"], lf["cp"], lf["mv"] / lf["cp"] * 100, "< 2 %"),
+        (
+            f"repeated read {size}: cat vs curl GET",
+            lf["cat"],
+            reg["get"],
+            reg["get"] / lf["cat"],
+            ">= 1x",
+        ),
+        (
+            f"cp {size}: layerfs vs FUSE discard mount",
+            lf["cp"],
+            ref["discard"],
+            ref["discard"] / lf["cp"],
+            "(ceiling)",
+        ),
+        (
+            f"cp {size}: layerfs vs plain disk",
+            lf["cp"],
+            ref["disk"],
+            ref["disk"] / lf["cp"],
+            "(reference)",
+        ),
+    ]
+    print(f"{'measure':45} {'layerfs':>9} {'other':>9} {'ratio':>8}  goal")
+    for name, ours, theirs, ratio, goal in rows:
+        unit = "%" if goal.endswith("%") else "x"
+        print(f"{name:45} {ours:8.2f}s {theirs:8.2f}s {ratio:7.2f}{unit}  {goal}")
+    print(
+        f"{'daemon peak RSS copying ' + str(args.rss_gib) + ' GiB':45} {rss:8.1f}M "
+        f"{'':>9} {'':>8}  < 150 MB"
+    )
+    print(
+        f"\nthroughput: layerfs cp {mib / lf['cp']:.0f} MiB/s, registry push "
+        f"{mib / reg['push']:.0f} MiB/s, FUSE discard {mib / ref['discard']:.0f} MiB/s, "
+        f"disk {mib / ref['disk']:.0f} MiB/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
