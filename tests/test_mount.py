@@ -474,3 +474,30 @@ def daemon_alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_mount_8_with_fstab_options(store_dir: Path, tmp_path: Path) -> None:
+    """What an fstab line does: mount(8) → mount.fuse3 → ``layerfs STORE MNT -o ...``
+    (scripts/setup puts layerfs on the system PATH)."""
+    mnt = tmp_path / "fstab-mnt"
+    mnt.mkdir()
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "fuse.layerfs",
+            str(store_dir),
+            str(mnt),
+            "-o",
+            "defaults,nofail,allow_other",
+        ],
+        check=True,
+        timeout=30,
+    )
+    try:
+        assert sorted(os.listdir(mnt)) == ["blobs", "repositories"]
+        with open("/proc/self/mountinfo") as info:
+            line = next(line for line in info if line.split()[4] == str(mnt))
+        assert "fuse.layerfs" in line and "allow_other" in line
+    finally:
+        subprocess.run([LAYERFS, "umount", str(mnt)], check=True, timeout=60)
