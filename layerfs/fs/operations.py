@@ -752,8 +752,11 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
         key = decode(name)
+        if not key.startswith(XATTR_PREFIX):
+            # The kernel asks for security.capability before every write: answer at once.
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         values = await self._xattrs(self._place(inode))
-        if not key.startswith(XATTR_PREFIX) or key[len(XATTR_PREFIX) :] not in values:
+        if key[len(XATTR_PREFIX) :] not in values:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return values[key[len(XATTR_PREFIX) :]]
 
