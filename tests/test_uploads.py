@@ -444,3 +444,30 @@ async def test_finish_after_a_crash_between_move_and_link(driver: StorageDriver)
     assert info.size == len(data)
     assert await repo.layers.exists(Digest.of(data))
     assert await repo.uploads.ids() == []
+
+
+async def test_finish_commits_the_data_of_a_closed_upload(driver: StorageDriver) -> None:
+    """The data is made durable (the writer's commit: fsync, or S3's complete) before it
+    is moved into blobs/, also when the upload was closed and resumed."""
+    from .test_writebehind import FailingDriver
+
+    commits: list[str] = []
+
+    class Recording(FailingDriver):
+        async def writer(self, path: str, append: bool = False):  # type: ignore[no-untyped-def]
+            writer = await super().writer(path, append)
+            inner_commit = writer.commit
+
+            async def commit() -> None:
+                commits.append(path)
+                await inner_commit()
+
+            writer.commit = commit  # type: ignore[method-assign]
+            return writer
+
+    repo = Registry(Recording(driver, budget=1 << 30)).repository("durable/data")
+    upload = await repo.uploads.create()
+    await upload.write(b"must reach the disk")
+    await upload.close()
+    await (await repo.uploads.resume(upload.id)).finish(Digest.of(b"must reach the disk"))
+    assert commits == [paths.upload_data("durable/data", upload.id)]

@@ -6,6 +6,7 @@ Every system call runs in a worker thread so the trio loop never waits on the di
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -42,6 +43,20 @@ def _fsync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_sync_file_range = getattr(_libc, "sync_file_range", None)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+SYNC_FILE_RANGE_WRITE = 2
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing these bytes to disk now, without waiting, so
+    the fsync at commit finds little left to do (and a finish stays quick)."""
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 class FilesystemDriver(StorageDriver):
@@ -232,11 +247,14 @@ class _FileWriter(FileWriter):
         return n
 
     async def _write_out(self, data: bytes) -> None:
+        start = self._flushed
+
         def write_all() -> None:
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
+            start_writeback(self._fd, start, len(data))
 
         await _run(write_all)
         self._flushed += len(data)

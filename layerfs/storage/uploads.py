@@ -244,6 +244,16 @@ class Upload:
         await writer.close()
         await self._store_hash_state()
 
+    async def _commit_data(self) -> None:
+        """Make the data final and durable before it is moved into ``blobs/``: through
+        the open writer, or one opened again for the purpose (closed uploads too)."""
+        if self._writer is None and self._data_exists:
+            try:
+                self._writer = await self.driver.writer(self.data_path, append=True)
+            except PathNotFoundError:
+                self._data_exists = False  # moved by an interrupted finish: validate says
+        await self._close_writer(commit=True)
+
     async def cancel(self) -> None:
         """Remove every resource of the upload."""
         async with self._lock:
@@ -261,7 +271,7 @@ class Upload:
         self._check_usable()
         async with self._lock:
             self._check_usable()
-            await self._close_writer(commit=True)
+            await self._commit_data()
             canonical = await self._validate_with_retries(digest, size)
             if canonical is None:  # data already moved by an interrupted finish
                 canonical = digest
