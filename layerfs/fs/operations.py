@@ -441,7 +441,7 @@ class Operations(pyfuse3.Operations):
         log.info(
             "upload %s started in %s as %s", session.upload.id, place.repository, place.upload_name
         )
-        return pyfuse3.FileInfo(fh=self._new_fh(UploadHandle(session, True)))
+        return pyfuse3.FileInfo(fh=self._new_fh(UploadHandle(session, True)), direct_io=True)
 
     async def _create_link(self, place: Place, flags: int) -> pyfuse3.FileInfo:
         if await self._stat(place) is not None:

@@ -235,14 +235,15 @@ class Upload:
         if self._state == "open":
             self._state = "closed"
 
-    async def _close_writer(self, commit: bool) -> None:
+    async def _close_writer(self, commit: bool, store_state: bool = True) -> None:
         if self._writer is None:
             return
         writer, self._writer = self._writer, None
         if commit:
             await writer.commit()
         await writer.close()
-        await self._store_hash_state()
+        if store_state:
+            await self._store_hash_state()
 
     async def _commit_data(self) -> None:
         """Make the data final and durable before it is moved into ``blobs/``: through
@@ -252,7 +253,8 @@ class Upload:
                 self._writer = await self.driver.writer(self.data_path, append=True)
             except PathNotFoundError:
                 self._data_exists = False  # moved by an interrupted finish: validate says
-        await self._close_writer(commit=True)
+        # No hash state here: the upload is about to go (a refused finish stores one).
+        await self._close_writer(commit=True, store_state=False)
 
     async def cancel(self) -> None:
         """Remove every resource of the upload."""
@@ -272,7 +274,11 @@ class Upload:
         async with self._lock:
             self._check_usable()
             await self._commit_data()
-            canonical = await self._validate_with_retries(digest, size)
+            try:
+                canonical = await self._validate_with_retries(digest, size)
+            except DigestMismatchError:
+                await self._store_hash_state()  # the next finish need not read again
+                raise
             if canonical is None:  # data already moved by an interrupted finish
                 canonical = digest
             else:
