@@ -501,3 +501,25 @@ def test_mount_8_with_fstab_options(store_dir: Path, tmp_path: Path) -> None:
         assert "fuse.layerfs" in line and "allow_other" in line
     finally:
         subprocess.run([LAYERFS, "umount", str(mnt)], check=True, timeout=60)
+
+
+def test_everyday_tools(mount: Mount, repo: Path, payload: tuple[Path, bytes]) -> None:
+    source, data = payload
+    sh(f"cp {source} _uploads/tool", repo)
+    listing = sh("ls -l _uploads", repo)
+    assert f" {len(data)} " in listing and listing.rstrip().endswith("tool")
+    assert sh("stat -c '%s %o %F' _uploads/tool", repo).split() == [
+        str(len(data)),
+        "1048576",
+        "regular",
+        "file",
+    ]
+    attrs = sh("getfattr -d -m user.layerfs _uploads/tool", repo)
+    assert f'user.layerfs.offset="{len(data)}"' in attrs
+    assert "user.layerfs.uuid=" in attrs and "user.layerfs.startedat=" in attrs
+    pid = sh("getfattr --only-values -n user.layerfs.pid .", mount.mountpoint)
+    assert int(pid) == mount.pid
+    # forked writers share one descriptor: each child's close flushes, the data adds up
+    sh("( printf one; (printf two); sh -c 'printf three' ) > _uploads/forked", repo)
+    assert (repo / "_uploads/forked").read_bytes() == b"onetwothree"
+    assert sh("cat _uploads/forked", repo) == "onetwothree"
