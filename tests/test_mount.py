@@ -523,3 +523,17 @@ def test_everyday_tools(mount: Mount, repo: Path, payload: tuple[Path, bytes]) -
     sh("( printf one; (printf two); sh -c 'printf three' ) > _uploads/forked", repo)
     assert (repo / "_uploads/forked").read_bytes() == b"onetwothree"
     assert sh("cat _uploads/forked", repo) == "onetwothree"
+
+
+def test_memory_store(tmp_path: Path, payload: tuple[Path, bytes]) -> None:
+    source, data = payload
+    mount = Mount("memory://", tmp_path / "mem-mnt", tmp_path / "mem.log").start()
+    try:
+        repo = mount.mountpoint / REPO
+        repo.mkdir(parents=True)
+        sh(f"cp {source} _uploads/m && mv _uploads/m _uploads/{digest_of(data)}", repo)
+        assert sh(f"cat _layers/sha256/{digest_of(data)[7:]}/link", repo) == digest_of(data)
+        blob = mount.mountpoint / "blobs/sha256" / digest_of(data)[7:9] / digest_of(data)[7:]
+        assert (blob / "data").read_bytes() == data
+    finally:
+        mount.stop()
