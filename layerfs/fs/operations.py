@@ -172,10 +172,11 @@ class Operations(pyfuse3.Operations):
     async def _getattr(self, place: Place) -> pyfuse3.EntryAttributes:
         mode_dir = stat.S_IFDIR | (0o555 if self.read_only else 0o755)
         if place.is_dir:
-            if not await self._dir_present(place):
-                raise Refusal(errno.ENOENT, f"no directory {'/'.join(place.parts)}")
             found = await self._stat(place)
-            mtime = found[1] if found else self.started
+            stored = found is not None and found[2]
+            if not stored and not await self._dir_present(place):
+                raise Refusal(errno.ENOENT, f"no directory {'/'.join(place.parts)}")
+            mtime = found[1] if stored and found else self.started
             return self._attrs(place.parts, mode_dir, 0, mtime, DIR_TIMEOUT)
         if place.kind == Kind.UPLOAD:
             return await self._upload_attrs(place)
