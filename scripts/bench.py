@@ -147,7 +147,12 @@ def bench_references(work: Path, source: Path) -> dict[str, float]:
     drop_caches()
     disk = timed(["cp", str(source), str(work / "disk-copy")])
     (work / "disk-copy").unlink()
-    return {"discard": discard, "disk": disk}
+    drop_caches()
+    durable = timed(
+        ["dd", f"if={source}", f"of={work / 'disk-copy'}", "bs=1M", "conv=fdatasync", "status=none"]
+    )
+    (work / "disk-copy").unlink()
+    return {"discard": discard, "disk": disk, "durable": durable}
 
 
 def main() -> None:
@@ -195,6 +200,13 @@ def main() -> None:
             ref["disk"],
             ref["disk"] / lf["cp"],
             "(reference)",
+        ),
+        (
+            f"cp+mv {size}: layerfs vs dd conv=fdatasync",
+            lf["cp"] + lf["mv"],
+            ref["durable"],
+            ref["durable"] / (lf["cp"] + lf["mv"]),
+            "(durable disk)",
         ),
     ]
     print(f"{'measure':45} {'layerfs':>9} {'other':>9} {'ratio':>8}  goal")
