@@ -9,14 +9,25 @@ from pathlib import Path
 import pytest
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, StorageDriver
+from layerfs.drivers.s3 import S3Driver
 
 from .mounts import Mount
 from .registry import DockerRegistry
+from .seaweed import SeaweedFS
 
-DRIVERS = ["memory", "filesystem"]
+DRIVERS = ["memory", "filesystem", "s3"]
 
 
-def make_driver(kind: str, tmp_path: Path) -> StorageDriver:
+def make_driver(kind: str, tmp_path: Path, seaweed: SeaweedFS | None = None) -> StorageDriver:
+    if kind == "s3":
+        assert seaweed is not None
+        return S3Driver(
+            S3_BUCKET,
+            f"t/{tmp_path.name}",
+            endpoint=seaweed.endpoint,
+            access_key="any",
+            secret_key="any",
+        )
     if kind == "memory":
         return MemoryDriver()
     if kind == "filesystem":
@@ -26,11 +37,26 @@ def make_driver(kind: str, tmp_path: Path) -> StorageDriver:
 
 @pytest.fixture(params=DRIVERS)
 async def driver(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StorageDriver]:
-    made = make_driver(request.param, tmp_path)
+    seaweed = request.getfixturevalue("seaweedfs") if request.param == "s3" else None
+    made = make_driver(request.param, tmp_path, seaweed)
     try:
         yield made
     finally:
         await made.aclose()
+
+
+S3_BUCKET = "layerfs-tests"
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One SeaweedFS for the session; each test works below its own key prefix."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    try:
+        server.create_bucket(S3_BUCKET)
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

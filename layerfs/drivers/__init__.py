@@ -35,9 +35,15 @@ __all__ = [
 
 
 def driver_from_url(store: str) -> StorageDriver:
-    """``memory://`` or a local directory (created when missing)."""
+    """``memory://``, ``s3://BUCKET[/ROOTDIRECTORY]`` (endpoint, region and
+    credentials from the standard AWS environment and files) or a local directory."""
     if store == "memory://":
         return MemoryDriver()
+    if store.startswith("s3://"):
+        from .s3 import S3Driver
+
+        bucket, _, root = store[len("s3://") :].partition("/")
+        return S3Driver(bucket, root)
     if "://" in store:
-        raise ValueError(f"unsupported store {store!r}: give a directory or memory://")
+        raise ValueError(f"unsupported store {store!r}: give a directory, s3:// or memory://")
     return FilesystemDriver(store)

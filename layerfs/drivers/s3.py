@@ -1,0 +1,523 @@
+"""S3-compatible object storage, laid out as distribution's s3-aws driver lays it out,
+so a registry and layerfs can share one bucket.
+
+Keys are ``[rootdirectory/]docker/registry/v2/...``; directories are key prefixes. A
+writer is an S3 multipart upload on its key: ``close`` leaves the upload pending (its
+size is the sum of its parts, found again with ListMultipartUploads and ListParts),
+``commit`` completes it, ``cancel`` aborts it. boto3 is blocking, so every call runs in
+a worker thread with explicit timeouts and botocore's standard retries.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import boto3
+import trio
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .base import (
+    BackendUnavailableError,
+    FileInfo,
+    FileWriter,
+    InvalidOffsetError,
+    PathNotFoundError,
+    Reader,
+    StorageDriver,
+    WriterClosedError,
+    check_path,
+)
+
+MIN_PART = 5 << 20  # S3's smallest part but the last
+DEFAULT_PART = 10 << 20
+COPY_SINGLE_MAX = 32 << 20  # CopyObject up to here, UploadPartCopy above
+COPY_PART = 32 << 20
+READ_CHUNK = 8 << 20
+DELETE_BATCH = 1000
+NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+
+T = TypeVar("T")
+
+
+def _not_found(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") in NOT_FOUND
+
+
+class S3Driver(StorageDriver):
+    name = "s3"
+
+    def __init__(
+        self,
+        bucket: str,
+        rootdirectory: str = "",
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        part_size: int = DEFAULT_PART,
+        connections: int = 16,
+    ) -> None:
+        if part_size < MIN_PART:
+            raise ValueError(f"part size {part_size} is below S3's minimum of {MIN_PART}")
+        self.bucket = bucket
+        self.prefix = rootdirectory.strip("/") + "/" if rootdirectory.strip("/") else ""
+        self.part_size = part_size
+        self.root = f"s3://{bucket}/{self.prefix}"
+        config = Config(
+            # S3-compatible servers reject boto3's default CRC checksums
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            max_pool_connections=connections,
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"mode": "standard", "max_attempts": 5},
+            s3={"addressing_style": "path"},
+        )
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=region or "us-east-1",
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=config,
+        )
+        self._threads = trio.CapacityLimiter(connections)
+
+    # plumbing ----------------------------------------------------------------
+    def key(self, path: str, allow_root: bool = False) -> str:
+        check_path(path, self.name, allow_root)
+        return self.prefix + path.lstrip("/")
+
+    async def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run one blocking client call in a worker thread; a backend that keeps
+        failing after botocore's retries becomes BackendUnavailableError."""
+
+        def run() -> T:
+            return fn(*args, **kwargs)
+
+        try:
+            return await trio.to_thread.run_sync(run, limiter=self._threads)
+        except ClientError as exc:
+            if _not_found(exc):
+                raise
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if status >= 500 or status in (429, 503):
+                raise BackendUnavailableError(f"s3: {exc}") from exc
+            raise
+        except BotoCoreError as exc:
+            raise BackendUnavailableError(f"s3: {exc}") from exc
+
+    async def _head(self, key: str) -> dict | None:
+        try:
+            return await self.call(self.client.head_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise
+
+    async def abort(self, key: str, upload_id: str) -> None:
+        await self.call(
+            self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+        )
+
+    async def pending_upload(self, key: str) -> str | None:
+        """The newest multipart upload in progress on exactly ``key``."""
+        resp = await self.call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
+        uploads = [u for u in resp.get("Uploads", []) if u["Key"] == key]
+        if not uploads:
+            return None
+        return max(uploads, key=lambda u: u["Initiated"])["UploadId"]
+
+    async def parts(self, key: str, upload_id: str) -> list[dict]:
+        found: list[dict] = []
+        marker = 0
+        while True:
+            resp = await self.call(
+                self.client.list_parts,
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumberMarker=marker,
+            )
+            found += resp.get("Parts", [])
+            if not resp.get("IsTruncated"):
+                return found
+            marker = resp["NextPartNumberMarker"]
+
+    # content -----------------------------------------------------------------
+    async def get_content(self, path: str) -> bytes:
+        key = self.key(path)
+        try:
+            resp = await self.call(self.client.get_object, Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _not_found(exc):
+                raise PathNotFoundError(path, self.name) from None
+            raise
+        return await trio.to_thread.run_sync(resp["Body"].read, limiter=self._threads)
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        await self.call(
+            self.client.put_object, Bucket=self.bucket, Key=self.key(path), Body=bytes(content)
+        )
+
+    async def reader(self, path: str, offset: int = 0) -> Reader:
+        if offset < 0:
+            raise InvalidOffsetError(path, offset)
+        key = self.key(path)
+        head = await self._head(key)
+        if head is None and await self._materialize(key):
+            head = await self._head(key)
+        if head is None:
+            raise PathNotFoundError(path, self.name)
+        return _RangeReader(self, key, offset, head["ContentLength"])
+
+    async def _materialize(self, key: str) -> bool:
+        """Complete a pending upload so its bytes can be read; an append later starts
+        a new upload from the object (see ``_MultipartWriter.adopt_object``)."""
+        upload_id = await self.pending_upload(key)
+        if upload_id is None:
+            return False
+        await _MultipartWriter(self, key, upload_id, await self.parts(key, upload_id)).complete()
+        return True
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        key = self.key(path)
+        if append:
+            upload_id = await self.pending_upload(key)
+            if upload_id is not None:
+                writer = _MultipartWriter(self, key, upload_id, await self.parts(key, upload_id))
+                await writer.merge_short_last_part()
+                return writer
+            head = await self._head(key)
+            if head is None:
+                raise PathNotFoundError(path, self.name)
+            resp = await self.call(self.client.create_multipart_upload, Bucket=self.bucket, Key=key)
+            writer = _MultipartWriter(self, key, resp["UploadId"], [])
+            await writer.adopt_object(head["ContentLength"])
+            return writer
+        await self._abort_pending(key)
+        resp = await self.call(self.client.create_multipart_upload, Bucket=self.bucket, Key=key)
+        return _MultipartWriter(self, key, resp["UploadId"], [])
+
+    async def _abort_pending(self, key: str) -> None:
+        while (upload_id := await self.pending_upload(key)) is not None:
+            await self.abort(key, upload_id)
+
+    # metadata ----------------------------------------------------------------
+    async def stat(self, path: str) -> FileInfo:
+        key = self.key(path, allow_root=True)
+        if path != "/":
+            head = await self._head(key)
+            if head is not None:
+                return FileInfo(path, head["ContentLength"], head["LastModified"], False)
+        resp = await self.call(
+            self.client.list_objects_v2,
+            Bucket=self.bucket,
+            Prefix=key.rstrip("/") + "/" if key else "",
+            MaxKeys=1,
+        )
+        if resp.get("KeyCount", 0) > 0 or path == "/":
+            return FileInfo(path, 0, datetime.now(UTC), True)
+        upload_id = await self.pending_upload(key)
+        if upload_id is not None:  # a writer closed but not committed
+            parts = await self.parts(key, upload_id)
+            size = sum(p["Size"] for p in parts)
+            when = max((p["LastModified"] for p in parts), default=datetime.now(UTC))
+            return FileInfo(path, size, when, False)
+        raise PathNotFoundError(path, self.name)
+
+    async def list(self, path: str) -> list[str]:
+        key = self.key(path, allow_root=True)
+        prefix = key.rstrip("/") + "/" if key else ""
+        base = "" if path == "/" else path
+        children: set[str] = set()
+        files: set[str] = set()
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            resp = await self.call(self.client.list_objects_v2, **kwargs)
+            for item in resp.get("Contents", []):
+                files.add(f"{base}/{item['Key'][len(prefix):]}")
+            for common in resp.get("CommonPrefixes", []):
+                children.add(f"{base}/{common['Prefix'][len(prefix):].rstrip('/')}")
+            if not resp.get("IsTruncated"):
+                break
+            token = resp["NextContinuationToken"]
+        children = await self._drop_empty_dirs(children - files, base, prefix) | files
+        if not children and path != "/":
+            raise PathNotFoundError(path, self.name)
+        return sorted(children)
+
+    async def _drop_empty_dirs(self, children: set[str], base: str, prefix: str) -> set[str]:
+        """Some S3-compatible servers (SeaweedFS) keep listing a prefix whose keys are
+        all gone; a directory here is a prefix that still holds a key."""
+        empty: set[str] = set()
+
+        async def check(child: str) -> None:
+            resp = await self.call(
+                self.client.list_objects_v2,
+                Bucket=self.bucket,
+                Prefix=prefix + child[len(base) + 1 :] + "/",
+                MaxKeys=1,
+            )
+            if resp.get("KeyCount", 0) == 0:
+                empty.add(child)
+
+        async with trio.open_nursery() as nursery:
+            for child in children:
+                nursery.start_soon(check, child)
+        return children - empty
+
+    async def move(self, source: str, dest: str) -> None:
+        src, dst = self.key(source), self.key(dest)
+        head = await self._head(src)
+        if head is None:
+            raise PathNotFoundError(source, self.name)
+        if head["ContentLength"] <= COPY_SINGLE_MAX:
+            await self.call(
+                self.client.copy_object,
+                Bucket=self.bucket,
+                Key=dst,
+                CopySource={"Bucket": self.bucket, "Key": src},
+            )
+        else:
+            await self._multipart_copy(src, dst, head["ContentLength"])
+        await self.call(self.client.delete_object, Bucket=self.bucket, Key=src)
+
+    async def _multipart_copy(self, src: str, dst: str, size: int) -> None:
+        """Server-side copy in parallel parts: nothing is downloaded."""
+        resp = await self.call(self.client.create_multipart_upload, Bucket=self.bucket, Key=dst)
+        upload_id = resp["UploadId"]
+        ranges = [
+            (i + 1, start, min(start + COPY_PART, size) - 1)
+            for i, start in enumerate(range(0, size, COPY_PART))
+        ]
+        etags: dict[int, str] = {}
+
+        async def copy_part(number: int, first: int, last: int) -> None:
+            part = await self.call(
+                self.client.upload_part_copy,
+                Bucket=self.bucket,
+                Key=dst,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource={"Bucket": self.bucket, "Key": src},
+                CopySourceRange=f"bytes={first}-{last}",
+            )
+            etags[number] = part["CopyPartResult"]["ETag"]
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for number, first, last in ranges:
+                    nursery.start_soon(copy_part, number, first, last)
+            await self.call(
+                self.client.complete_multipart_upload,
+                Bucket=self.bucket,
+                Key=dst,
+                UploadId=upload_id,
+                MultipartUpload={
+                    "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
+                },
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.abort(dst, upload_id)
+            raise
+
+    async def delete(self, path: str) -> None:
+        """The object at ``path`` and every key below ``path/`` (never ``pathX``)."""
+        key = self.key(path)
+        doomed = [key] if await self._head(key) is not None else []
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key + "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            resp = await self.call(self.client.list_objects_v2, **kwargs)
+            doomed += [item["Key"] for item in resp.get("Contents", [])]
+            if not resp.get("IsTruncated"):
+                break
+            token = resp["NextContinuationToken"]
+        aborted = await self._abort_below(key)
+        if not doomed and not aborted:
+            raise PathNotFoundError(path, self.name)
+        folders = {key + "/"} | {
+            k[: i + 1] for k in doomed for i in range(len(key), len(k)) if k[i] == "/"
+        }
+        # deepest first: the objects, then the folder entries some servers keep
+        doomed += sorted(folders, key=len, reverse=True)
+        for i in range(0, len(doomed), DELETE_BATCH):
+            batch = [{"Key": k} for k in doomed[i : i + DELETE_BATCH]]
+            await self.call(
+                self.client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": batch, "Quiet": True},
+            )
+
+    async def _abort_below(self, key: str) -> int:
+        """Abort pending multipart uploads at ``key`` or below it (no leaks on delete)."""
+        resp = await self.call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
+        count = 0
+        for upload in resp.get("Uploads", []):
+            if upload["Key"] == key or upload["Key"].startswith(key + "/"):
+                await self.abort(upload["Key"], upload["UploadId"])
+                count += 1
+        return count
+
+
+class _RangeReader(Reader):
+    """Ranged GETs of READ_CHUNK bytes, the next one fetched while this one is read."""
+
+    def __init__(self, driver: S3Driver, key: str, offset: int, size: int) -> None:
+        self.driver, self.key, self.offset, self.size = driver, key, offset, size
+        self._buffer = b""
+
+    async def _fetch(self, start: int) -> bytes:
+        last = min(start + READ_CHUNK, self.size) - 1
+        resp = await self.driver.call(
+            self.driver.client.get_object,
+            Bucket=self.driver.bucket,
+            Key=self.key,
+            Range=f"bytes={start}-{last}",
+        )
+        return await trio.to_thread.run_sync(resp["Body"].read)
+
+    async def read(self, size: int) -> bytes:
+        if not self._buffer:
+            if self.offset >= self.size:
+                return b""
+            self._buffer = await self._fetch(self.offset)
+            if not self._buffer:
+                return b""
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        self.offset += len(data)
+        return data
+
+    async def aclose(self) -> None:
+        self._buffer = b""
+
+
+class _MultipartWriter(FileWriter):
+    def __init__(self, driver: S3Driver, key: str, upload_id: str, parts: list[dict]) -> None:
+        self.driver, self.key, self.upload_id = driver, key, upload_id
+        self._parts = [
+            {"PartNumber": p["PartNumber"], "ETag": p["ETag"], "Size": p["Size"]} for p in parts
+        ]
+        self._buffer = bytearray()
+        self._state = "open"
+        self._lock = trio.Lock()
+
+    @property
+    def size(self) -> int:
+        return sum(p["Size"] for p in self._parts) + len(self._buffer)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise WriterClosedError(f"writer for {self.key} is {self._state}")
+
+    async def merge_short_last_part(self) -> None:
+        """Only the last part may be short; before appending after one, complete the
+        upload, start a new one and bring the object back as its first bytes (as the
+        registry's driver does)."""
+        if not self._parts or self._parts[-1]["Size"] >= MIN_PART:
+            return
+        d, size = self.driver, self.size
+        await self.complete()
+        resp = await d.call(d.client.create_multipart_upload, Bucket=d.bucket, Key=self.key)
+        self.upload_id, self._parts = resp["UploadId"], []
+        await self.adopt_object(size)
+
+    async def adopt_object(self, size: int) -> None:
+        """Make the object now at the key the first ``size`` bytes of this upload:
+        copied on the server when it can be a part, else read into the buffer."""
+        d = self.driver
+        if size >= MIN_PART:
+            part = await d.call(
+                d.client.upload_part_copy,
+                Bucket=d.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=1,
+                CopySource={"Bucket": d.bucket, "Key": self.key},
+            )
+            self._parts = [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"], "Size": size}]
+        elif size:
+            self._buffer += await d.get_content("/" + self.key[len(d.prefix) :])
+
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._check_open()
+        async with self._lock:
+            self._buffer += data
+            while len(self._buffer) >= self.driver.part_size:
+                part = bytes(self._buffer[: self.driver.part_size])
+                del self._buffer[: self.driver.part_size]
+                await self._upload_part(part)
+        return len(data)
+
+    async def _upload_part(self, data: bytes) -> None:
+        d = self.driver
+        number = len(self._parts) + 1
+        resp = await d.call(
+            d.client.upload_part,
+            Bucket=d.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=io.BytesIO(data),
+            ContentLength=len(data),
+        )
+        self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "Size": len(data)})
+
+    async def _flush(self) -> None:
+        if self._buffer:
+            data, self._buffer = bytes(self._buffer), bytearray()
+            await self._upload_part(data)
+
+    async def complete(self) -> None:
+        d = self.driver
+        if not self._parts:  # S3 cannot complete an empty upload
+            await d.abort(self.key, self.upload_id)
+            await d.call(d.client.put_object, Bucket=d.bucket, Key=self.key, Body=b"")
+            return
+        await d.call(
+            d.client.complete_multipart_upload,
+            Bucket=d.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={
+                "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
+            },
+        )
+
+    async def close(self) -> None:
+        if self._state == "closed":
+            raise WriterClosedError(f"writer for {self.key} is already closed")
+        async with self._lock:
+            if self._state == "open":
+                await self._flush()
+                if not self._parts:  # keep an empty file findable: one empty part
+                    await self._upload_part(b"")
+            self._state = "closed"
+
+    async def cancel(self) -> None:
+        self._check_open()
+        d = self.driver
+        async with self._lock:
+            self._state = "cancelled"
+            self._buffer.clear()
+            await d.abort(self.key, self.upload_id)
+            await d.call(d.client.delete_object, Bucket=d.bucket, Key=self.key)
+
+    async def commit(self) -> None:
+        self._check_open()
+        async with self._lock:
+            await self._flush()
+            await self.complete()
+            self._state = "committed"

@@ -1,0 +1,88 @@
+"""SeaweedFS (``weed server -s3``) on free loopback ports, for the S3 driver's tests."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+
+def free_port_pair() -> int:
+    """A port whose +10000 neighbour (SeaweedFS's gRPC port) is free as well."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as other:
+            try:
+                other.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class SeaweedFS:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.s3_port = free_port_pair()
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SeaweedFS:
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        data = self.workdir / "seaweed"
+        data.mkdir(parents=True, exist_ok=True)
+        args = [
+            weed, "server", f"-dir={data}", "-s3", f"-s3.port={self.s3_port}",
+            f"-master.port={free_port_pair()}", f"-volume.port={free_port_pair()}",
+            f"-filer.port={free_port_pair()}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-volume.max=0", "-master.volumeSizeLimitMB=256", "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ]  # fmt: skip
+        self.log = open(self.workdir / "seaweed.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("weed server exited; see " + str(self.workdir))
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1)
+                return self
+            except OSError as exc:
+                if getattr(exc, "code", None):  # an HTTP answer: the gateway is up
+                    return self
+                time.sleep(0.2)
+        raise RuntimeError("SeaweedFS did not come up")
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="any",
+            aws_secret_access_key="any",
+            config=Config(
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # a graceful stop takes ~30 s
+            self.process.wait()
+            self.log.close()
