@@ -19,15 +19,23 @@ def is_mounted(path: Path) -> bool:
 
 
 class Mount:
-    def __init__(self, store: str | Path, mountpoint: Path, log: Path, *options: str) -> None:
+    def __init__(
+        self,
+        store: str | Path,
+        mountpoint: Path,
+        log: Path,
+        *options: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.store, self.mountpoint, self.log, self.options = store, mountpoint, log, options
+        self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         args = [LAYERFS, "mount", "-f", "--log-level", "debug", "--log-file", str(self.log)]
         args += [*self.options, str(self.store), str(self.mountpoint)]
-        self.process = subprocess.Popen(args, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(args, stderr=subprocess.PIPE, env=self.env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import S3_BUCKET
 from .images import make_image
 from .mounts import LAYERFS, Mount
+from .seaweed import SeaweedFS
 
 REPO = "repositories/library/hello"
 
@@ -535,5 +537,32 @@ def test_memory_store(tmp_path: Path, payload: tuple[Path, bytes]) -> None:
         assert sh(f"cat _layers/sha256/{digest_of(data)[7:]}/link", repo) == digest_of(data)
         blob = mount.mountpoint / "blobs/sha256" / digest_of(data)[7:9] / digest_of(data)[7:]
         assert (blob / "data").read_bytes() == data
+        assert os.statvfs(mount.mountpoint).f_namemax == 255
+    finally:
+        mount.stop()
+
+
+def test_s3_store(seaweedfs: SeaweedFS, tmp_path: Path, payload: tuple[Path, bytes]) -> None:
+    """``layerfs mount s3://BUCKET/ROOT`` with the endpoint from the AWS environment."""
+    source, data = payload
+    env = {
+        "AWS_ENDPOINT_URL": seaweedfs.endpoint,
+        "AWS_ACCESS_KEY_ID": "any",
+        "AWS_SECRET_ACCESS_KEY": "any",
+        "AWS_REGION": "us-east-1",
+    }
+    store = f"s3://{S3_BUCKET}/mount-{tmp_path.name}"
+    mount = Mount(store, tmp_path / "s3-mnt", tmp_path / "s3.log", env=env).start()
+    try:
+        repo = mount.mountpoint / REPO
+        repo.mkdir(parents=True)
+        sh(f"cp {source} _uploads/s && mv _uploads/s _uploads/{digest_of(data)}", repo)
+        assert sh(f"cat _layers/sha256/{digest_of(data)[7:]}/link", repo) == digest_of(data)
+        blob = mount.mountpoint / "blobs/sha256" / digest_of(data)[7:9] / digest_of(data)[7:]
+        assert hashlib.sha256((blob / "data").read_bytes()).hexdigest() == digest_of(data)[7:]
+        os.statvfs(mount.mountpoint)
+        key = f"mount-{tmp_path.name}/docker/registry/v2/blobs/sha256/{digest_of(data)[7:9]}"
+        listed = seaweedfs.client().list_objects_v2(Bucket=S3_BUCKET, Prefix=key)
+        assert [o["Size"] for o in listed["Contents"]] == [len(data)]
     finally:
         mount.stop()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pyfuse3
 import trio
 
-from ..drivers import PathNotFoundError, StorageDriver
+from ..drivers import FilesystemDriver, PathNotFoundError, StorageDriver
 from ..storage import Digest, Registry, paths
 from ..storage.blobs import BlobReader, hash_stream
 from ..storage.digest import CANONICAL
@@ -778,9 +778,8 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
-        root = getattr(self.driver, "root", None)
-        if isinstance(root, str):
-            disk = os.statvfs(root)
+        if isinstance(self.driver, FilesystemDriver):
+            disk = os.statvfs(self.driver.root)
             for name in (
                 "f_bsize",
                 "f_frsize",
