@@ -54,27 +54,45 @@ def _setup_logging(level: str, log_file: str | None) -> None:
 @click.option("-o", "options", default="", help="Mount options: ro,allow_other,...")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--log-file", help="Log here (default: stderr with -f, else a file per mount).")
-@click.argument("store", default=DEFAULT_STORE)
-@click.argument("mountpoint", default=DEFAULT_MOUNTPOINT)
+@click.option("--config", "config", help="Mount the store a registry's config.yml names.")
+@click.argument("args", nargs=-1)
 def mount(
     foreground: bool,
     options: str,
     log_level: str,
     log_file: str | None,
-    store: str,
-    mountpoint: str,
+    config: str | None,
+    args: tuple[str, ...],
 ) -> None:
-    """Mount STORE (a directory or memory://) at MOUNTPOINT."""
+    """Mount STORE (a directory, s3://BUCKET[/ROOT] or memory://) at MOUNTPOINT:
+    layerfs mount [STORE [MOUNTPOINT]], or layerfs mount --config FILE MOUNTPOINT."""
+    from .config import ConfigError, store_from_config
     from .fs.mount import MountError, is_mounted, parse_options, serve
 
     try:
         fuse_options, read_only = parse_options(options)
     except MountError as exc:
         raise click.UsageError(str(exc)) from None
+    if config is not None:
+        if len(args) != 1:
+            raise click.UsageError("with --config, give only the MOUNTPOINT")
+        try:
+            configured = store_from_config(config)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+        driver, mountpoint = configured.driver, args[0]
+        if configured.read_only:
+            fuse_options.add("ro")
+            read_only = True
+    else:
+        if len(args) > 2:
+            raise click.UsageError("give at most STORE and MOUNTPOINT")
+        store = args[0] if args else DEFAULT_STORE
+        mountpoint = args[1] if len(args) > 1 else DEFAULT_MOUNTPOINT
+        driver = driver_from_url(store)
     os.makedirs(mountpoint, exist_ok=True)
     if is_mounted(mountpoint):
         raise click.ClickException(f"{mountpoint} is already mounted")
-    driver = driver_from_url(store)
 
     def run(on_ready) -> None:  # type: ignore[no-untyped-def]
         trio.run(serve, driver, mountpoint, fuse_options, read_only, on_ready)

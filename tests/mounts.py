@@ -29,12 +29,19 @@ class Mount:
     ) -> None:
         self.store, self.mountpoint, self.log, self.options = store, mountpoint, log, options
         self.env = {**os.environ, **(env or {})}
+        self.config: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
+
+    def with_config(self, config: Path) -> Mount:
+        """Mount what a registry's config.yml names instead of ``store``."""
+        self.config = config
+        return self
 
     def start(self) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         args = [LAYERFS, "mount", "-f", "--log-level", "debug", "--log-file", str(self.log)]
-        args += [*self.options, str(self.store), str(self.mountpoint)]
+        stores = ["--config", str(self.config)] if self.config else [str(self.store)]
+        args += [*self.options, *stores, str(self.mountpoint)]
         self.process = subprocess.Popen(args, stderr=subprocess.PIPE, env=self.env)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

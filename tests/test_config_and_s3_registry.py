@@ -1,0 +1,128 @@
+"""``layerfs mount --config`` with a registry's own config.yml, and docker-registry's
+s3 driver and layerfs sharing one SeaweedFS bucket."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from .conftest import S3_BUCKET
+from .images import make_image, write_oci_layout
+from .mounts import Mount
+from .registry import DockerRegistry, skopeo
+from .seaweed import SeaweedFS
+from .test_mount import REPO, errno_of, push_image_through_mount, sh
+
+
+def s3_storage(seaweedfs: SeaweedFS, root: str) -> dict:
+    return {
+        "s3": {
+            "region": "us-east-1",
+            "regionendpoint": seaweedfs.endpoint,
+            "bucket": S3_BUCKET,
+            "rootdirectory": root,
+            "accesskey": "any",
+            "secretkey": "any",
+            "secure": False,
+            "v4auth": True,
+            "chunksize": 5 << 20,
+        },
+        "redirect": {"disable": True},
+    }
+
+
+def test_config_filesystem_readonly(store_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "storage:\n"
+        f"  filesystem:\n    rootdirectory: {store_dir}\n"
+        "  maintenance:\n    readonly:\n      enabled: true\n"
+    )
+    (store_dir / "docker/registry/v2/repositories/r/_layers").mkdir(parents=True)
+    mount = Mount("", tmp_path / "mnt", tmp_path / "log").with_config(config).start()
+    try:
+        assert os.listdir(mount.mountpoint / "repositories") == ["r"]
+        assert errno_of(os.mkdir, mount.mountpoint / "repositories/new") == errno.EROFS
+    finally:
+        mount.stop()
+
+
+@pytest.mark.registry
+def test_registry_s3_and_layerfs_share_a_bucket(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    root = f"/shared-{tmp_path.name}"
+    registry = DockerRegistry(tmp_path, s3_storage(seaweedfs, root)).start()
+    config = tmp_path / "config.yml"
+    config.write_text(json.dumps(registry.config))  # the registry's own file
+    mount = Mount("", tmp_path / "mnt", tmp_path / "log").with_config(config).start()
+    try:
+        # layerfs writes, the registry (s3 driver) serves, skopeo pulls
+        repo = mount.mountpoint / REPO
+        repo.mkdir(parents=True)
+        digest, manifest = push_image_through_mount(repo, tmp_path, 70)
+        pulled = tmp_path / "pulled"
+        skopeo(
+            "copy",
+            "--src-tls-verify=false",
+            f"docker://{registry.host}/library/hello:v1",
+            f"dir:{pulled}",
+        )
+        assert (pulled / "manifest.json").read_bytes() == manifest
+        # skopeo pushes through the registry, layerfs reads it
+        image = make_image(71, layers=2)
+        layout = write_oci_layout(image, tmp_path / "layout", "v2")
+        skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{layout}:v2",
+            f"docker://{registry.host}/pushed/app:v2",
+        )
+        tag = mount.mountpoint / "repositories/pushed/app/_manifests/tags/v2/current/link"
+        pushed = tag.read_text()
+        hexpart = pushed.split(":")[1]
+        data = (mount.mountpoint / "blobs/sha256" / hexpart[:2] / hexpart / "data").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == hexpart
+        for layer in json.loads(data)["layers"]:
+            h = layer["digest"].split(":")[1]
+            blob = (mount.mountpoint / "blobs/sha256" / h[:2] / h / "data").read_bytes()
+            assert hashlib.sha256(blob).hexdigest() == h
+            link = mount.mountpoint / "repositories/pushed/app/_layers/sha256" / h / "link"
+            assert link.read_text() == layer["digest"]
+    finally:
+        mount.stop()
+        registry.stop()
+
+
+def test_upload_started_on_one_mount_finished_on_another(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    env = {
+        "AWS_ENDPOINT_URL": seaweedfs.endpoint,
+        "AWS_ACCESS_KEY_ID": "any",
+        "AWS_SECRET_ACCESS_KEY": "any",
+        "AWS_REGION": "us-east-1",
+    }
+    store = f"s3://{S3_BUCKET}/two-{tmp_path.name}"
+    first = Mount(store, tmp_path / "m1", tmp_path / "l1", env=env).start()
+    second = Mount(store, tmp_path / "m2", tmp_path / "l2", env=env).start()
+    data = os.urandom(12 << 20)
+    (tmp_path / "part1").write_bytes(data[: 7 << 20])
+    (tmp_path / "part2").write_bytes(data[7 << 20 :])
+    try:
+        (first.mountpoint / REPO).mkdir(parents=True)
+        sh(f"cp {tmp_path}/part1 _uploads/shared", first.mountpoint / REPO)
+        repo2 = second.mountpoint / REPO
+        assert (repo2 / "_uploads/shared").stat().st_size == 7 << 20
+        sh(f"cat {tmp_path}/part2 >> _uploads/shared", repo2)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        sh(f"mv _uploads/shared _uploads/{digest}", repo2)
+        link = first.mountpoint / REPO / "_layers/sha256" / digest[7:] / "link"
+        assert link.read_text() == digest
+    finally:
+        second.stop()
+        first.stop()
