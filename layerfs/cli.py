@@ -46,7 +46,8 @@ def _setup_logging(level: str, log_file: str | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+    for noisy in ("pyfuse3", "botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,7 @@ class SeaweedFS:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.s3_port = free_port_pair()
+        self.ports = [free_port_pair() for _ in range(3)]  # master, volume, filer
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -43,25 +45,39 @@ class SeaweedFS:
         data.mkdir(parents=True, exist_ok=True)
         args = [
             weed, "server", f"-dir={data}", "-s3", f"-s3.port={self.s3_port}",
-            f"-master.port={free_port_pair()}", f"-volume.port={free_port_pair()}",
-            f"-filer.port={free_port_pair()}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={self.ports[0]}", f"-volume.port={self.ports[1]}",
+            f"-filer.port={self.ports[2]}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-volume.max=0", "-master.volumeSizeLimitMB=256", "-s3.port.iceberg=0",
             "-s3.port.lance=0",
         ]  # fmt: skip
-        self.log = open(self.workdir / "seaweed.log", "wb")  # noqa: SIM115
+        self.log = open(self.workdir / "seaweed.log", "ab")  # noqa: SIM115
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("weed server exited; see " + str(self.workdir))
-            try:
-                urllib.request.urlopen(self.endpoint, timeout=1)
+            if self._serves_objects():
                 return self
-            except OSError as exc:
-                if getattr(exc, "code", None):  # an HTTP answer: the gateway is up
-                    return self
-                time.sleep(0.2)
+            time.sleep(0.2)
         raise RuntimeError("SeaweedFS did not come up")
+
+    def _serves_objects(self) -> bool:
+        """The gateway answers before its volumes do: ready means a put and a get work."""
+        try:
+            urllib.request.urlopen(self.endpoint, timeout=1)
+        except OSError as exc:
+            if not getattr(exc, "code", None):  # no HTTP answer yet
+                return False
+        client = self.client()
+        try:
+            with contextlib.suppress(
+                client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists
+            ):
+                client.create_bucket(Bucket="readiness")
+            client.put_object(Bucket="readiness", Key="probe", Body=b"ok")
+            return client.get_object(Bucket="readiness", Key="probe")["Body"].read() == b"ok"
+        except Exception:
+            return False
 
     def client(self):  # type: ignore[no-untyped-def]
         return boto3.client(

@@ -169,9 +169,8 @@ class S3Driver(StorageDriver):
         if offset < 0:
             raise InvalidOffsetError(path, offset)
         key = self.key(path)
+        await self._materialize(key)  # a pending upload holds the newest bytes
         head = await self._head(key)
-        if head is None and await self._materialize(key):
-            head = await self._head(key)
         if head is None:
             raise PathNotFoundError(path, self.name)
         return _RangeReader(self, key, offset, head["ContentLength"])
@@ -179,18 +178,18 @@ class S3Driver(StorageDriver):
     async def _materialize(self, key: str) -> bool:
         """Complete a pending upload so its bytes can be read; an append later starts
         a new upload from the object (see ``_MultipartWriter.adopt_object``)."""
-        upload_id = await self.pending_upload(key)
-        if upload_id is None:
+        pending = await self.current_upload(key)
+        if pending is None:
             return False
-        await _MultipartWriter(self, key, upload_id, await self.parts(key, upload_id)).complete()
+        await _MultipartWriter(self, key, *pending).complete()
         return True
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         key = self.key(path)
         if append:
-            upload_id = await self.pending_upload(key)
-            if upload_id is not None:
-                writer = _MultipartWriter(self, key, upload_id, await self.parts(key, upload_id))
+            pending = await self.current_upload(key)
+            if pending is not None:
+                writer = _MultipartWriter(self, key, *pending)
                 await writer.merge_short_last_part()
                 return writer
             head = await self._head(key)
@@ -201,8 +200,25 @@ class S3Driver(StorageDriver):
             await writer.adopt_object(head["ContentLength"])
             return writer
         await self._abort_pending(key)
+        if await self._head(key) is not None:  # a truncate leaves no older bytes behind
+            await self.call(self.client.delete_object, Bucket=self.bucket, Key=key)
         resp = await self.call(self.client.create_multipart_upload, Bucket=self.bucket, Key=key)
         return _MultipartWriter(self, key, resp["UploadId"], [])
+
+    async def current_upload(self, key: str) -> tuple[str, list[dict]] | None:
+        """The pending upload that holds the key's bytes, with its parts, or None when
+        the object does. An append completes the upload, starts another and adopts the
+        object as its first part; a failure in between leaves an object and a newer
+        upload with fewer bytes, which is garbage and is aborted here."""
+        upload_id = await self.pending_upload(key)
+        if upload_id is None:
+            return None
+        parts = await self.parts(key, upload_id)
+        head = await self._head(key)
+        if head is not None and sum(p["Size"] for p in parts) < head["ContentLength"]:
+            await self.abort(key, upload_id)
+            return await self.current_upload(key)
+        return upload_id, parts
 
     async def _abort_pending(self, key: str) -> None:
         while (upload_id := await self.pending_upload(key)) is not None:
@@ -212,6 +228,11 @@ class S3Driver(StorageDriver):
     async def stat(self, path: str) -> FileInfo:
         key = self.key(path, allow_root=True)
         if path != "/":
+            pending = await self.current_upload(key)
+            if pending is not None:  # a writer closed but not committed: it has the bytes
+                size = sum(p["Size"] for p in pending[1])
+                when = max((p["LastModified"] for p in pending[1]), default=datetime.now(UTC))
+                return FileInfo(path, size, when, False)
             head = await self._head(key)
             if head is not None:
                 return FileInfo(path, head["ContentLength"], head["LastModified"], False)
@@ -223,12 +244,6 @@ class S3Driver(StorageDriver):
         )
         if resp.get("KeyCount", 0) > 0 or path == "/":
             return FileInfo(path, 0, datetime.now(UTC), True)
-        upload_id = await self.pending_upload(key)
-        if upload_id is not None:  # a writer closed but not committed
-            parts = await self.parts(key, upload_id)
-            size = sum(p["Size"] for p in parts)
-            when = max((p["LastModified"] for p in parts), default=datetime.now(UTC))
-            return FileInfo(path, size, when, False)
         raise PathNotFoundError(path, self.name)
 
     async def list(self, path: str) -> list[str]:

@@ -39,6 +39,7 @@ UPLOAD_TIMEOUT = 0.0
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 XATTR_PREFIX = "user.layerfs."
 LONGEST_DIGEST = len("sha512:") + 128
+FIXED_DIRS = (("blobs",), ("repositories",))
 
 
 @dataclass
@@ -157,7 +158,7 @@ class Operations(pyfuse3.Operations):
         return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
 
     async def _dir_present(self, place: Place) -> bool:
-        if place.kind == Kind.ROOT or place.parts in (("blobs",), ("repositories",)):
+        if place.kind == Kind.ROOT or place.parts in FIXED_DIRS:
             return True
         if place.parts in self.created_dirs:
             return True
@@ -171,6 +172,9 @@ class Operations(pyfuse3.Operations):
 
     async def _getattr(self, place: Place) -> pyfuse3.EntryAttributes:
         mode_dir = stat.S_IFDIR | (0o555 if self.read_only else 0o755)
+        if place.kind == Kind.ROOT or place.parts in FIXED_DIRS:
+            # always there, answered without the store (which may be unreachable)
+            return self._attrs(place.parts, mode_dir, 0, self.started, DIR_TIMEOUT)
         if place.is_dir:
             found = await self._stat(place)
             stored = found is not None and found[2]
