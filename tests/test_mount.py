@@ -556,7 +556,11 @@ def test_s3_store(seaweedfs: SeaweedFS, tmp_path: Path, payload: tuple[Path, byt
     try:
         repo = mount.mountpoint / REPO
         repo.mkdir(parents=True)
-        sh(f"cp {source} _uploads/s && mv _uploads/s _uploads/{digest_of(data)}", repo)
+        sh(f"cp {source} _uploads/s", repo)
+        before = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
+        sh(f"mv _uploads/s _uploads/{digest_of(data)}", repo)
+        after = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
+        assert after - before <= 200  # a hash state and startedat, never the data
         assert sh(f"cat _layers/sha256/{digest_of(data)[7:]}/link", repo) == digest_of(data)
         blob = mount.mountpoint / "blobs/sha256" / digest_of(data)[7:9] / digest_of(data)[7:]
         assert hashlib.sha256((blob / "data").read_bytes()).hexdigest() == digest_of(data)[7:]

@@ -87,6 +87,7 @@ class S3Driver(StorageDriver):
             config=config,
         )
         self._threads = trio.CapacityLimiter(connections)
+        self.bytes_read = 0  # object bytes fetched, for `layerfs status` and the bench
 
     # plumbing ----------------------------------------------------------------
     def key(self, path: str, allow_root: bool = False) -> str:
@@ -158,7 +159,9 @@ class S3Driver(StorageDriver):
             if _not_found(exc):
                 raise PathNotFoundError(path, self.name) from None
             raise
-        return await trio.to_thread.run_sync(resp["Body"].read, limiter=self._threads)
+        data = await trio.to_thread.run_sync(resp["Body"].read, limiter=self._threads)
+        self.bytes_read += len(data)
+        return data
 
     async def put_content(self, path: str, content: bytes) -> None:
         await self.call(
@@ -189,9 +192,7 @@ class S3Driver(StorageDriver):
         if append:
             pending = await self.current_upload(key)
             if pending is not None:
-                writer = _MultipartWriter(self, key, *pending)
-                await writer.merge_short_last_part()
-                return writer
+                return _MultipartWriter(self, key, *pending)
             head = await self._head(key)
             if head is None:
                 raise PathNotFoundError(path, self.name)
@@ -402,7 +403,9 @@ class _RangeReader(Reader):
             Key=self.key,
             Range=f"bytes={start}-{last}",
         )
-        return await trio.to_thread.run_sync(resp["Body"].read)
+        data = await trio.to_thread.run_sync(resp["Body"].read)
+        self.driver.bytes_read += len(data)
+        return data
 
     async def read(self, size: int) -> bytes:
         if not self._buffer:
@@ -469,6 +472,7 @@ class _MultipartWriter(FileWriter):
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         self._check_open()
         async with self._lock:
+            await self.merge_short_last_part()  # only once there is more to add
             self._buffer += data
             while len(self._buffer) >= self.driver.part_size:
                 part = bytes(self._buffer[: self.driver.part_size])

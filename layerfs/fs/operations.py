@@ -733,11 +733,14 @@ class Operations(pyfuse3.Operations):
     # extended attributes ----------------------------------------------------------------
     async def _xattrs(self, place: Place) -> dict[str, bytes]:
         if place.kind == Kind.ROOT:
-            return {
+            values = {
                 "pid": str(os.getpid()).encode(),
                 "uploads": json.dumps(self.uploads.status()).encode(),
                 "store": getattr(self.driver, "root", self.driver.name).encode(),
             }
+            if hasattr(self.driver, "bytes_read"):  # object stores count what they fetch
+                values["bytes-read"] = str(self.driver.bytes_read).encode()
+            return values
         if place.kind == Kind.UPLOAD:
             upload_id = await self._upload_id(place)
             uploads = self.registry.repository(place.repository).uploads
