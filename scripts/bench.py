@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.mounts import Mount  # noqa: E402
 from tests.registry import DockerRegistry  # noqa: E402
+from tests.seaweed import SeaweedFS  # noqa: E402
 
 
 def timed(args: list[str], **kwargs: object) -> float:
@@ -104,25 +105,7 @@ def bench_registry(work: Path, source: Path, digest: str) -> dict[str, float]:
     registry = DockerRegistry(work, {"filesystem": {"rootdirectory": str(store)}}).start()
     try:
         drop_caches()
-        start = time.perf_counter()
-        location = registry.start_upload("bench/app")
-        sep = "&" if "?" in location else "?"
-        subprocess.run(
-            [
-                "curl",
-                "-sf",
-                "-X",
-                "PUT",
-                "-T",
-                str(source),
-                "-H",
-                "Content-Type: application/octet-stream",
-                f"{location}{sep}digest={digest}",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        push = time.perf_counter() - start
+        push = push_over_http(registry, source, digest)
         url = f"{registry.url}/v2/bench/app/blobs/{digest}"
         timed(["curl", "-sf", "-o", "/dev/null", url])
         get = timed(["curl", "-sf", "-o", "/dev/null", url])
@@ -155,11 +138,158 @@ def bench_references(work: Path, source: Path) -> dict[str, float]:
     return {"discard": discard, "disk": disk, "durable": durable}
 
 
+def push_over_http(registry: DockerRegistry, source: Path, digest: str) -> float:
+    """POST an upload, then PUT the whole blob with ``?digest=`` (curl -T)."""
+    start = time.perf_counter()
+    location = registry.start_upload("bench/app")
+    sep = "&" if "?" in location else "?"
+    subprocess.run(
+        [
+            "curl",
+            "-sf",
+            "-X",
+            "PUT",
+            "-T",
+            str(source),
+            "-H",
+            "Content-Type: application/octet-stream",
+            f"{location}{sep}digest={digest}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
+def bench_s3(work: Path, source: Path, digest: str) -> dict[str, float]:
+    gateway = SeaweedFS(work / "seaweed").start()
+    bucket = gateway.create_bucket("bench")
+    client = gateway.client()
+    out: dict[str, float] = {}
+    try:
+        start = time.perf_counter()
+        client.upload_file(str(source), bucket, "boto3/blob")
+        out["boto3_up"] = time.perf_counter() - start
+        start = time.perf_counter()
+        client.copy_object(
+            Bucket=bucket, Key="boto3/copy", CopySource={"Bucket": bucket, "Key": "boto3/blob"}
+        )
+        out["copy"] = time.perf_counter() - start
+        start = time.perf_counter()
+        client.download_file(bucket, "boto3/blob", str(work / "downloaded"))
+        out["boto3_down"] = time.perf_counter() - start
+        (work / "downloaded").unlink()
+
+        mount = Mount(
+            f"s3://{bucket}/layerfs", work / "s3mnt", work / "s3.log", env=gateway.aws_env()
+        ).start()
+        try:
+            repo = mount.mountpoint / "repositories/bench/app"
+            repo.mkdir(parents=True)
+            out["cp"] = timed(["cp", str(source), str(repo / "_uploads/blob")])
+            read_before = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
+            out["mv"] = timed(["mv", str(repo / "_uploads/blob"), str(repo / f"_uploads/{digest}")])
+            read_after = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
+            out["mv_read"] = read_after - read_before
+        finally:
+            mount.stop()
+        mount = Mount(
+            f"s3://{bucket}/layerfs", work / "s3mnt", work / "s3b.log", env=gateway.aws_env()
+        ).start()
+        try:
+            blob = mount.mountpoint / "blobs/sha256" / digest[7:9] / digest[7:] / "data"
+            out["cat"] = timed(["cat", str(blob)], stdout=subprocess.DEVNULL)
+        finally:
+            mount.stop()
+
+        out["s3fs"] = bench_s3fs(work, gateway, bucket, source)
+        registry = DockerRegistry(
+            work, gateway.registry_storage(bucket, "/registry", 10 << 20)
+        ).start()
+        try:
+            out["push"] = push_over_http(registry, source, digest)
+        finally:
+            registry.stop()
+    finally:
+        gateway.stop()
+    return out
+
+
+def bench_s3fs(work: Path, gateway: SeaweedFS, bucket: str, source: Path) -> float:
+    passwd = work / "s3fs.passwd"
+    passwd.write_text("any:any\n")
+    passwd.chmod(0o600)
+    mnt = work / "s3fs-mnt"
+    mnt.mkdir()
+    subprocess.run(
+        [
+            "s3fs",
+            bucket,
+            str(mnt),
+            "-o",
+            f"passwd_file={passwd}",
+            "-o",
+            f"url={gateway.endpoint}",
+            "-o",
+            "use_path_request_style",
+        ],
+        check=True,
+    )
+    try:
+        return timed(["cp", str(source), str(mnt / "s3fs-blob")])
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+
+
+def print_s3(s3: dict[str, float], mib: int) -> None:
+    lf_push = s3["cp"] + s3["mv"]
+    rows = [
+        (
+            "S3 cp: layerfs vs boto3 upload_file",
+            s3["cp"],
+            s3["boto3_up"],
+            s3["boto3_up"] / s3["cp"],
+            ">= 0.8x",
+        ),
+        ("S3 cp: layerfs vs s3fs-fuse cp", s3["cp"], s3["s3fs"], s3["s3fs"] / s3["cp"], ">= 1.2x"),
+        (
+            "S3 finish vs one server-side copy",
+            s3["mv"],
+            s3["copy"],
+            s3["mv"] / s3["copy"],
+            "<= 1.2 (ratio of times)",
+        ),
+        (
+            "S3 cp+finish vs registry (s3) HTTP push",
+            lf_push,
+            s3["push"],
+            s3["push"] / lf_push,
+            ">= 1.5x",
+        ),
+        (
+            "S3 read: cat vs boto3 download_file",
+            s3["cat"],
+            s3["boto3_down"],
+            s3["boto3_down"] / s3["cat"],
+            ">= 0.8x",
+        ),
+    ]
+    print()
+    print(
+        f"{'S3 (SeaweedFS), ' + str(mib) + ' MiB':45} {'layerfs':>9} {'other':>9} "
+        f"{'ratio':>8}  goal"
+    )
+    for name, ours, theirs, ratio, goal in rows:
+        print(f"{name:45} {ours:8.2f}s {theirs:8.2f}s {ratio:7.2f}x  {goal}")
+    print(f"{'bytes read from S3 during the finish':45} {s3['mv_read']:9.0f}  {'':>18}  0")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rss-gib", type=int, default=4)
     parser.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--no-s3", action="store_true", help="skip the S3 section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-bench-") as tmp:
         work = Path(tmp)
@@ -169,6 +299,7 @@ def main() -> None:
         reg = bench_registry(work, source, digest)
         ref = bench_references(work, source)
         rss = bench_rss(work, args.rss_gib)
+        s3 = None if args.no_s3 else bench_s3(work, source, digest)
     size = f"{args.size_mib} MiB"
     mib = args.size_mib
     rows = [
@@ -222,6 +353,8 @@ def main() -> None:
         f"{mib / reg['push']:.0f} MiB/s, FUSE discard {mib / ref['discard']:.0f} MiB/s, "
         f"disk {mib / ref['disk']:.0f} MiB/s"
     )
+    if s3 is not None:
+        print_s3(s3, mib)
 
 
 if __name__ == "__main__":

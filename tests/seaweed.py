@@ -93,6 +93,32 @@ class SeaweedFS:
             ),
         )
 
+    def registry_storage(self, bucket: str, root: str, chunksize: int = 5 << 20) -> dict:
+        """docker-registry's ``storage`` section for its s3 driver on this gateway."""
+        return {
+            "s3": {
+                "region": "us-east-1",
+                "regionendpoint": self.endpoint,
+                "bucket": bucket,
+                "rootdirectory": root,
+                "accesskey": "any",
+                "secretkey": "any",
+                "secure": False,
+                "v4auth": True,
+                "chunksize": chunksize,
+            },
+            "redirect": {"disable": True},
+        }
+
+    def aws_env(self) -> dict[str, str]:
+        """The environment a layerfs mount of this gateway runs with."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "any",
+            "AWS_SECRET_ACCESS_KEY": "any",
+            "AWS_REGION": "us-east-1",
+        }
+
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
         return name

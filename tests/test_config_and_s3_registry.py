@@ -19,23 +19,6 @@ from .seaweed import SeaweedFS
 from .test_mount import REPO, errno_of, push_image_through_mount, sh
 
 
-def s3_storage(seaweedfs: SeaweedFS, root: str) -> dict:
-    return {
-        "s3": {
-            "region": "us-east-1",
-            "regionendpoint": seaweedfs.endpoint,
-            "bucket": S3_BUCKET,
-            "rootdirectory": root,
-            "accesskey": "any",
-            "secretkey": "any",
-            "secure": False,
-            "v4auth": True,
-            "chunksize": 5 << 20,
-        },
-        "redirect": {"disable": True},
-    }
-
-
 def test_config_filesystem_readonly(store_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "config.yml"
     config.write_text(
@@ -56,7 +39,7 @@ def test_config_filesystem_readonly(store_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.registry
 def test_registry_s3_and_layerfs_share_a_bucket(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
     root = f"/shared-{tmp_path.name}"
-    registry = DockerRegistry(tmp_path, s3_storage(seaweedfs, root)).start()
+    registry = DockerRegistry(tmp_path, seaweedfs.registry_storage(S3_BUCKET, root)).start()
     config = tmp_path / "config.yml"
     config.write_text(json.dumps(registry.config))  # the registry's own file
     mount = Mount("", tmp_path / "mnt", tmp_path / "log").with_config(config).start()
@@ -101,12 +84,7 @@ def test_registry_s3_and_layerfs_share_a_bucket(seaweedfs: SeaweedFS, tmp_path: 
 def test_upload_started_on_one_mount_finished_on_another(
     seaweedfs: SeaweedFS, tmp_path: Path
 ) -> None:
-    env = {
-        "AWS_ENDPOINT_URL": seaweedfs.endpoint,
-        "AWS_ACCESS_KEY_ID": "any",
-        "AWS_SECRET_ACCESS_KEY": "any",
-        "AWS_REGION": "us-east-1",
-    }
+    env = seaweedfs.aws_env()
     store = f"s3://{S3_BUCKET}/two-{tmp_path.name}"
     first = Mount(store, tmp_path / "m1", tmp_path / "l1", env=env).start()
     second = Mount(store, tmp_path / "m2", tmp_path / "l2", env=env).start()

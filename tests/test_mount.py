@@ -545,12 +545,7 @@ def test_memory_store(tmp_path: Path, payload: tuple[Path, bytes]) -> None:
 def test_s3_store(seaweedfs: SeaweedFS, tmp_path: Path, payload: tuple[Path, bytes]) -> None:
     """``layerfs mount s3://BUCKET/ROOT`` with the endpoint from the AWS environment."""
     source, data = payload
-    env = {
-        "AWS_ENDPOINT_URL": seaweedfs.endpoint,
-        "AWS_ACCESS_KEY_ID": "any",
-        "AWS_SECRET_ACCESS_KEY": "any",
-        "AWS_REGION": "us-east-1",
-    }
+    env = seaweedfs.aws_env()
     store = f"s3://{S3_BUCKET}/mount-{tmp_path.name}"
     mount = Mount(store, tmp_path / "s3-mnt", tmp_path / "s3.log", env=env).start()
     try:

@@ -18,12 +18,7 @@ from .test_mount import REPO, sh
 def test_gateway_goes_away_during_cp(tmp_path: Path) -> None:
     gateway = SeaweedFS(tmp_path / "gw").start()
     gateway.create_bucket("away")
-    env = {
-        "AWS_ENDPOINT_URL": gateway.endpoint,
-        "AWS_ACCESS_KEY_ID": "any",
-        "AWS_SECRET_ACCESS_KEY": "any",
-        "AWS_REGION": "us-east-1",
-    }
+    env = gateway.aws_env()
     mount = Mount("s3://away/reg", tmp_path / "mnt", tmp_path / "log", env=env).start()
     source = tmp_path / "source"
     source.write_bytes(os.urandom(80 << 20))
