@@ -66,7 +66,8 @@ async def test_large_round_trip_with_bounded_memory(driver: StorageDriver) -> No
     assert actual.hexdigest() == expected.hexdigest()
     assert (await driver.stat("/big/data")).size == chunks * MiB
     if not isinstance(driver, MemoryDriver):
-        assert peak < 48 * MiB, f"peak traced memory {peak / MiB:.1f} MiB"
+        # a few buffers or parts in flight, far below the 256 MiB that went through
+        assert peak < 96 * MiB, f"peak traced memory {peak / MiB:.1f} MiB"
 
 
 async def test_reads_at_offsets(driver: StorageDriver) -> None:

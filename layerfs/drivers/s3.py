@@ -10,8 +10,10 @@ a worker thread with explicit timeouts and botocore's standard retries.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,6 +39,7 @@ DEFAULT_PART = 10 << 20
 COPY_SINGLE_MAX = 32 << 20  # CopyObject up to here, UploadPartCopy above
 COPY_PART = 32 << 20
 READ_CHUNK = 8 << 20
+PARTS_IN_FLIGHT = 4
 DELETE_BATCH = 1000
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
@@ -87,7 +90,11 @@ class S3Driver(StorageDriver):
             config=config,
         )
         self._threads = trio.CapacityLimiter(connections)
+        self.pool = ThreadPoolExecutor(connections, thread_name_prefix="s3-part")
         self.bytes_read = 0  # object bytes fetched, for `layerfs status` and the bench
+
+    async def aclose(self) -> None:
+        self.pool.shutdown(wait=False)
 
     # plumbing ----------------------------------------------------------------
     def key(self, path: str, allow_root: bool = False) -> str:
@@ -431,10 +438,13 @@ class _MultipartWriter(FileWriter):
         self._buffer = bytearray()
         self._state = "open"
         self._lock = trio.Lock()
+        # parts on their way: (number, size, future); the next fills while they upload
+        self._inflight: list[tuple[int, int, Future[dict]]] = []
 
     @property
     def size(self) -> int:
-        return sum(p["Size"] for p in self._parts) + len(self._buffer)
+        stored = sum(p["Size"] for p in self._parts)
+        return stored + sum(n for _, n, _ in self._inflight) + len(self._buffer)
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -481,9 +491,13 @@ class _MultipartWriter(FileWriter):
         return len(data)
 
     async def _upload_part(self, data: bytes) -> None:
+        """Start uploading a part in the driver's pool; wait only when too many are on
+        their way. A failure is raised here or by close/commit."""
         d = self.driver
-        number = len(self._parts) + 1
-        resp = await d.call(
+        if len(self._inflight) >= PARTS_IN_FLIGHT:
+            await self._finish_oldest()
+        number = len(self._parts) + len(self._inflight) + 1
+        future = d.pool.submit(
             d.client.upload_part,
             Bucket=d.bucket,
             Key=self.key,
@@ -492,12 +506,31 @@ class _MultipartWriter(FileWriter):
             Body=io.BytesIO(data),
             ContentLength=len(data),
         )
-        self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "Size": len(data)})
+        self._inflight.append((number, len(data), future))
+
+    async def _finish_oldest(self) -> None:
+        number, size, future = self._inflight.pop(0)
+        try:
+            resp = await trio.to_thread.run_sync(future.result)
+        except (ClientError, BotoCoreError) as exc:
+            await self._drain(quiet=True)
+            raise BackendUnavailableError(f"s3: part {number} of {self.key}: {exc}") from exc
+        self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "Size": size})
+
+    async def _drain(self, quiet: bool = False) -> None:
+        while self._inflight:
+            if quiet:
+                _, _, future = self._inflight.pop(0)
+                with contextlib.suppress(Exception):
+                    await trio.to_thread.run_sync(future.result)
+            else:
+                await self._finish_oldest()
 
     async def _flush(self) -> None:
         if self._buffer:
             data, self._buffer = bytes(self._buffer), bytearray()
             await self._upload_part(data)
+        await self._drain()
 
     async def complete(self) -> None:
         d = self.driver
@@ -523,6 +556,7 @@ class _MultipartWriter(FileWriter):
                 await self._flush()
                 if not self._parts:  # keep an empty file findable: one empty part
                     await self._upload_part(b"")
+                    await self._drain()
             self._state = "closed"
 
     async def cancel(self) -> None:
@@ -531,6 +565,7 @@ class _MultipartWriter(FileWriter):
         async with self._lock:
             self._state = "cancelled"
             self._buffer.clear()
+            await self._drain(quiet=True)
             await d.abort(self.key, self.upload_id)
             await d.call(d.client.delete_object, Bucket=d.bucket, Key=self.key)
 
