@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ COPY_SINGLE_MAX = 32 << 20  # CopyObject up to here, UploadPartCopy above
 COPY_PART = 32 << 20
 READ_CHUNK = 8 << 20
 PARTS_IN_FLIGHT = 4
+READ_AHEAD = 4
 DELETE_BATCH = 1000
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
@@ -396,37 +398,53 @@ class S3Driver(StorageDriver):
 
 
 class _RangeReader(Reader):
-    """Ranged GETs of READ_CHUNK bytes, the next one fetched while this one is read."""
+    """Ranged GETs of READ_CHUNK bytes; READ_AHEAD of them fetched in the driver's pool
+    while the current one is read."""
 
     def __init__(self, driver: S3Driver, key: str, offset: int, size: int) -> None:
         self.driver, self.key, self.offset, self.size = driver, key, offset, size
-        self._buffer = b""
+        self._chunk = b""
+        self._pos = 0
+        self._next = offset  # where the next fetch starts
+        self._ahead: deque[Future[bytes]] = deque()
 
-    async def _fetch(self, start: int) -> bytes:
+    def _get(self, start: int) -> bytes:
         last = min(start + READ_CHUNK, self.size) - 1
-        resp = await self.driver.call(
-            self.driver.client.get_object,
-            Bucket=self.driver.bucket,
-            Key=self.key,
-            Range=f"bytes={start}-{last}",
-        )
-        data = await trio.to_thread.run_sync(resp["Body"].read)
-        self.driver.bytes_read += len(data)
-        return data
+        d = self.driver
+        resp = d.client.get_object(Bucket=d.bucket, Key=self.key, Range=f"bytes={start}-{last}")
+        return resp["Body"].read()
+
+    def _schedule(self) -> None:
+        while len(self._ahead) < READ_AHEAD and self._next < self.size:
+            self._ahead.append(self.driver.pool.submit(self._get, self._next))
+            self._next += READ_CHUNK
 
     async def read(self, size: int) -> bytes:
-        if not self._buffer:
+        if self._pos >= len(self._chunk):
             if self.offset >= self.size:
                 return b""
-            self._buffer = await self._fetch(self.offset)
-            if not self._buffer:
+            self._schedule()
+            future = self._ahead.popleft()
+            try:
+                self._chunk = await trio.to_thread.run_sync(future.result)
+            except (ClientError, BotoCoreError) as exc:
+                await self.aclose()
+                raise BackendUnavailableError(f"s3: reading {self.key}: {exc}") from exc
+            self._pos = 0
+            self.driver.bytes_read += len(self._chunk)
+            self._schedule()
+            if not self._chunk:
                 return b""
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        data = self._chunk[self._pos : self._pos + size]
+        self._pos += len(data)
         self.offset += len(data)
         return data
 
     async def aclose(self) -> None:
-        self._buffer = b""
+        for future in self._ahead:
+            future.cancel()
+        self._ahead.clear()
+        self._chunk = b""
 
 
 class _MultipartWriter(FileWriter):
