@@ -14,6 +14,9 @@ from layerfs.drivers.s3 import S3Driver
 from .mounts import Mount
 from .registry import DockerRegistry
 from .seaweed import SeaweedFS
+from .stores import FilesystemStore, S3Store
+
+Store = FilesystemStore | S3Store
 
 DRIVERS = ["memory", "filesystem", "s3"]
 
@@ -78,9 +81,28 @@ def docker_registry(store_dir: Path, tmp_path: Path) -> Iterator[DockerRegistry]
 
 
 @pytest.fixture
-def mount(store_dir: Path, tmp_path: Path) -> Iterator[Mount]:
-    """``layerfs mount -f`` of ``store_dir`` on a kernel FUSE mount."""
-    mounted = Mount(store_dir, tmp_path / "mnt", tmp_path / "layerfs.log").start()
+def store_registry(store: Store, tmp_path: Path) -> Iterator[DockerRegistry]:
+    """docker-registry 2.8 serving ``store`` (its filesystem or s3 driver)."""
+    registry = DockerRegistry(tmp_path, store.registry_storage()).start()
+    try:
+        yield registry
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def store(request: pytest.FixtureRequest, store_dir: Path, tmp_path: Path) -> Store:
+    """A store for mount tests: ``store_dir``, or a key prefix on SeaweedFS."""
+    if request.param == "s3":
+        return S3Store(request.getfixturevalue("seaweedfs"), S3_BUCKET, f"m-{tmp_path.name}")
+    return FilesystemStore(store_dir)
+
+
+@pytest.fixture
+def mount(store: Store, tmp_path: Path) -> Iterator[Mount]:
+    """``layerfs mount -f`` of ``store`` on a kernel FUSE mount."""
+    mounted = Mount(store.spec, tmp_path / "mnt", tmp_path / "layerfs.log", env=store.env)
+    mounted.start()
     try:
         yield mounted
     finally:

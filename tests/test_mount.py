@@ -19,6 +19,9 @@ from .conftest import S3_BUCKET
 from .images import make_image
 from .mounts import LAYERFS, Mount
 from .seaweed import SeaweedFS
+from .stores import FilesystemStore, S3Store
+
+Store = FilesystemStore | S3Store
 
 REPO = "repositories/library/hello"
 
@@ -47,9 +50,9 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def blob_path(root: Path, digest: str) -> Path:
+def blob_rel(digest: str) -> str:
     hexpart = digest.split(":")[1]
-    return root / "docker/registry/v2/blobs/sha256" / hexpart[:2] / hexpart / "data"
+    return f"docker/registry/v2/blobs/sha256/{hexpart[:2]}/{hexpart}/data"
 
 
 @pytest.fixture
@@ -83,7 +86,7 @@ def test_invalid_repository_names(mount: Mount, name: str) -> None:
 
 
 def test_cp_then_mv_finishes(
-    mount: Mount, repo: Path, payload: tuple[Path, bytes], store_dir: Path
+    mount: Mount, repo: Path, payload: tuple[Path, bytes], store: Store
 ) -> None:
     source, data = payload
     sh(f"cp {source} _uploads/layer.tar", repo)
@@ -95,14 +98,14 @@ def test_cp_then_mv_finishes(
     uuid = os.getxattr(upload, "user.layerfs.uuid").decode()
     assert os.getxattr(upload, "user.layerfs.offset") == str(len(data)).encode()
     started = os.getxattr(upload, "user.layerfs.startedat").decode()
-    store_upload = store_dir / f"docker/registry/v2/{REPO}/_uploads/{uuid}"
-    assert (store_upload / "startedat").read_text() == started
+    store_upload = f"docker/registry/v2/{REPO}/_uploads/{uuid}"
+    assert store.read(f"{store_upload}/startedat").decode() == started
 
     digest = digest_of(data)
     sh(f"mv _uploads/layer.tar _uploads/{digest}", repo)
     assert os.listdir(repo / "_uploads") == []
-    assert not store_upload.exists()
-    assert blob_path(store_dir, digest).read_bytes() == data
+    assert not store.exists(store_upload)
+    assert store.read(blob_rel(digest)) == data
     link = repo / "_layers/sha256" / digest.split(":")[1] / "link"
     assert link.read_text() == digest
     blob = mount.mountpoint / "blobs/sha256" / digest[7:9] / digest[7:] / "data"
@@ -126,7 +129,7 @@ def test_writes_must_append(mount: Mount, repo: Path) -> None:
     assert errno_of(os.truncate, path, 3) == errno.EINVAL
 
 
-def test_truncate_restarts_and_rm_cancels(mount: Mount, repo: Path, store_dir: Path) -> None:
+def test_truncate_restarts_and_rm_cancels(mount: Mount, repo: Path, store: Store) -> None:
     path = repo / "_uploads/x"
     path.write_bytes(b"wrong content, long")
     uuid = os.getxattr(path, "user.layerfs.uuid").decode()
@@ -138,7 +141,7 @@ def test_truncate_restarts_and_rm_cancels(mount: Mount, repo: Path, store_dir: P
     sh("printf again >> _uploads/x", repo)
     assert path.read_bytes() == b"again"
     os.unlink(path)
-    assert not (store_dir / f"docker/registry/v2/{REPO}/_uploads/{uuid}").exists()
+    assert not store.exists(f"docker/registry/v2/{REPO}/_uploads/{uuid}")
     assert os.listdir(repo / "_uploads") == []
 
 
@@ -156,7 +159,7 @@ def test_touch_and_dd(mount: Mount, repo: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_digest_is_refused_and_kept(
-    mount: Mount, repo: Path, payload: tuple[Path, bytes], store_dir: Path
+    mount: Mount, repo: Path, payload: tuple[Path, bytes], store: Store
 ) -> None:
     source, data = payload
     sh(f"cp {source} _uploads/x", repo)
@@ -165,29 +168,28 @@ def test_wrong_digest_is_refused_and_kept(
     assert "Bad message" in err
     reason = os.getxattr(repo / "_uploads/x", "user.layerfs.error").decode()
     assert "EBADMSG" in reason and wrong in reason and digest_of(data) in reason
-    assert not blob_path(store_dir, wrong).exists()
+    assert not store.exists(blob_rel(wrong))
     assert (repo / "_uploads/x").read_bytes() == data
     code = errno_of(os.rename, repo / "_uploads/x", repo / "_uploads/sha256:abc")
     assert code == errno.EINVAL
     code = errno_of(os.rename, repo / "_uploads/x", repo / f"_uploads/md5:{'0' * 32}")
     assert code == errno.EINVAL
     sh(f"mv _uploads/x _uploads/{digest_of(data)}", repo)
-    assert blob_path(store_dir, digest_of(data)).read_bytes() == data
+    assert store.read(blob_rel(digest_of(data))) == data
     assert "EBADMSG" in mount.log_text()
 
 
 def test_existing_blob_is_not_stored_again(
-    mount: Mount, repo: Path, payload: tuple[Path, bytes], store_dir: Path
+    mount: Mount, repo: Path, payload: tuple[Path, bytes], store: Store
 ) -> None:
     source, data = payload
     digest = digest_of(data)
     sh(f"cp {source} _uploads/a && mv _uploads/a _uploads/{digest}", repo)
-    before = os.stat(blob_path(store_dir, digest))
+    before = store.version(blob_rel(digest))
     other = mount.mountpoint / "repositories/other"
     other.mkdir()
     sh(f"cp {source} _uploads/b && mv _uploads/b _uploads/{digest}", other)
-    after = os.stat(blob_path(store_dir, digest))
-    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    assert store.version(blob_rel(digest)) == before
     assert (other / "_layers/sha256" / digest[7:] / "link").read_text() == digest
 
 
@@ -372,35 +374,35 @@ def test_concurrent_uploads(mount: Mount, repo: Path, tmp_path: Path) -> None:
     assert (repo / "_layers/sha256" / digest[7:] / "link").read_text() == digest
 
 
-def test_resume_after_remount(store_dir: Path, tmp_path: Path, payload: tuple[Path, bytes]) -> None:
+def test_resume_after_remount(store: Store, tmp_path: Path, payload: tuple[Path, bytes]) -> None:
     source, data = payload
     half = len(data) // 2
     (tmp_path / "first").write_bytes(data[:half])
     (tmp_path / "second").write_bytes(data[half:])
-    mount = Mount(store_dir, tmp_path / "mnt", tmp_path / "log").start()
+    mount = Mount(store.spec, tmp_path / "mnt", tmp_path / "log", env=store.env).start()
     try:
         repo = mount.mountpoint / REPO
         repo.mkdir(parents=True)
         sh(f"cp {tmp_path}/first _uploads/part", repo)
     finally:
         mount.stop()
-    mount = Mount(store_dir, tmp_path / "mnt", tmp_path / "log2").start()
+    mount = Mount(store.spec, tmp_path / "mnt", tmp_path / "log2", env=store.env).start()
     try:
         repo = mount.mountpoint / REPO
         assert (repo / "_uploads/part").stat().st_size == half
         sh(f"cat {tmp_path}/second >> _uploads/part", repo)
         sh(f"mv _uploads/part _uploads/{digest_of(data)}", repo)
-        assert blob_path(store_dir, digest_of(data)).read_bytes() == data
+        assert store.read(blob_rel(digest_of(data))) == data
         assert "hashing" not in mount.log_text()  # resumed from the stored state
     finally:
         mount.stop()
 
 
 def test_read_only_mount_refuses_writes(
-    store_dir: Path, tmp_path: Path, payload: tuple[Path, bytes]
+    store: Store, tmp_path: Path, payload: tuple[Path, bytes]
 ) -> None:
     source, data = payload
-    rw = Mount(store_dir, tmp_path / "mnt", tmp_path / "log").start()
+    rw = Mount(store.spec, tmp_path / "mnt", tmp_path / "log", env=store.env).start()
     try:
         repo = rw.mountpoint / REPO
         repo.mkdir(parents=True)
@@ -408,7 +410,8 @@ def test_read_only_mount_refuses_writes(
         sh(f"cp {source} _uploads/a && mv _uploads/a _uploads/{digest_of(data)}", repo)
     finally:
         rw.stop()
-    ro = Mount(store_dir, tmp_path / "mnt", tmp_path / "log-ro", "-o", "ro").start()
+    ro = Mount(store.spec, tmp_path / "mnt", tmp_path / "log-ro", "-o", "ro", env=store.env)
+    ro.start()
     try:
         repo = ro.mountpoint / REPO
         link = repo / "_layers/sha256" / digest_of(data)[7:] / "link"

@@ -19,7 +19,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts/push-oci-layout"
 
 @pytest.mark.registry
 def test_push_oci_layout_then_pull(
-    mount: Mount, docker_registry: DockerRegistry, tmp_path: Path
+    mount: Mount, store_registry: DockerRegistry, tmp_path: Path
 ) -> None:
     image = make_image(60, layers=3)
     layout = write_oci_layout(image, tmp_path / "layout", "v1")
@@ -33,7 +33,7 @@ def test_push_oci_layout_then_pull(
     skopeo(
         "copy",
         "--src-tls-verify=false",
-        f"docker://{docker_registry.host}/imported/app:v1",
+        f"docker://{store_registry.host}/imported/app:v1",
         f"dir:{pulled}",
     )
     assert json.loads((pulled / "manifest.json").read_bytes()) == json.loads(image.manifest)
@@ -41,7 +41,7 @@ def test_push_oci_layout_then_pull(
         assert (pulled / hashlib.sha256(blob).hexdigest()).read_bytes() == blob
     inspected = json.loads(
         skopeo(
-            "inspect", "--tls-verify=false", f"docker://{docker_registry.host}/imported/app:v1"
+            "inspect", "--tls-verify=false", f"docker://{store_registry.host}/imported/app:v1"
         ).stdout
     )
     assert inspected["Digest"] == image.manifest_digest

@@ -246,13 +246,7 @@ class S3Driver(StorageDriver):
             head = await self._head(key)
             if head is not None:
                 return FileInfo(path, head["ContentLength"], head["LastModified"], False)
-        resp = await self.call(
-            self.client.list_objects_v2,
-            Bucket=self.bucket,
-            Prefix=key.rstrip("/") + "/" if key else "",
-            MaxKeys=1,
-        )
-        if resp.get("KeyCount", 0) > 0 or path == "/":
+        if path == "/" or await self._holds_keys(key.rstrip("/") + "/"):
             return FileInfo(path, 0, datetime.now(UTC), True)
         raise PathNotFoundError(path, self.name)
 
@@ -269,7 +263,9 @@ class S3Driver(StorageDriver):
                 kwargs["ContinuationToken"] = token
             resp = await self.call(self.client.list_objects_v2, **kwargs)
             for item in resp.get("Contents", []):
-                files.add(f"{base}/{item['Key'][len(prefix):]}")
+                name = item["Key"][len(prefix) :]
+                if name and not name.endswith("/"):  # not a folder entry (SeaweedFS)
+                    files.add(f"{base}/{name}")
             for common in resp.get("CommonPrefixes", []):
                 children.add(f"{base}/{common['Prefix'][len(prefix):].rstrip('/')}")
             if not resp.get("IsTruncated"):
@@ -280,19 +276,28 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(path, self.name)
         return sorted(children)
 
+    async def _holds_keys(self, prefix: str) -> bool:
+        """Whether an object lives below ``prefix``; folder entries (keys ending in
+        ``/``, which SeaweedFS lists for emptied directories) do not count."""
+        token = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 100}
+            if token:
+                kwargs["ContinuationToken"] = token
+            resp = await self.call(self.client.list_objects_v2, **kwargs)
+            if any(not o["Key"].endswith("/") for o in resp.get("Contents", [])):
+                return True
+            if not resp.get("IsTruncated"):
+                return False
+            token = resp["NextContinuationToken"]
+
     async def _drop_empty_dirs(self, children: set[str], base: str, prefix: str) -> set[str]:
         """Some S3-compatible servers (SeaweedFS) keep listing a prefix whose keys are
         all gone; a directory here is a prefix that still holds a key."""
         empty: set[str] = set()
 
         async def check(child: str) -> None:
-            resp = await self.call(
-                self.client.list_objects_v2,
-                Bucket=self.bucket,
-                Prefix=prefix + child[len(base) + 1 :] + "/",
-                MaxKeys=1,
-            )
-            if resp.get("KeyCount", 0) == 0:
+            if not await self._holds_keys(prefix + child[len(base) + 1 :] + "/"):
                 empty.add(child)
 
         async with trio.open_nursery() as nursery:

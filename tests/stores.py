@@ -1,0 +1,61 @@
+"""The stores a mount test runs on, with a way to look at their bytes from outside
+the mount: a local directory, or a key prefix in a SeaweedFS bucket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .seaweed import SeaweedFS
+
+V2 = "docker/registry/v2"
+
+
+class FilesystemStore:
+    kind = "filesystem"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spec = str(root)
+        self.env: dict[str, str] = {}
+
+    def read(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+    def version(self, rel: str) -> tuple[object, ...]:
+        """Changes whenever the file is written again."""
+        st = (self.root / rel).stat()
+        return st.st_ino, st.st_mtime_ns
+
+    def registry_storage(self) -> dict:
+        return {"filesystem": {"rootdirectory": str(self.root)}}
+
+
+class S3Store:
+    kind = "s3"
+
+    def __init__(self, gateway: SeaweedFS, bucket: str, prefix: str) -> None:
+        self.gateway, self.bucket, self.prefix = gateway, bucket, prefix
+        self.spec = f"s3://{bucket}/{prefix}"
+        self.env = gateway.aws_env()
+        self.client = gateway.client()
+
+    def read(self, rel: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}/{rel}")["Body"].read()
+
+    def exists(self, rel: str) -> bool:
+        """A key, or a prefix that still holds keys."""
+        key = f"{self.prefix}/{rel}"
+        listed = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=5)
+        return any(
+            o["Key"] == key or o["Key"].startswith(key + "/") for o in listed.get("Contents", [])
+        )
+
+    def version(self, rel: str) -> tuple[object, ...]:
+        head = self.client.head_object(Bucket=self.bucket, Key=f"{self.prefix}/{rel}")
+        return head["ETag"], head["LastModified"]
+
+    def registry_storage(self) -> dict:
+        return self.gateway.registry_storage(self.bucket, "/" + self.prefix)
