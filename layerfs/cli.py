@@ -71,7 +71,7 @@ def mount(
     from .fs.mount import MountError, is_mounted, parse_options, serve
 
     try:
-        fuse_options, read_only = parse_options(options)
+        mount_options = parse_options(options)
     except MountError as exc:
         raise click.UsageError(str(exc)) from None
     if config is not None:
@@ -83,8 +83,8 @@ def mount(
             raise click.ClickException(str(exc)) from None
         driver, mountpoint = configured.driver, args[0]
         if configured.read_only:
-            fuse_options.add("ro")
-            read_only = True
+            mount_options.fuse.add("ro")
+            mount_options.read_only = True
     else:
         if len(args) > 2:
             raise click.UsageError("give at most STORE and MOUNTPOINT")
@@ -96,7 +96,7 @@ def mount(
         raise click.ClickException(f"{mountpoint} is already mounted")
 
     def run(on_ready) -> None:  # type: ignore[no-untyped-def]
-        trio.run(serve, driver, mountpoint, fuse_options, read_only, on_ready)
+        trio.run(serve, driver, mountpoint, mount_options, on_ready)
 
     if foreground:
         _setup_logging(log_level, log_file)
@@ -204,6 +204,33 @@ def status(mountpoint: str, as_json: bool) -> None:
             f"{u['repository']:30} {u['name']:30} {u['bytes']:>14,} "
             f"{_human(u['rate'])+'/s':>12} {u['age']:>7.0f}s"
         )
+
+
+@cli.command("purge-uploads")
+@click.option("--older-than", default="168h", show_default=True, help="Age, as 1h30m.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted, delete nothing.")
+@click.argument("store")
+def purge_uploads_command(store: str, older_than: str, dry_run: bool) -> None:
+    """Delete uploads of STORE started longer ago than --older-than."""
+    from .storage import Registry
+    from .storage.maintenance import parse_duration, purge_uploads
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _setup_logging("warning", None)
+    doomed = trio.run(purge_uploads, Registry(driver_from_url(store)), age, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for upload in doomed:
+        click.echo(
+            f"{verb} {upload.repository} {upload.upload_id} started "
+            f"{upload.started_at:%Y-%m-%dT%H:%M:%SZ} ({upload.dated_by})"
+        )
+    if not doomed:
+        click.echo("no uploads to delete")
+    else:
+        click.echo(f"{len(doomed)} uploads {'to delete' if dry_run else 'deleted'}")
 
 
 def _human(n: float) -> str:

@@ -6,11 +6,14 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 
 import pyfuse3
 import trio
 
 from ..drivers import StorageDriver
+from ..storage.maintenance import parse_duration, purge_uploads
 from .operations import Operations
 
 log = logging.getLogger("layerfs.mount")
@@ -28,22 +31,33 @@ class MountError(Exception):
     """A mount that cannot start; the message says why."""
 
 
-def parse_options(spec: str) -> tuple[set[str], bool]:
-    """mount(8)-style ``a,b=c`` into FUSE options and the read-only flag."""
-    fuse = set(pyfuse3.default_options)
-    read_only = False
+@dataclass
+class MountOptions:
+    fuse: set[str]
+    read_only: bool = False
+    purge_uploads: timedelta | None = None  # delete uploads older than this, periodically
+
+
+def parse_options(spec: str) -> MountOptions:
+    """mount(8)-style ``a,b=c``: FUSE options, ``ro`` and ``purge_uploads=168h``."""
+    parsed = MountOptions(set(pyfuse3.default_options))
     for option in filter(None, (o.strip() for o in spec.split(","))):
         if option == "ro":
-            read_only = True
+            parsed.read_only = True
+        elif option.startswith("purge_uploads="):
+            try:
+                parsed.purge_uploads = parse_duration(option.split("=", 1)[1])
+            except ValueError as exc:
+                raise MountError(f"mount option {option!r}: {exc}") from None
         elif option in IGNORED_OPTIONS:
             continue
         elif option in FUSE_FLAGS or option.startswith(FUSE_VALUES):
-            fuse.add(option)
+            parsed.fuse.add(option)
         else:
             raise MountError(f"unknown mount option {option!r}")
-    if read_only:
-        fuse.add("ro")
-    return fuse, read_only
+    if parsed.read_only:
+        parsed.fuse.add("ro")
+    return parsed
 
 
 def _unescape(field: str) -> str:
@@ -61,12 +75,12 @@ def is_mounted(mountpoint: str) -> bool:
 async def serve(
     driver: StorageDriver,
     mountpoint: str,
-    fuse_options: set[str],
-    read_only: bool,
+    mount_options: MountOptions,
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Mount, serve until unmounted or signalled, then close uploads and unmount."""
-    options = {"fsname=layerfs", "subtype=layerfs", *fuse_options}
+    options = {"fsname=layerfs", "subtype=layerfs", *mount_options.fuse}
+    read_only = mount_options.read_only
     async with trio.open_nursery() as background:
         ops = Operations(driver, background, read_only=read_only)
         try:
@@ -79,6 +93,8 @@ async def serve(
             on_ready()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal)
+                if mount_options.purge_uploads is not None and not read_only:
+                    nursery.start_soon(_purge_periodically, ops, mount_options.purge_uploads)
                 await pyfuse3.main()
                 nursery.cancel_scope.cancel()
         finally:
@@ -86,6 +102,19 @@ async def serve(
             pyfuse3.close(unmount=True)
             await driver.aclose()
             log.info("unmounted %s", mountpoint)
+
+
+async def _purge_periodically(ops: Operations, older_than: timedelta) -> None:
+    """Delete abandoned uploads now and then; never one this mount has open."""
+    interval = min(max(older_than.total_seconds() / 4, 1.0), 3600.0)
+    while True:
+        try:
+            purged = await purge_uploads(ops.registry, older_than, keep=ops.uploads.sessions)
+            if purged:
+                log.info("purged %d uploads older than %s", len(purged), older_than)
+        except Exception:
+            log.exception("purging uploads failed; trying again in %.0f s", interval)
+        await trio.sleep(interval)
 
 
 async def _stop_on_signal() -> None:

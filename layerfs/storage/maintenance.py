@@ -1,0 +1,109 @@
+"""Store upkeep that needs no mount: clearing abandoned uploads.
+
+Uploads are deleted by the age their ``startedat`` gives (the registry's own rule);
+one without a readable ``startedat`` is dated by its newest file instead. Entries of
+``_uploads`` that are not upload directories are reported and left alone, so odd keys
+never stop a purge. On S3 the driver's delete also aborts pending multipart uploads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Container
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from ..drivers import PathNotFoundError, StorageDriver
+from . import paths
+from .registry import Registry
+from .uploads import UUID_RE, parse_started_at
+
+log = logging.getLogger(__name__)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Go-style durations as the registry's config uses them: ``168h``, ``1h30m``, ``90s``."""
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {text!r}: use hours, minutes, seconds (1h30m)")
+    unit = {"h": 3600, "m": 60, "s": 1}
+    return timedelta(seconds=sum(float(n) * unit[u] for n, u in parts))
+
+
+@dataclass(frozen=True)
+class UploadAge:
+    repository: str
+    upload_id: str
+    started_at: datetime
+    dated_by: str  # "startedat", or "files" when startedat was missing or unreadable
+
+
+async def _date_upload(driver: StorageDriver, name: str, upload_id: str) -> UploadAge | None:
+    try:
+        content = await driver.get_content(paths.upload_started_at(name, upload_id))
+        return UploadAge(name, upload_id, parse_started_at(content), "startedat")
+    except (PathNotFoundError, ValueError, UnicodeDecodeError):
+        pass
+    newest = None
+    try:
+        async for info in driver.walk(paths.upload_dir(name, upload_id)):
+            if not info.is_dir and (newest is None or info.mod_time > newest):
+                newest = info.mod_time
+    except PathNotFoundError:
+        return None
+    if newest is None:
+        return None
+    return UploadAge(name, upload_id, newest.astimezone(UTC), "files")
+
+
+async def upload_ages(registry: Registry) -> list[UploadAge]:
+    """Every upload of every repository with the time it started."""
+    found = []
+    for name in await registry.repositories():
+        try:
+            entries = await registry.driver.list(paths.uploads_dir(name))
+        except PathNotFoundError:
+            continue
+        for entry in entries:
+            upload_id = entry.rsplit("/", 1)[1]
+            if not UUID_RE.fullmatch(upload_id):
+                log.warning("%s: not an upload directory, left alone", entry)
+                continue
+            age = await _date_upload(registry.driver, name, upload_id)
+            if age is None:
+                log.warning("%s: an upload with no files, left alone", entry)
+                continue
+            found.append(age)
+    return found
+
+
+async def purge_uploads(
+    registry: Registry,
+    older_than: timedelta,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    keep: Container[str] = (),
+) -> list[UploadAge]:
+    """Delete uploads started more than ``older_than`` ago (except ids in ``keep``);
+    returns what was (or, with ``dry_run``, would be) deleted."""
+    cutoff = (now or datetime.now(UTC)) - older_than
+    doomed = [
+        a for a in await upload_ages(registry) if a.started_at < cutoff and a.upload_id not in keep
+    ]
+    for age in doomed:
+        if dry_run:
+            continue
+        try:
+            await registry.driver.delete(paths.upload_dir(age.repository, age.upload_id))
+            log.info(
+                "purged upload %s of %s, started %s",
+                age.upload_id,
+                age.repository,
+                age.started_at.isoformat(),
+            )
+        except PathNotFoundError:
+            pass  # gone meanwhile
+    return doomed
