@@ -51,15 +51,19 @@ class SeaweedFS:
             "-s3.port.lance=0",
         ]  # fmt: skip
         self.log = open(self.workdir / "seaweed.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError("weed server exited; see " + str(self.workdir))
+                # right after a kill its ports can still be held for a moment: try again
+                time.sleep(1)
+                self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+                continue
             if self._serves_objects():
                 return self
             time.sleep(0.2)
-        raise RuntimeError("SeaweedFS did not come up")
+        self.stop()
+        raise RuntimeError("SeaweedFS did not come up; see " + str(self.workdir))
 
     def _serves_objects(self) -> bool:
         """The gateway answers before its volumes do: ready means a put and a get work."""
