@@ -786,7 +786,7 @@ class Operations(pyfuse3.Operations):
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
         if isinstance(self.driver, FilesystemDriver):
-            disk = os.statvfs(self.driver.root)
+            disk = await trio.to_thread.run_sync(os.statvfs, self.driver.root)
             for name in (
                 "f_bsize",
                 "f_frsize",
