@@ -522,6 +522,7 @@ def test_everyday_tools(mount: Mount, repo: Path, payload: tuple[Path, bytes]) -
     attrs = sh("getfattr -d -m user.layerfs _uploads/tool", repo)
     assert f'user.layerfs.offset="{len(data)}"' in attrs
     assert "user.layerfs.uuid=" in attrs and "user.layerfs.startedat=" in attrs
+    assert str(mount.mountpoint) in sh("df -k .", mount.mountpoint)  # statfs answers
     pid = sh("getfattr --only-values -n user.layerfs.pid .", mount.mountpoint)
     assert int(pid) == mount.pid
     # forked writers share one descriptor: each child's close flushes, the data adds up
