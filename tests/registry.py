@@ -159,3 +159,19 @@ def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     if result.returncode != 0:
         raise AssertionError(f"skopeo {' '.join(args)} failed:\n{result.stderr}")
     return result
+
+
+def skopeo_push(layout: Path, tag: str, registry: DockerRegistry, reference: str) -> None:
+    """Push tag ``tag`` of an OCI layout to ``registry`` as ``reference`` (repo:tag)."""
+    skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        f"oci:{layout}:{tag}",
+        f"docker://{registry.host}/{reference}",
+    )
+
+
+def skopeo_pull(registry: DockerRegistry, reference: str, dest: Path) -> Path:
+    """Pull ``reference`` from ``registry`` into a ``dir:`` layout (verifies digests)."""
+    skopeo("copy", "--src-tls-verify=false", f"docker://{registry.host}/{reference}", f"dir:{dest}")
+    return dest

@@ -14,7 +14,7 @@ import pytest
 from .conftest import S3_BUCKET
 from .images import make_image, write_oci_layout
 from .mounts import Mount
-from .registry import DockerRegistry, skopeo
+from .registry import DockerRegistry, skopeo_pull, skopeo_push
 from .seaweed import SeaweedFS
 from .test_mount import REPO, errno_of, push_image_through_mount, sh
 
@@ -49,22 +49,12 @@ def test_registry_s3_and_layerfs_share_a_bucket(seaweedfs: SeaweedFS, tmp_path: 
         repo.mkdir(parents=True)
         digest, manifest = push_image_through_mount(repo, tmp_path, 70)
         pulled = tmp_path / "pulled"
-        skopeo(
-            "copy",
-            "--src-tls-verify=false",
-            f"docker://{registry.host}/library/hello:v1",
-            f"dir:{pulled}",
-        )
+        skopeo_pull(registry, "library/hello:v1", pulled)
         assert (pulled / "manifest.json").read_bytes() == manifest
         # skopeo pushes through the registry, layerfs reads it
         image = make_image(71, layers=2)
         layout = write_oci_layout(image, tmp_path / "layout", "v2")
-        skopeo(
-            "copy",
-            "--dest-tls-verify=false",
-            f"oci:{layout}:v2",
-            f"docker://{registry.host}/pushed/app:v2",
-        )
+        skopeo_push(layout, "v2", registry, "pushed/app:v2")
         tag = mount.mountpoint / "repositories/pushed/app/_manifests/tags/v2/current/link"
         pushed = tag.read_text()
         hexpart = pushed.split(":")[1]

@@ -14,7 +14,7 @@ from layerfs.storage import Digest, Registry, parse_manifest, paths
 from layerfs.storage.hashstate import ResumableSha256
 
 from .images import make_image, write_oci_layout
-from .registry import DockerRegistry, signed_upload_location, skopeo
+from .registry import DockerRegistry, signed_upload_location, skopeo_pull, skopeo_push
 from .test_uploads import upload_bytes
 from .wrappers import CountingDriver
 
@@ -26,12 +26,7 @@ async def test_layerfs_reads_what_skopeo_pushed(
 ) -> None:
     image = make_image(40, layers=3)
     layout = write_oci_layout(image, tmp_path / "layout", "v1")
-    skopeo(
-        "copy",
-        "--dest-tls-verify=false",
-        f"oci:{layout}:v1",
-        f"docker://{docker_registry.host}/pushed/app:v1",
-    )
+    skopeo_push(layout, "v1", docker_registry, "pushed/app:v1")
     registry = Registry(FilesystemDriver(str(store_dir)))
     assert await registry.repositories() == ["pushed/app"]
     repo = registry.repository("pushed/app")
@@ -70,12 +65,7 @@ async def test_registry_serves_what_layerfs_wrote(
     assert resp.headers["Docker-Content-Digest"] == str(digest)
 
     out = tmp_path / "pulled"
-    skopeo(
-        "copy",
-        "--src-tls-verify=false",
-        f"docker://{docker_registry.host}/written/by-layerfs:latest",
-        f"dir:{out}",
-    )
+    skopeo_pull(docker_registry, "written/by-layerfs:latest", out)
     assert (out / "manifest.json").read_bytes() == image.manifest
     for blob in [*image.layers, image.config]:
         assert (out / hashlib.sha256(blob).hexdigest()).read_bytes() == blob

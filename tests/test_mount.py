@@ -328,31 +328,26 @@ def test_manifests_and_tags(mount: Mount, repo: Path, tmp_path: Path) -> None:
     assert os.listdir(repo / "_manifests/tags") == []
 
 
-def test_status_lists_open_uploads(mount: Mount, repo: Path) -> None:
-    with open(repo / "_uploads/open-one", "wb") as f:
-        f.write(b"x" * 100_000)
-        f.flush()
-        out = subprocess.run(
-            [LAYERFS, "status", "--json", str(mount.mountpoint)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        (entry,) = json.loads(out)
-        assert entry["repository"] == "library/hello"
-        assert entry["name"] == "open-one"
-        assert entry["bytes"] == 100_000
-        table = subprocess.run(
-            [LAYERFS, "status", str(mount.mountpoint)], capture_output=True, text=True, check=True
-        ).stdout
-        assert "open-one" in table and "100,000" in table
-    out = subprocess.run(
-        [LAYERFS, "status", "--json", str(mount.mountpoint)],
+def layerfs_status(mount: Mount, *options: str) -> str:
+    return subprocess.run(
+        [LAYERFS, "status", *options, str(mount.mountpoint)],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert json.loads(out) == []
+
+
+def test_status_lists_open_uploads(mount: Mount, repo: Path) -> None:
+    with open(repo / "_uploads/open-one", "wb") as f:
+        f.write(b"x" * 100_000)
+        f.flush()
+        (entry,) = json.loads(layerfs_status(mount, "--json"))
+        assert entry["repository"] == "library/hello"
+        assert entry["name"] == "open-one"
+        assert entry["bytes"] == 100_000
+        table = layerfs_status(mount)
+        assert "open-one" in table and "100,000" in table
+    assert json.loads(layerfs_status(mount, "--json")) == []
 
 
 def test_concurrent_uploads(mount: Mount, repo: Path, tmp_path: Path) -> None:

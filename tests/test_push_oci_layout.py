@@ -12,7 +12,7 @@ import pytest
 
 from .images import make_image, write_oci_layout
 from .mounts import Mount
-from .registry import DockerRegistry, skopeo
+from .registry import DockerRegistry, skopeo, skopeo_pull
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts/push-oci-layout"
 
@@ -30,12 +30,7 @@ def test_push_oci_layout_then_pull(
     subprocess.run(run, capture_output=True, text=True, check=True)
 
     pulled = tmp_path / "pulled"
-    skopeo(
-        "copy",
-        "--src-tls-verify=false",
-        f"docker://{store_registry.host}/imported/app:v1",
-        f"dir:{pulled}",
-    )
+    skopeo_pull(store_registry, "imported/app:v1", pulled)
     assert json.loads((pulled / "manifest.json").read_bytes()) == json.loads(image.manifest)
     for blob in [*image.layers, image.config]:
         assert (pulled / hashlib.sha256(blob).hexdigest()).read_bytes() == blob

@@ -148,6 +148,14 @@ class StorageDriver(abc.ABC):
     async def delete(self, path: str) -> None:
         """Delete a file or a whole directory tree."""
 
+    async def delete_if_present(self, path: str) -> bool:
+        """Delete ``path`` if it exists; True when something was deleted."""
+        try:
+            await self.delete(path)
+        except PathNotFoundError:
+            return False
+        return True
+
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         """Every entry below ``path``, depth first, a directory before its
         contents, siblings in lexical order (as distribution's WalkFallback)."""

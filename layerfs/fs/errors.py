@@ -33,7 +33,6 @@ ERRNO_OF: list[tuple[type[BaseException], int]] = [
     (se.UploadUnknownError, errno.ENOENT),
     (se.ManifestUnknownError, errno.ENOENT),
     (se.TagUnknownError, errno.ENOENT),
-    (se.RepositoryUnknownError, errno.ENOENT),
     (se.UploadClosedError, errno.ESTALE),
     (se.RegistryError, errno.EINVAL),  # names, tags, digests, links, sizes, manifests
     (PathNotFoundError, errno.ENOENT),

@@ -21,7 +21,7 @@ import trio
 from ..drivers import FilesystemDriver, PathNotFoundError, StorageDriver
 from ..storage import Digest, Registry, paths
 from ..storage.blobs import BlobReader, hash_stream
-from ..storage.digest import CANONICAL
+from ..storage.digest import CANONICAL, check_algorithm
 from ..storage.errors import InvalidLinkError, RegistryError
 from ..storage.links import decode_link
 from ..storage.reference import validate_name, validate_tag
@@ -43,23 +43,50 @@ FIXED_DIRS = (("blobs",), ("repositories",))
 
 
 @dataclass
-class BlobHandle:
-    reader: BlobReader
-    # The kernel sends read-ahead requests concurrently; one seek+read at a time.
+class StoredFileReader:
+    """Positional reads of one stored file through one seekable stream, so the 128 KiB
+    reads of a ``cat`` continue a single driver stream instead of opening one each
+    (on S3 a request and a ranged GET per read). The kernel sends read-ahead
+    concurrently: one seek and read at a time."""
+
+    driver: StorageDriver
+    path: str
+    reader: BlobReader | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
+
+    async def read_at(self, offset: int, size: int, file_size: int) -> bytes:
+        async with self.lock:
+            if self.reader is None or self.reader.size != file_size:  # an upload grew
+                await self.aclose()
+                self.reader = BlobReader(self.driver, self.path, file_size)
+            self.reader.seek(offset)
+            return await self.reader.read(size)
+
+    async def aclose(self) -> None:
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            await reader.aclose()
+
+
+@dataclass
+class BlobHandle:
+    stream: StoredFileReader
+    size: int
 
 
 @dataclass
 class FileHandle:
     """A read-only store file that is neither blob nor link."""
 
-    place: Place
+    stream: StoredFileReader
+    size: int
 
 
 @dataclass
 class UploadHandle:
     session: UploadSession
     writable: bool
+    stream: StoredFileReader | None = None
 
 
 @dataclass
@@ -265,9 +292,7 @@ class Operations(pyfuse3.Operations):
                         " only 0 (restart) is allowed",
                     )
             finally:
-                if session.handles == 0:
-                    session.handles = 1
-                    await self.uploads.release(session)
+                await self.uploads.close_if_unused(session)
             return
         if place.kind in LINK_KINDS:
             handle = self.pending_links.get(place.parts)
@@ -374,7 +399,7 @@ class Operations(pyfuse3.Operations):
     @staticmethod
     def _check_digest_dirs(sub: Parts, where: str) -> None:
         if len(sub) == 1:
-            _check_algorithm(sub[0])
+            check_algorithm(sub[0])
         elif len(sub) == 2:
             Digest.from_parts(sub[0], sub[1])
         else:
@@ -391,8 +416,7 @@ class Operations(pyfuse3.Operations):
         if await self._list_for_rmdir(place):
             raise Refusal(errno.ENOTEMPTY, f"{'/'.join(place.parts)} is not empty")
         # A directory may exist only implicitly (object stores) or only in this mount.
-        with contextlib.suppress(PathNotFoundError):
-            await self.driver.delete(place.store_path)
+        await self.driver.delete_if_present(place.store_path)
         self.created_dirs.discard(place.parts)
         self.repository_marks.discard(place.parts)
 
@@ -465,8 +489,8 @@ class Operations(pyfuse3.Operations):
             if writable:
                 raise Refusal(errno.EPERM, "blobs are immutable; finish an upload instead")
             info = await self.registry.blobs.stat(_blob_digest(place))
-            reader = BlobReader(self.driver, place.store_path, info.size)
-            return pyfuse3.FileInfo(fh=self._new_fh(BlobHandle(reader)), keep_cache=True)
+            handle = BlobHandle(StoredFileReader(self.driver, place.store_path), info.size)
+            return pyfuse3.FileInfo(fh=self._new_fh(handle), keep_cache=True)
         if place.kind == Kind.UPLOAD:
             return await self._open_upload(place, flags)
         if place.kind in LINK_KINDS:
@@ -475,7 +499,9 @@ class Operations(pyfuse3.Operations):
             return await self._open_link(place, flags, writable)
         if writable:
             raise Refusal(errno.EPERM, f"{'/'.join(place.parts)} is read-only")
-        return pyfuse3.FileInfo(fh=self._new_fh(FileHandle(place)), direct_io=True)
+        size = (await self.driver.stat(place.store_path)).size
+        handle = FileHandle(StoredFileReader(self.driver, place.store_path), size)
+        return pyfuse3.FileInfo(fh=self._new_fh(handle), direct_io=True)
 
     async def _open_upload(self, place: Place, flags: int) -> pyfuse3.FileInfo:
         upload_id = await self._upload_id(place)
@@ -506,33 +532,17 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handle(fh)
-        if isinstance(handle, BlobHandle):
-            async with handle.lock:
-                handle.reader.seek(off)
-                return await handle.reader.read(size)
+        if isinstance(handle, BlobHandle | FileHandle):
+            return await handle.stream.read_at(off, size, handle.size)
         if isinstance(handle, LinkHandle):
             return bytes(handle.content[off : off + size])
         if isinstance(handle, UploadHandle):
-            await handle.session.pipe.flush()  # what writers queued becomes readable
-            return await self._read_store(handle.session.upload.data_path, off, size)
-        if isinstance(handle, FileHandle):
-            return await self._read_store(handle.place.store_path, off, size)
+            session = handle.session
+            await session.pipe.flush()  # what writers queued becomes readable
+            if handle.stream is None:
+                handle.stream = StoredFileReader(self.driver, session.upload.data_path)
+            return await handle.stream.read_at(off, size, session.pipe.size)
         raise Refusal(errno.EISDIR, "read of a directory")
-
-    async def _read_store(self, path: str, off: int, size: int) -> bytes:
-        try:
-            reader = await self.driver.reader(path, off)
-        except PathNotFoundError:
-            return b""
-        async with reader:
-            parts, want = [], size
-            while want > 0:
-                chunk = await reader.read(want)
-                if not chunk:
-                    break
-                parts.append(chunk)
-                want -= len(chunk)
-            return b"".join(parts)
 
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -574,9 +584,11 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh, None)
-        if isinstance(handle, BlobHandle):
-            await handle.reader.aclose()
+        if isinstance(handle, BlobHandle | FileHandle):
+            await handle.stream.aclose()
         elif isinstance(handle, UploadHandle):
+            if handle.stream is not None:
+                await handle.stream.aclose()
             await self._release_session(handle.session)
         elif isinstance(handle, LinkHandle):
             if self.pending_links.get(handle.place.parts) is handle:
@@ -828,14 +840,6 @@ def _link_complete(content: bytearray) -> bool:
 
 def _special_of(place: Place) -> str:
     return next(p for p in place.parts if p in SPECIAL_DIRS)
-
-
-def _check_algorithm(name: str) -> None:
-    from ..storage.digest import ALGORITHMS
-    from ..storage.errors import UnsupportedAlgorithmError
-
-    if name not in ALGORITHMS:
-        raise UnsupportedAlgorithmError(f"unsupported digest algorithm {name!r}")
 
 
 def _blob_digest(place: Place) -> Digest:

@@ -88,6 +88,10 @@ class UploadTable:
     async def release(self, session: UploadSession) -> None:
         """Drop one handle; the last one stores data and hash state and ends the session."""
         session.handles -= 1
+        await self.close_if_unused(session)
+
+    async def close_if_unused(self, session: UploadSession) -> None:
+        """End a session no handle holds (one opened for a truncate, say)."""
         if session.handles > 0:
             return
         try:

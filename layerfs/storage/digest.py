@@ -15,6 +15,12 @@ CANONICAL = "sha256"
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 
 
+def check_algorithm(algorithm: str) -> str:
+    if algorithm not in ALGORITHMS:
+        raise UnsupportedAlgorithmError(f"unsupported digest algorithm {algorithm!r}")
+    return algorithm
+
+
 @dataclass(frozen=True, order=True)
 class Digest:
     algorithm: str
@@ -38,8 +44,7 @@ class Digest:
 
     @classmethod
     def from_parts(cls, algorithm: str, hexpart: str) -> Digest:
-        if algorithm not in ALGORITHMS:
-            raise UnsupportedAlgorithmError(f"unsupported digest algorithm {algorithm!r}")
+        check_algorithm(algorithm)
         want = ALGORITHMS[algorithm]
         if len(hexpart) != want or not re.fullmatch(r"[0-9a-f]+", hexpart):
             raise InvalidDigestError(
@@ -57,11 +62,3 @@ class Digest:
 
 
 EMPTY_SHA256 = Digest.of(b"")
-
-
-def is_digest(text: str) -> bool:
-    try:
-        Digest.parse(text)
-    except InvalidDigestError:
-        return False
-    return True

@@ -62,6 +62,13 @@ class UploadClosedError(RegistryError):
 class InvalidOffsetWriteError(RegistryError):
     """A write that does not append at the current end of an upload."""
 
+    def __init__(self, upload_id: str, offset: int, end: int) -> None:
+        super().__init__(
+            f"upload {upload_id}: write at offset {offset}, but its end is at {end};"
+            " uploads only grow at their end"
+        )
+        self.offset, self.end = offset, end
+
 
 class ManifestInvalidError(RegistryError):
     """A document that is not a manifest this registry accepts."""
@@ -86,9 +93,3 @@ class TagUnknownError(RegistryError):
     def __init__(self, tag: str) -> None:
         super().__init__(f"tag unknown: {tag}")
         self.tag = tag
-
-
-class RepositoryUnknownError(RegistryError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"repository unknown: {name}")
-        self.name = name

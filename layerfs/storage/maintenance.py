@@ -96,14 +96,12 @@ async def purge_uploads(
     for age in doomed:
         if dry_run:
             continue
-        try:
-            await registry.driver.delete(paths.upload_dir(age.repository, age.upload_id))
+        where = paths.upload_dir(age.repository, age.upload_id)
+        if await registry.driver.delete_if_present(where):  # else gone meanwhile
             log.info(
                 "purged upload %s of %s, started %s",
                 age.upload_id,
                 age.repository,
                 age.started_at.isoformat(),
             )
-        except PathNotFoundError:
-            pass  # gone meanwhile
     return doomed

@@ -30,14 +30,6 @@ async def _list_names(driver: StorageDriver, path: str) -> list[str]:
         return []
 
 
-async def _delete_if_present(driver: StorageDriver, path: str) -> bool:
-    try:
-        await driver.delete(path)
-    except PathNotFoundError:
-        return False
-    return True
-
-
 async def _linked_digests(driver: StorageDriver, directory: str) -> list[Digest]:
     """Digests ``<alg>/<hex>`` that have a link file below ``directory``."""
     found = []
@@ -87,7 +79,7 @@ class LayerStore:
 
     async def unlink(self, digest: Digest) -> None:
         path = paths.layer_link(self.repository, digest).rsplit("/", 1)[0]
-        if not await _delete_if_present(self.driver, path):
+        if not await self.driver.delete_if_present(path):
             raise BlobUnknownError(digest)
 
     async def digests(self) -> list[Digest]:
@@ -160,7 +152,7 @@ class ManifestStore:
         for tag in await tags.tags_of(digest):
             await tags.untag(tag)
         path = paths.manifest_revision_link(self.repository, digest).rsplit("/", 1)[0]
-        if not await _delete_if_present(self.driver, path):
+        if not await self.driver.delete_if_present(path):
             raise ManifestUnknownError(digest)
 
     async def digests(self) -> list[Digest]:
@@ -191,7 +183,7 @@ class TagStore:
 
     async def untag(self, tag: str) -> None:
         validate_tag(tag)
-        if not await _delete_if_present(self.driver, paths.tag_dir(self.repository, tag)):
+        if not await self.driver.delete_if_present(paths.tag_dir(self.repository, tag)):
             raise TagUnknownError(tag)
 
     async def list(self) -> list[str]:
@@ -216,12 +208,6 @@ class Repository:
         self.uploads = UploadStore(driver, blobs, self.layers.link, name)
         self.manifests = ManifestStore(driver, blobs, self.layers, name)
         self.tags = TagStore(driver, self.manifests, name)
-
-    async def exists(self) -> bool:
-        try:
-            return (await self.driver.stat(paths.repository(self.name))).is_dir
-        except PathNotFoundError:
-            return False
 
 
 class Registry:

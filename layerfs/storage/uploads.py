@@ -9,7 +9,6 @@ what is on disk at each step and what a crash there leaves.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import uuid
@@ -92,10 +91,6 @@ class Upload:
     def size(self) -> int:
         return self._size
 
-    @property
-    def state(self) -> str:
-        return self._state
-
     def _check_usable(self) -> None:
         if self._state != "open":
             raise UploadClosedError(f"upload {self.id} is {self._state}")
@@ -112,10 +107,7 @@ class Upload:
         async with self._lock:
             self._check_usable()
             if offset is not None and offset != self._size:
-                raise InvalidOffsetWriteError(
-                    f"upload {self.id}: write at offset {offset}, but its end is at"
-                    f" {self._size}; uploads only grow at their end"
-                )
+                raise InvalidOffsetWriteError(self.id, offset, self._size)
             hasher = await self._sync_hasher()
             writer = await self._open_writer()
             try:
@@ -159,7 +151,7 @@ class Upload:
             if self._writer is not None:
                 await self._writer.cancel()
                 self._writer = None
-            await _delete_if_present(self.driver, f"{self.dir_path}/hashstates")
+            await self.driver.delete_if_present(f"{self.dir_path}/hashstates")
             self._writer = await self.driver.writer(self.data_path, append=False)
             self._data_exists = True
             self._size = 0
@@ -188,7 +180,7 @@ class Upload:
         hasher = ResumableSha256()
         for offset, path in sorted((await self._stored_states()).items(), reverse=True):
             if offset > self._size:
-                await _delete_if_present(self.driver, path)  # stale: written before a restart
+                await self.driver.delete_if_present(path)  # stale: written before a restart
                 continue
             try:
                 hasher = ResumableSha256.unmarshal(await self.driver.get_content(path))
@@ -262,7 +254,7 @@ class Upload:
             if self._writer is not None:
                 writer, self._writer = self._writer, None
                 await writer.cancel()
-            await _delete_if_present(self.driver, self.dir_path)
+            await self.driver.delete_if_present(self.dir_path)
             self._state = "cancelled"
 
     async def finish(self, digest: Digest, size: int | None = None) -> BlobInfo:
@@ -285,7 +277,7 @@ class Upload:
                 await self._move_into_place(canonical)
             aliases = [digest] if digest != canonical else []
             await self._link_blob(canonical, aliases)
-            await _delete_if_present(self.driver, self.dir_path)
+            await self.driver.delete_if_present(self.dir_path)
             self._state = "finished"
             return await self.blobs.stat(canonical)
 
@@ -355,11 +347,6 @@ async def _hash_while_writing(hasher: ResumableSha256, writer: FileWriter, data:
             await writer.write(data)
     except BaseExceptionGroup as group:
         raise group.exceptions[0] from None
-
-
-async def _delete_if_present(driver: StorageDriver, path: str) -> None:
-    with contextlib.suppress(PathNotFoundError):
-        await driver.delete(path)
 
 
 class UploadStore:

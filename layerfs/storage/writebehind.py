@@ -39,10 +39,7 @@ class WriteBehind:
     async def write_at(self, offset: int, data: bytes) -> int:
         self._raise_pending()
         if offset != self.size:
-            raise InvalidOffsetWriteError(
-                f"upload {self.upload.id}: write at offset {offset}, but its end is at"
-                f" {self.size}; uploads only grow at their end"
-            )
+            raise InvalidOffsetWriteError(self.upload.id, offset, self.size)
         self._queued += len(data)
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         await self._send.send(data)
@@ -86,12 +83,18 @@ class WriteBehind:
     async def _store(self, batch: list[bytes], size: int) -> None:
         if self._error is None:
             try:
-                await self.upload.write(batch[0] if len(batch) == 1 else b"".join(batch))
+                data = batch[0] if len(batch) == 1 else await _joined(batch)
+                await self.upload.write(data)
             except Exception as exc:
                 self._error = exc  # reported by the next write or flush
         self._queued -= size
         if self._queued == 0:
             self._idle.set()
+
+
+async def _joined(batch: list[bytes]) -> bytes:
+    """One buffer of a batch; copying megabytes belongs off the trio thread."""
+    return await trio.to_thread.run_sync(b"".join, batch)
 
 
 __all__ = ["DEFAULT_DEPTH", "WriteBehind"]
