@@ -508,10 +508,15 @@ class _MultipartWriter(FileWriter):
             await self.merge_short_last_part()  # only once there is more to add
             self._buffer += data
             while len(self._buffer) >= self.driver.part_size:
-                part = bytes(self._buffer[: self.driver.part_size])
-                del self._buffer[: self.driver.part_size]
+                # cutting a part copies megabytes: not on the trio thread
+                part = await trio.to_thread.run_sync(self._cut_part)
                 await self._upload_part(part)
         return len(data)
+
+    def _cut_part(self) -> bytes:
+        part = bytes(self._buffer[: self.driver.part_size])
+        del self._buffer[: self.driver.part_size]
+        return part
 
     async def _upload_part(self, data: bytes) -> None:
         """Start uploading a part in the driver's pool; wait only when too many are on
