@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from layerfs.drivers import FilesystemDriver, StorageDriver
+from layerfs.drivers.s3 import S3Driver
+
 from .seaweed import SeaweedFS
 
 V2 = "docker/registry/v2"
@@ -31,6 +34,9 @@ class FilesystemStore:
 
     def registry_storage(self) -> dict:
         return {"filesystem": {"rootdirectory": str(self.root)}}
+
+    def driver(self) -> StorageDriver:
+        return FilesystemDriver(str(self.root))
 
 
 class S3Store:
@@ -59,3 +65,9 @@ class S3Store:
 
     def registry_storage(self) -> dict:
         return self.gateway.registry_storage(self.bucket, "/" + self.prefix)
+
+    def driver(self) -> StorageDriver:
+        return S3Driver(
+            self.bucket, self.prefix, endpoint=self.gateway.endpoint, access_key="any",
+            secret_key="any",
+        )  # fmt: skip

@@ -72,6 +72,26 @@ def is_mounted(mountpoint: str) -> bool:
         return any(_unescape(line.split()[4]) == target for line in info)
 
 
+def writable_mounts_of(store_root: str) -> list[str]:
+    """Mount points of read-write layerfs mounts on this machine serving ``store_root``
+    (as their root's ``user.layerfs.store`` names it)."""
+    found = []
+    with open("/proc/self/mountinfo") as info:
+        for line in info:
+            fields, _, tail = line.partition(" - ")
+            parts = fields.split()
+            if not tail.startswith("fuse.layerfs ") or "rw" not in parts[5].split(","):
+                continue
+            mountpoint = _unescape(parts[4])
+            try:
+                served = os.getxattr(mountpoint, "user.layerfs.store").decode()
+            except OSError:
+                continue
+            if served.rstrip("/") == store_root.rstrip("/"):
+                found.append(mountpoint)
+    return found
+
+
 async def serve(
     driver: StorageDriver,
     mountpoint: str,

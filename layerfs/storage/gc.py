@@ -1,0 +1,201 @@
+"""Mark and sweep: delete blobs no manifest references, as ``docker-registry
+garbage-collect`` does, with three differences on purpose:
+
+- a grace period: blobs and untagged manifests younger than it are kept (and what
+  such a manifest references is marked), so a push in flight — blobs first, the
+  manifest last — never loses its blobs between the two;
+- with ``delete_untagged``, a manifest an index still references is kept and its
+  own references are marked (registry 2.8 deletes an untagged multi-arch image's
+  children and then their layers);
+- a repository's layer links to swept or missing blobs are removed with them, so
+  no link is left pointing at nothing (registry 2.8 leaves them).
+
+Uploads are never touched here; ``purge-uploads`` clears them by age.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from ..drivers import PathNotFoundError, StorageDriver
+from . import paths
+from .blobs import BlobStore
+from .digest import Digest
+from .errors import InvalidLinkError, ManifestInvalidError
+from .links import read_link
+from .manifests import parse_manifest
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    kind: str  # "manifest", "blob" or "layer-link"
+    digest: Digest
+    repository: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.repository}@" if self.repository else ""
+        return f"{self.kind} {where}{self.digest}"
+
+
+@dataclass
+class GcResult:
+    marked: set[Digest] = field(default_factory=set)
+    deleted: list[Deletion] = field(default_factory=list)
+    kept_young: list[Deletion] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # revisions that could not be read
+
+
+class GarbageCollector:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        delete_untagged: bool = False,
+        grace: timedelta = timedelta(hours=1),
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        self.driver = driver
+        self.registry = Registry(driver)
+        self.blobs = BlobStore(driver)
+        self.delete_untagged = delete_untagged
+        self.dry_run = dry_run
+        self.cutoff = (now or datetime.now(UTC)) - grace
+        self.result = GcResult()
+        self.children: set[tuple[str, Digest]] = set()  # manifests kept indexes name
+
+    async def run(self) -> GcResult:
+        doomed_manifests: list[tuple[str, Digest]] = []
+        repositories = await self.registry.repositories()
+        for name in repositories:
+            doomed_manifests += await self._mark_repository(name)
+        for name, digest in doomed_manifests:
+            if (name, digest) not in self.children:  # a kept index of its own needs it
+                await self._delete_manifest(name, digest)
+        swept = await self._sweep_blobs()
+        for name in repositories:
+            await self._sweep_layer_links(name, swept)
+        return self.result
+
+    # mark ------------------------------------------------------------------------
+    async def _mark_repository(self, name: str) -> list[tuple[str, Digest]]:
+        """Mark what the repository's kept manifests reference; return the untagged
+        manifests to delete (when asked to)."""
+        repo = self.registry.repository(name)
+        tagged = await self._tagged(name) if self.delete_untagged else set()
+        doomed = []
+        for digest in await repo.manifests.digests():
+            link = paths.manifest_revision_link(name, digest)
+            if self.delete_untagged and digest not in tagged:
+                if await self._younger_than_grace(link):
+                    self.result.kept_young.append(Deletion("manifest", digest, name))
+                else:
+                    doomed.append((name, digest))
+                    continue
+            await self._mark_manifest(repo.name, digest)
+        return doomed
+
+    async def _tagged(self, name: str) -> set[Digest]:
+        tagged = set()
+        try:
+            tag_dirs = await self.driver.list(paths.tags_dir(name))
+        except PathNotFoundError:
+            return tagged
+        for tag_dir in tag_dirs:
+            try:
+                tagged.add(await read_link(self.driver, f"{tag_dir}/current/link"))
+            except (PathNotFoundError, InvalidLinkError):
+                continue
+        return tagged
+
+    async def _mark_manifest(self, name: str, digest: Digest) -> None:
+        if digest in self.result.marked:
+            return
+        self.result.marked.add(digest)
+        try:
+            target = await read_link(self.driver, paths.manifest_revision_link(name, digest))
+            manifest = parse_manifest(await self.blobs.get(target))
+        except (PathNotFoundError, InvalidLinkError, ManifestInvalidError) as exc:
+            self.result.skipped.append(f"{name}@{digest}: {exc}")
+            log.warning(
+                "%s@%s: cannot read the manifest, its references stay unmarked: %s",
+                name,
+                digest,
+                exc,
+            )
+            return
+        except Exception as exc:  # BlobUnknownError and the like
+            self.result.skipped.append(f"{name}@{digest}: {exc}")
+            log.warning("%s@%s: manifest blob unreadable: %s", name, digest, exc)
+            return
+        for ref in manifest.blob_references():
+            self.result.marked.add(ref.digest)
+        for child in manifest.manifests:
+            self.children.add((name, child.digest))
+            await self._mark_manifest(name, child.digest)
+
+    # sweep -----------------------------------------------------------------------
+    async def _delete_manifest(self, name: str, digest: Digest) -> None:
+        self.result.deleted.append(Deletion("manifest", digest, name))
+        if self.dry_run:
+            return
+        try:
+            tag_dirs = await self.driver.list(paths.tags_dir(name))
+        except PathNotFoundError:
+            tag_dirs = []
+        for tag_dir in tag_dirs:
+            tag = tag_dir.rsplit("/", 1)[1]
+            entry = paths.tag_index_link(name, tag, digest).rsplit("/", 1)[0]
+            await self.driver.delete_if_present(entry)
+        revision = paths.manifest_revision_link(name, digest).rsplit("/", 1)[0]
+        await self.driver.delete_if_present(revision)
+        log.info("deleted manifest %s@%s", name, digest)
+
+    async def _sweep_blobs(self) -> set[Digest]:
+        swept = set()
+        for digest in await self.blobs.digests():
+            if digest in self.result.marked:
+                continue
+            if await self._younger_than_grace(paths.blob_data(digest)):
+                self.result.kept_young.append(Deletion("blob", digest))
+                continue
+            swept.add(digest)
+            self.result.deleted.append(Deletion("blob", digest))
+            if not self.dry_run:
+                await self.driver.delete_if_present(paths.blob_dir(digest))
+                log.info("deleted blob %s", digest)
+        return swept
+
+    async def _sweep_layer_links(self, name: str, swept: set[Digest]) -> None:
+        for digest in await self.registry.repository(name).layers.digests():
+            link = paths.layer_link(name, digest)
+            try:
+                target = await read_link(self.driver, link)
+            except (PathNotFoundError, InvalidLinkError):
+                continue  # unreadable: fsck's business, not a collector's
+            if target in swept or not await self.blobs.exists(target):
+                self.result.deleted.append(Deletion("layer-link", digest, name))
+                if not self.dry_run:
+                    await self.driver.delete_if_present(link.rsplit("/", 1)[0])
+                    log.info("deleted layer link %s@%s", name, digest)
+
+    async def _younger_than_grace(self, path: str) -> bool:
+        try:
+            info = await self.driver.stat(path)
+        except PathNotFoundError:
+            return False
+        return info.mod_time.astimezone(UTC) > self.cutoff
+
+
+async def collect_garbage(
+    driver: StorageDriver,
+    delete_untagged: bool = False,
+    grace: timedelta = timedelta(hours=1),
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> GcResult:
+    return await GarbageCollector(driver, delete_untagged, grace, dry_run, now).run()
