@@ -58,10 +58,16 @@ class Image:
 
 def make_image(seed: int, layers: int = 2, docker: bool = False, files: int = 4) -> Image:
     rng = random.Random(seed)
-    layer_blobs = [random_tar(rng, files) for _ in range(layers)]
+    return image_of([random_tar(rng, files) for _ in range(layers)], seed, docker)
+
+
+def image_of(
+    layer_blobs: list[bytes], seed: int, docker: bool = False, arch: str = "amd64"
+) -> Image:
+    """An image of the given layers (so that images can share some)."""
     config = json.dumps(
         {
-            "architecture": "amd64",
+            "architecture": arch,
             "os": "linux",
             "config": {"Env": [f"SEED={seed}"]},
             "rootfs": {
@@ -84,6 +90,46 @@ def make_image(seed: int, layers: int = 2, docker: bool = False, files: int = 4)
     ).encode()
     blobs = {sha256(b): b for b in [*layer_blobs, config, manifest]}
     return Image(layer_blobs, config, manifest, blobs)
+
+
+def oci_index(images: dict[str, Image]) -> bytes:
+    """An OCI index of one image per architecture."""
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                {
+                    **descriptor(OCI_MANIFEST, image.manifest),
+                    "platform": {"architecture": arch, "os": "linux"},
+                }
+                for arch, image in images.items()
+            ],
+        }
+    ).encode()
+
+
+def write_oci_index_layout(images: dict[str, Image], directory: Path, tag: str) -> bytes:
+    """An OCI layout whose ``tag`` names a multi-arch index; returns the index."""
+    index = oci_index(images)
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    for image in images.values():
+        for digest, data in image.blobs.items():
+            (blobs / digest.split(":", 1)[1]).write_bytes(data)
+    (blobs / sha256(index).split(":", 1)[1]).write_bytes(index)
+    (directory / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    top = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                **descriptor(OCI_INDEX, index),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (directory / "index.json").write_text(json.dumps(top))
+    return index
 
 
 def write_oci_layout(image: Image, directory: Path, tag: str) -> Path:

@@ -75,6 +75,17 @@ class DockerRegistry:
             time.sleep(0.05)
         raise RuntimeError(f"docker-registry did not answer: {self.log_text()}")
 
+    def garbage_collect(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        """``docker-registry garbage-collect`` over this registry's store."""
+        config = self.workdir / f"registry-{self.port}.yml"
+        config.write_text(json.dumps(self.config))
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        result = subprocess.run(
+            ["docker-registry", "garbage-collect", *flags, str(config)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        return result
+
     def log_text(self) -> str:
         return (self.workdir / f"registry-{self.port}.log").read_text(errors="replace")[-4000:]
 
