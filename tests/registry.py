@@ -68,7 +68,7 @@ class DockerRegistry:
             if self.process.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_text()}")
             try:
-                if self.request("GET", "/v2/").status == 200:
+                if self.request("GET", "/v2/").status in (200, 401):  # 401: token auth
                     return self
             except OSError:
                 pass

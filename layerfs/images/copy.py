@@ -1,0 +1,166 @@
+"""Import an image into a store and export one out of it, through the storage core
+(so filesystem and S3 stores alike).
+
+Import writes each blob into an upload named ``import <digest>`` and finishes it
+with that digest: a blob is in the store only once its content was verified, and an
+interrupted import (Ctrl-C, a dropped connection) leaves the upload, which the next
+run finds by name and continues from its stored size. Blobs already in the store
+are only linked. Manifests are checked against their digests, children before the
+index that names them, and the tag is written last.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import trio
+
+from ..storage import Digest, DigestMismatchError, Registry, parse_manifest
+from ..storage.manifests import Manifest
+from .destinations import ImageDestination
+from .sources import CHUNK, ImageSource, SourceError, verified
+from .transfer import TransferManager
+
+log = logging.getLogger(__name__)
+
+UPLOAD_PREFIX = "import "
+
+
+async def _each_reference(manifest: Manifest, blob, child) -> None:  # type: ignore[no-untyped-def]
+    """Run ``blob(digest, size)`` for every blob and ``child(digest)`` for every child
+    manifest of ``manifest``, all at once (the transfer manager bounds them)."""
+    async with trio.open_nursery() as nursery:
+        for ref in manifest.blob_references():
+            nursery.start_soon(blob, ref.digest, ref.size)
+        for entry in manifest.manifests:
+            nursery.start_soon(child, entry.digest)
+
+
+async def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return await trio.to_thread.run_sync(next, chunks, None)
+
+
+class Importer:
+    def __init__(
+        self, source: ImageSource, registry: Registry, repository: str, transfers: TransferManager
+    ) -> None:
+        self.source, self.registry = source, registry
+        self.repo = registry.repository(repository)
+        self.transfers = transfers
+
+    async def run(self, tag: str) -> Digest:
+        top = await trio.to_thread.run_sync(self.source.top_manifest)
+        await self._manifest(top.payload, top.digest)
+        await self.repo.tags.tag(tag, top.digest)
+        return top.digest
+
+    async def _manifest(self, payload: bytes, digest: Digest) -> None:
+        await _each_reference(parse_manifest(payload), self._blob, self._child)
+        stored = await self.repo.manifests.put(payload)
+        if stored != digest:  # only when the source names manifests by another algorithm
+            log.info("manifest %s stored as %s", digest, stored)
+
+    async def _child(self, digest: Digest) -> None:
+        payload = await trio.to_thread.run_sync(self.source.manifest, digest)
+        await self._manifest(verified(payload, digest).payload, digest)
+
+    async def _blob(self, digest: Digest, size: int) -> None:
+        async def job(report) -> str:  # type: ignore[no-untyped-def]
+            if await self.registry.blobs.exists(digest):
+                await self.repo.layers.link(digest)
+                return "Already exists"
+            await self._fetch(digest, size, report)
+            return "Complete"
+
+        await self.transfers.transfer(str(digest), size, job)
+
+    async def _upload_for(self, digest: Digest):  # type: ignore[no-untyped-def]
+        """The upload an earlier, interrupted import left for ``digest``, or a new one."""
+        for upload_id in await self.repo.uploads.ids():
+            if await self.repo.uploads.name_of(upload_id) == UPLOAD_PREFIX + str(digest):
+                upload = await self.repo.uploads.resume(upload_id)
+                log.info("%s: resuming at byte %d", digest, upload.size)
+                return upload
+        upload = await self.repo.uploads.create()
+        await self.repo.uploads.set_name(upload.id, UPLOAD_PREFIX + str(digest))
+        return upload
+
+    async def _fetch(self, digest: Digest, size: int, report) -> None:  # type: ignore[no-untyped-def]
+        upload = await self._upload_for(digest)
+        try:
+            if upload.size > size:
+                await upload.restart()
+            chunks = await trio.to_thread.run_sync(self.source.blob, digest, upload.size)
+            report(upload.size)
+            while (chunk := await _next_chunk(chunks)) is not None:
+                await upload.write(chunk)
+                report(upload.size)
+            await upload.finish(digest, size)
+        except DigestMismatchError as exc:
+            await upload.restart()
+            await upload.close()
+            raise SourceError(f"blob {digest} from {self.source.description}: {exc}") from None
+        except BaseException:
+            with trio.CancelScope(shield=True):  # keep what arrived, for the next attempt
+                try:
+                    await upload.close()
+                except Exception as exc:
+                    log.warning("%s: upload %s not closed: %s", digest, upload.id, exc)
+            raise
+
+
+class Exporter:
+    def __init__(
+        self,
+        registry: Registry,
+        repository: str,
+        destination: ImageDestination,
+        transfers: TransferManager,
+    ) -> None:
+        self.repo = registry.repository(repository)
+        self.destination = destination
+        self.transfers = transfers
+
+    async def run(self, tag: str, dest_tag: str) -> Digest:
+        digest = await self.repo.tags.resolve(tag)
+        payload = await self.repo.manifests.get(digest)
+        manifest = await self._manifest(payload, digest)
+        await trio.to_thread.run_sync(
+            self.destination.finish, dest_tag, digest, manifest.media_type, payload
+        )
+        return digest
+
+    async def _manifest(self, payload: bytes, digest: Digest) -> Manifest:
+        verified(payload, digest)
+        manifest = parse_manifest(payload)
+        await _each_reference(manifest, self._blob, self._child)
+        await trio.to_thread.run_sync(
+            self.destination.put_manifest, payload, digest, manifest.media_type
+        )
+        return manifest
+
+    async def _child(self, digest: Digest) -> None:
+        await self._manifest(await self.repo.manifests.get(digest), digest)
+
+    async def _blob(self, digest: Digest, size: int) -> None:
+        async def job(report) -> str:  # type: ignore[no-untyped-def]
+            if await trio.to_thread.run_sync(self.destination.has_blob, digest, size):
+                return "Already exists"
+            reader = await self.repo.layers.open(digest)
+            sent = 0
+
+            def body() -> Iterator[bytes]:
+                nonlocal sent
+                while chunk := trio.from_thread.run(reader.read, CHUNK):
+                    sent += len(chunk)
+                    trio.from_thread.run_sync(report, sent)
+                    yield chunk
+
+            try:
+                await trio.to_thread.run_sync(self.destination.put_blob, digest, size, body())
+            finally:
+                await reader.aclose()
+            return "Complete"
+
+        await self.transfers.transfer(str(digest), size, job)
