@@ -15,7 +15,6 @@ import trio
 
 from . import __version__
 from .drivers import driver_from_url
-from .images.transfer import TransferManager
 
 DEFAULT_STORE = "/var/lib/docker-registry"  # Debian docker-registry's rootdirectory
 DEFAULT_MOUNTPOINT = "/mnt/layerfs"
@@ -385,6 +384,7 @@ def import_command(
     into STORE as REPO[:TAG]; an interrupted import continues where it stopped."""
     from .images import open_source
     from .images.copy import Importer
+    from .images.transfer import TransferManager
     from .storage import Registry, validate_name, validate_tag
 
     repository, tag = _repo_and_tag(reference)
@@ -419,6 +419,7 @@ def export_command(
     file, docker://HOST/REPO[:TAG], or a directory for an OCI layout)."""
     from .images import open_destination
     from .images.copy import Exporter
+    from .images.transfer import TransferManager
     from .storage import Registry
 
     repository, tag = _repo_and_tag(reference)
@@ -441,7 +442,8 @@ def export_command(
 
 
 def _run_transfer(run, display: TransferDisplay) -> object:  # type: ignore[no-untyped-def]
-    from .images import RegistryHTTPError, SourceError, TransientError
+    from .images.errors import RegistryHTTPError, TransientError
+    from .images.sources import SourceError
     from .storage import RegistryError
 
     expected = (SourceError, TransientError, RegistryHTTPError, RegistryError, OSError)

@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench_images import bench_images, print_images  # noqa: E402
 from tests.mounts import Mount  # noqa: E402
 from tests.registry import DockerRegistry  # noqa: E402
 from tests.seaweed import SeaweedFS  # noqa: E402
@@ -290,7 +291,15 @@ def main() -> None:
     parser.add_argument("--rss-gib", type=int, default=4)
     parser.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 section")
+    parser.add_argument("--no-local", action="store_true", help="skip the local mount section")
+    parser.add_argument("--no-images", action="store_true", help="skip import and fsck")
+    parser.add_argument("--layers", type=int, default=8, help="layers of the import image")
+    parser.add_argument("--layer-mib", type=int, default=64)
     args = parser.parse_args()
+    if args.no_local:
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-bench-") as tmp:
+            run_other_sections(args, Path(tmp))
+        return
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-bench-") as tmp:
         work = Path(tmp)
         source = work / "source"
@@ -300,6 +309,7 @@ def main() -> None:
         ref = bench_references(work, source)
         rss = bench_rss(work, args.rss_gib)
         s3 = None if args.no_s3 else bench_s3(work, source, digest)
+        images = None if args.no_images else bench_images(work, args.layers, args.layer_mib)
     size = f"{args.size_mib} MiB"
     mib = args.size_mib
     rows = [
@@ -355,6 +365,18 @@ def main() -> None:
     )
     if s3 is not None:
         print_s3(s3, mib)
+    if images is not None:
+        print_images(images, args.layers, args.layer_mib)
+
+
+def run_other_sections(args: argparse.Namespace, work: Path) -> None:
+    """The S3 and images sections alone (``--no-local``)."""
+    if not args.no_s3:
+        source = work / "source"
+        digest = make_file(source, args.size_mib)
+        print_s3(bench_s3(work, source, digest), args.size_mib)
+    if not args.no_images:
+        print_images(bench_images(work, args.layers, args.layer_mib), args.layers, args.layer_mib)
 
 
 if __name__ == "__main__":

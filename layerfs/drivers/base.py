@@ -8,11 +8,15 @@ through any driver here has the layout a registry expects. Every method is async
 from __future__ import annotations
 
 import abc
+import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import trio
+
+HASH_CHUNK = 4 << 20
 PATH_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 
 
@@ -180,6 +184,18 @@ class StorageDriver(abc.ABC):
                 if not data:
                     return
                 yield data
+
+    async def digest_file(
+        self, path: str, algorithm: str, progress: Callable[[int], None] | None = None
+    ) -> str:
+        """The hex digest of a stored file, reporting each chunk's length to
+        ``progress``; drivers that hold the bytes locally hash them in one thread."""
+        hasher = hashlib.new(algorithm)
+        async for chunk in self.read_all(path, chunk=HASH_CHUNK):
+            await trio.to_thread.run_sync(hasher.update, chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return hasher.hexdigest()
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections or threads the driver holds."""

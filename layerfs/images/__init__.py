@@ -16,7 +16,8 @@ from .destinations import (
     OciLayoutDestination,
     RegistryDestination,
 )
-from .registry_client import RegistryClient, RegistryHTTPError, TransientError
+from .errors import RegistryHTTPError, TransientError
+from .registry_client import RegistryClient
 from .sources import ArchiveSource, ImageSource, OciLayoutSource, RegistrySource, SourceError
 
 __all__ = [

@@ -17,19 +17,12 @@ from ..storage.manifests import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
+from .errors import RegistryHTTPError, TransientError
 
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 CHUNK = 1 << 20
 TIMEOUT = (10, 60)  # connect, read: a stalled server fails the attempt, not the import
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
-
-
-class TransientError(Exception):
-    """A failure worth retrying: dropped connections, timeouts, 5xx, 429."""
-
-
-class RegistryHTTPError(Exception):
-    """A refusal no retry changes (404, 401 after auth, 400...)."""
 
 
 def is_loopback(host: str) -> bool:

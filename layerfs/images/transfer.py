@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import trio
 
-from .registry_client import TransientError
+from .errors import TransientError
 
 log = logging.getLogger(__name__)
 

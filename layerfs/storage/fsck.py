@@ -9,7 +9,6 @@ are judged against the blobs that survive a repair.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -182,11 +181,7 @@ class Fsck:
                 nursery.start_soon(check, blob)
 
     async def _hash(self, path: str, algorithm: str) -> str:
-        hasher = hashlib.new(algorithm)
-        async for chunk in self.driver.read_all(path, chunk=HASH_CHUNK):
-            await trio.to_thread.run_sync(hasher.update, chunk)
-            self.progress(len(chunk))
-        return hasher.hexdigest()
+        return await self.driver.digest_file(path, algorithm, self.progress)
 
     # repositories ------------------------------------------------------------
     async def _read_link(self, path: str, remove: str) -> Digest | None:
