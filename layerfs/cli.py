@@ -392,16 +392,15 @@ def import_command(
     validate_tag(tag)
     _setup_logging("warning", None)
     display = TransferDisplay()
+    registry = Registry(driver_from_url(store))  # a local store's directory is made here
 
     async def run() -> object:
         image = await trio.to_thread.run_sync(open_source, source, _credentials(creds))
         transfers = TransferManager(jobs, retries, progress=display.event)
         try:
-            return await Importer(
-                image, Registry(driver_from_url(store)), repository, transfers
-            ).run(tag)
+            return await Importer(image, registry, repository, transfers).run(tag)
         finally:
-            image.close()
+            await trio.to_thread.run_sync(image.close)
 
     digest = _run_transfer(run, display)
     click.echo(f"{repository}:{tag}: digest: {digest}")
@@ -425,17 +424,19 @@ def export_command(
     repository, tag = _repo_and_tag(reference)
     _setup_logging("warning", None)
     display = TransferDisplay()
+    registry = Registry(driver_from_url(store))
 
     async def run() -> object:
-        destination, dest_tag = open_destination(dest, f"{repository}:{tag}", _credentials(creds))
+        destination, dest_tag = await trio.to_thread.run_sync(
+            open_destination, dest, f"{repository}:{tag}", _credentials(creds)
+        )
         transfers = TransferManager(
             jobs if destination.parallel else 1, retries, progress=display.event
         )
         try:
-            registry = Registry(driver_from_url(store))
             return await Exporter(registry, repository, destination, transfers).run(tag, dest_tag)
         finally:
-            destination.close()
+            await trio.to_thread.run_sync(destination.close)
 
     digest = _run_transfer(run, display)
     click.echo(f"{repository}:{tag}: digest: {digest}")
@@ -450,7 +451,6 @@ def _run_transfer(run, display: TransferDisplay) -> object:  # type: ignore[no-u
     try:
         return trio.run(run)
     except BaseException as exc:
-        display.close()
         leaf = _first_leaf(exc)
         if isinstance(leaf, KeyboardInterrupt):
             click.echo("interrupted: finished blobs are stored; run again to continue", err=True)
@@ -458,6 +458,8 @@ def _run_transfer(run, display: TransferDisplay) -> object:  # type: ignore[no-u
         if isinstance(leaf, expected):
             raise click.ClickException(str(leaf)) from None
         raise
+    finally:
+        display.close()
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -121,5 +121,6 @@ def print_images(r: dict[str, float], layers: int, layer_mib: int) -> None:
           f"{r['skopeo']:8.2f}s {r['skopeo'] / r['import']:7.2f}x  >= 2x")  # fmt: skip
     print(f"{'fsck per core used vs sha256 on one core':45} {per_core / 2**20:7.0f}M/s "
           f"{r['sha256'] / 2**20:7.0f}M/s {per_core / r['sha256']:7.2f}x  >= 0.8x")  # fmt: skip
+    cpu = f"{r['fsck_cpu']:.2f} s CPU in {r['fsck']:.2f} s, start-up included"
     print(f"\nfsck: {mib / r['fsck']:.0f} MiB/s over {mib:.0f} MiB (in the page cache) using "
-          f"{cores:.2f} cores ({r['fsck_cpu']:.2f} s CPU in {r['fsck']:.2f} s, start-up included)")  # fmt: skip
+          f"{cores:.2f} cores ({cpu})")  # fmt: skip

@@ -8,15 +8,17 @@ import os
 import random
 import subprocess
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from layerfs.drivers import PathNotFoundError, StorageDriver
 from layerfs.storage import Digest, Registry, paths
+from layerfs.storage.gc import collect_garbage
 
 from .conftest import S3_BUCKET, Store
-from .images import image_of, random_tar, write_oci_index_layout, write_oci_layout
+from .images import image_of, oci_index, random_tar, write_oci_index_layout, write_oci_layout
 from .mounts import LAYERFS, Mount
 from .registry import DockerRegistry, skopeo, skopeo_push
 from .stores import FilesystemStore, S3Store
@@ -283,3 +285,22 @@ async def test_refuses_a_read_write_mount(store_dir: Path, tmp_path: Path) -> No
 def test_bad_grace(store_dir: Path, grace: str) -> None:
     result = layerfs_gc(FilesystemStore(store_dir), "--grace", grace)
     assert result.returncode == 2 and "invalid duration" in result.stderr
+
+
+async def test_an_index_in_two_repositories_keeps_its_children_in_both(
+    driver: StorageDriver,
+) -> None:
+    registry = Registry(driver)
+    arches = {
+        a: image_of([random_tar(random.Random(i))], seed=i, arch=a)
+        for i, a in enumerate(["amd64", "arm64"])
+    }
+    for name in ("one/app", "two/app"):
+        repo = registry.repository(name)
+        for image in arches.values():
+            for blob in [*image.layers, image.config]:
+                await repo.layers.link(await registry.blobs.put(blob))
+            await repo.manifests.put(image.manifest)
+        await repo.tags.tag("latest", await repo.manifests.put(oci_index(arches)))
+    result = await collect_garbage(driver, delete_untagged=True, grace=timedelta(0))
+    assert result.deleted == [] and result.skipped == []

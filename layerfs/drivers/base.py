@@ -160,6 +160,20 @@ class StorageDriver(abc.ABC):
             return False
         return True
 
+    async def list_if_present(self, path: str) -> list[str]:
+        """``list``, or nothing when ``path`` does not exist."""
+        try:
+            return await self.list(path)
+        except PathNotFoundError:
+            return []
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.stat(path)
+        except PathNotFoundError:
+            return False
+        return True
+
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         """Every entry below ``path``, depth first, a directory before its
         contents, siblings in lexical order (as distribution's WalkFallback)."""
@@ -185,17 +199,29 @@ class StorageDriver(abc.ABC):
                     return
                 yield data
 
+    async def hash_file(
+        self, path: str, algorithms: list[str], progress: Callable[[int], None] | None = None
+    ) -> dict[str, str]:
+        """The hex digest of a stored file for each algorithm, reading it once and
+        hashing off the trio thread; each chunk's length goes to ``progress``."""
+        hashers = {algorithm: hashlib.new(algorithm) for algorithm in algorithms}
+
+        def update(chunk: bytes) -> None:
+            for hasher in hashers.values():
+                hasher.update(chunk)
+
+        async for chunk in self.read_all(path, chunk=HASH_CHUNK):
+            await trio.to_thread.run_sync(update, chunk)
+            if progress is not None:
+                progress(len(chunk))
+        return {algorithm: hasher.hexdigest() for algorithm, hasher in hashers.items()}
+
     async def digest_file(
         self, path: str, algorithm: str, progress: Callable[[int], None] | None = None
     ) -> str:
-        """The hex digest of a stored file, reporting each chunk's length to
-        ``progress``; drivers that hold the bytes locally hash them in one thread."""
-        hasher = hashlib.new(algorithm)
-        async for chunk in self.read_all(path, chunk=HASH_CHUNK):
-            await trio.to_thread.run_sync(hasher.update, chunk)
-            if progress is not None:
-                progress(len(chunk))
-        return hasher.hexdigest()
+        """``hash_file`` for a file nobody rewrites (a blob): drivers that hold the
+        bytes locally may hash it in place."""
+        return (await self.hash_file(path, [algorithm], progress))[algorithm]
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections or threads the driver holds."""

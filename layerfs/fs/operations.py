@@ -20,7 +20,7 @@ import trio
 
 from ..drivers import FilesystemDriver, PathNotFoundError, StorageDriver
 from ..storage import Digest, Registry, paths
-from ..storage.blobs import BlobReader, hash_stream
+from ..storage.blobs import BlobReader
 from ..storage.digest import CANONICAL, check_algorithm
 from ..storage.errors import InvalidLinkError, RegistryError
 from ..storage.links import decode_link
@@ -640,7 +640,7 @@ class Operations(pyfuse3.Operations):
             raise InvalidLinkError(f"layer link of {named} must hold {named}, not {target}")
         if named.algorithm != CANONICAL:
             await self.registry.blobs.stat(target)
-            actual = await hash_stream(self.driver, paths.blob_data(target), [named.algorithm])
+            actual = await self.driver.hash_file(paths.blob_data(target), [named.algorithm])
             if actual[named.algorithm] != named.hex:
                 raise InvalidLinkError(f"blob {target} does not hash to {named}")
             await repo.layers.link(target, [named])

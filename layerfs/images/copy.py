@@ -148,13 +148,14 @@ class Exporter:
             if await trio.to_thread.run_sync(self.destination.has_blob, digest, size):
                 return "Already exists"
             reader = await self.repo.layers.open(digest)
-            sent = 0
 
-            def body() -> Iterator[bytes]:
-                nonlocal sent
-                while chunk := trio.from_thread.run(reader.read, CHUNK):
-                    sent += len(chunk)
-                    trio.from_thread.run_sync(report, sent)
+            async def next_chunk() -> bytes:
+                chunk = await reader.read(CHUNK)
+                report(reader.tell())
+                return chunk
+
+            def body() -> Iterator[bytes]:  # runs in the destination's thread
+                while chunk := trio.from_thread.run(next_chunk):
                     yield chunk
 
             try:

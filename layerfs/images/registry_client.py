@@ -49,21 +49,27 @@ class RegistryClient:
 
     # requests with auth ----------------------------------------------------------
     def request(
-        self, method: str, url: str, scope: str, stream: bool = False, **kwargs: object
+        self,
+        method: str,
+        url: str,
+        scope: str,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+        data: object = None,
     ) -> requests.Response:
+        """One request, answering one auth challenge (a token for ``scope``, or basic)."""
         for _ in range(2):
-            headers = dict(kwargs.pop("headers", None) or {})  # type: ignore[call-overload]
+            sent = dict(headers or {})
             if scope in self.tokens:
-                headers["Authorization"] = f"Bearer {self.tokens[scope]}"
+                sent["Authorization"] = f"Bearer {self.tokens[scope]}"
             auth = self.credentials if self.basic else None
             try:
                 resp = self.session.request(
-                    method, url, headers=headers, stream=stream, timeout=TIMEOUT, auth=auth,
-                    **kwargs,  # type: ignore[arg-type]
+                    method, url, headers=sent, stream=stream, timeout=TIMEOUT, auth=auth,
+                    data=data,
                 )  # fmt: skip
             except requests.RequestException as exc:
                 raise TransientError(f"{method} {url}: {exc}") from None
-            kwargs["headers"] = headers
             if resp.status_code == 401 and self._authenticate(resp, scope):
                 continue
             break

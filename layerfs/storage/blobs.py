@@ -5,14 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import trio
-
 from ..drivers import PathNotFoundError, Reader, StorageDriver
 from . import paths
 from .digest import CANONICAL, Digest
 from .errors import BlobUnknownError
-
-HASH_CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -75,19 +71,6 @@ class BlobReader:
         await self.aclose()
 
 
-async def hash_stream(driver: StorageDriver, path: str, algorithms: list[str]) -> dict[str, str]:
-    """Hash a stored file with each algorithm, reading it once, off the trio thread."""
-    hashers = {alg: hashlib.new(alg) for alg in algorithms}
-
-    def update(chunk: bytes) -> None:
-        for h in hashers.values():
-            h.update(chunk)
-
-    async for chunk in driver.read_all(path, chunk=HASH_CHUNK):
-        await trio.to_thread.run_sync(update, chunk)
-    return {alg: h.hexdigest() for alg, h in hashers.items()}
-
-
 class BlobStore:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
@@ -128,19 +111,12 @@ class BlobStore:
     async def digests(self) -> list[Digest]:
         """Every blob in the store (walks ``blobs/``)."""
         found = []
-        for alg_dir in await _list_or_empty(self.driver, paths.BLOBS):
+        for alg_dir in await self.driver.list_if_present(paths.BLOBS):
             algorithm = alg_dir.rsplit("/", 1)[1]
-            for prefix in await _list_or_empty(self.driver, alg_dir):
-                for blob_dir in await _list_or_empty(self.driver, prefix):
+            for prefix in await self.driver.list_if_present(alg_dir):
+                for blob_dir in await self.driver.list_if_present(prefix):
                     try:
                         found.append(Digest.from_parts(algorithm, blob_dir.rsplit("/", 1)[1]))
                     except Exception:
                         continue
         return found
-
-
-async def _list_or_empty(driver: StorageDriver, path: str) -> list[str]:
-    try:
-        return await driver.list(path)
-    except PathNotFoundError:
-        return []

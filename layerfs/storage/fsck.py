@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import trio
 
 from ..drivers import PathNotFoundError, StorageDriver
+from ..drivers.base import HASH_CHUNK
 from . import paths
-from .blobs import HASH_CHUNK
 from .digest import ALGORITHMS, CANONICAL, Digest
-from .errors import InvalidLinkError, ManifestInvalidError
+from .errors import InvalidDigestError, InvalidLinkError, ManifestInvalidError
 from .hashstate import HashStateError, ResumableSha256
 from .links import decode_link
 from .manifests import DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, Manifest, parse_manifest
@@ -30,6 +30,7 @@ from .uploads import UUID_RE, parse_started_at
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
+SCHEMA1_TYPES = (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED)  # carried, not checked
 
 
 @dataclass
@@ -76,6 +77,14 @@ class _Blob:
     size: int
 
 
+@dataclass(frozen=True)
+class _Upload:
+    repository: str
+    id: str
+    size: int
+    states: dict[int, str]  # offset -> hash state path
+
+
 class Fsck:
     """One check of one store; ``run`` returns the report."""
 
@@ -99,15 +108,16 @@ class Fsck:
     async def run(self) -> Report:
         blobs = await self._list_blobs()
         uploads = await self._list_uploads()
-        self.on_total(sum(b.size for b in blobs) + sum(size for _, _, size in uploads))
+        hashed = sum(u.size for u in uploads if u.states)
+        self.on_total(sum(b.size for b in blobs) + hashed)
         await self._check_blobs(blobs)
         for name in await self.registry.repositories():
             self.report.repositories += 1
             await self._check_repository(name)
         limiter = trio.CapacityLimiter(self.workers)
         async with trio.open_nursery() as nursery:
-            for name, upload_id, size in uploads:
-                nursery.start_soon(self._check_upload, limiter, name, upload_id, size)
+            for upload in uploads:
+                nursery.start_soon(self._check_upload, limiter, upload)
         return self.report
 
     # bookkeeping -----------------------------------------------------------
@@ -121,10 +131,7 @@ class Fsck:
             log.warning("removed %s", remove)
 
     async def _list(self, path: str) -> list[str]:
-        try:
-            return sorted(await self.driver.list(path))
-        except PathNotFoundError:
-            return []
+        return sorted(await self.driver.list_if_present(path))
 
     # blobs -----------------------------------------------------------------
     async def _list_blobs(self) -> list[_Blob]:
@@ -145,7 +152,7 @@ class Fsck:
         hexpart = blob_dir.rsplit("/", 1)[1]
         try:
             digest = Digest.from_parts(algorithm, hexpart)
-        except Exception:
+        except InvalidDigestError:
             await self._found("odd-entry", blob_dir, "not a blob directory (name is no digest)")
             return None
         if prefix.rsplit("/", 1)[1] != hexpart[:2]:
@@ -205,7 +212,7 @@ class Fsck:
             for entry in await self._list(alg_dir):
                 try:
                     digest = Digest.from_parts(alg_dir.rsplit("/", 1)[1], entry.rsplit("/", 1)[1])
-                except Exception:
+                except InvalidDigestError:
                     await self._found("odd-entry", entry, "not a digest directory")
                     continue
                 found.append((digest, entry))
@@ -262,7 +269,8 @@ class Fsck:
         try:
             return parse_manifest(payload)
         except ManifestInvalidError as exc:
-            if not _is_json_object(payload):
+            doc = _json_object(payload)
+            if doc is None:
                 await self._found(
                     "manifest-invalid",
                     paths.blob_data(digest),
@@ -270,7 +278,7 @@ class Fsck:
                     entry,
                 )
                 return None
-            if _media_type(payload) in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
+            if doc.get("schemaVersion") == 1 or doc.get("mediaType") in SCHEMA1_TYPES:
                 return True
             await self._found(
                 "manifest-unknown", paths.blob_data(digest), f"revision {digest} of {name}: {exc}"
@@ -293,7 +301,7 @@ class Fsck:
             return False
         unlinked = []
         for ref in manifest.blob_references():
-            if not await self._exists(paths.layer_link(name, ref.digest)):
+            if not await self.driver.exists(paths.layer_link(name, ref.digest)):
                 unlinked.append(ref.digest)
         unlinked += [d.digest for d in manifest.manifests if d.digest not in revisions]
         if unlinked:
@@ -303,13 +311,6 @@ class Fsck:
                 f"manifest {digest} of {name} references blobs not linked into {name}: "
                 + ", ".join(map(str, unlinked)),
             )
-        return True
-
-    async def _exists(self, path: str) -> bool:
-        try:
-            await self.driver.stat(path)
-        except PathNotFoundError:
-            return False
         return True
 
     async def _check_tags(self, name: str, revisions: dict[Digest, str]) -> None:
@@ -333,7 +334,7 @@ class Fsck:
                     )
 
     # uploads -----------------------------------------------------------------
-    async def _list_uploads(self) -> list[tuple[str, str, int]]:
+    async def _list_uploads(self) -> list[_Upload]:
         found = []
         for name in await self.registry.repositories():
             for entry in await self._list(paths.uploads_dir(name)):
@@ -345,16 +346,17 @@ class Fsck:
                     size = (await self.driver.stat(paths.upload_data(name, upload_id))).size
                 except PathNotFoundError:
                     size = 0
-                found.append((name, upload_id, size))
+                states = await self._hash_states(name, upload_id)
+                found.append(_Upload(name, upload_id, size, states))
         return found
 
-    async def _check_upload(
-        self, limiter: trio.CapacityLimiter, name: str, upload_id: str, size: int
-    ) -> None:
+    async def _check_upload(self, limiter: trio.CapacityLimiter, upload: _Upload) -> None:
         self.report.uploads += 1
-        where = paths.upload_dir(name, upload_id)
+        where = paths.upload_dir(upload.repository, upload.id)
         try:
-            started = await self.driver.get_content(paths.upload_started_at(name, upload_id))
+            started = await self.driver.get_content(
+                paths.upload_started_at(upload.repository, upload.id)
+            )
             parse_started_at(started)
         except PathNotFoundError:
             await self._found("upload-no-startedat", where, "upload without startedat", where)
@@ -362,10 +364,9 @@ class Fsck:
         except (ValueError, UnicodeDecodeError):
             await self._found("upload-no-startedat", where, "startedat is not a time", where)
             return
-        states = await self._hash_states(name, upload_id)
-        if states:
+        if upload.states:
             async with limiter:
-                await self._check_states(name, upload_id, size, states)
+                await self._check_states(upload)
 
     async def _hash_states(self, name: str, upload_id: str) -> dict[int, str]:
         states = {}
@@ -376,16 +377,13 @@ class Fsck:
                 await self._found("upload-bad-hashstate", path, "name is not an offset", path)
         return states
 
-    async def _check_states(
-        self, name: str, upload_id: str, size: int, states: dict[int, str]
-    ) -> None:
+    async def _check_states(self, upload: _Upload) -> None:
         """Hash the data once, comparing each stored state at its offset."""
         hasher = ResumableSha256()
-        pending = sorted(states.items())
-        data = paths.upload_data(name, upload_id)
+        pending = sorted(upload.states.items())
+        data = paths.upload_data(upload.repository, upload.id)
         try:
-            chunks = self.driver.read_all(data, chunk=HASH_CHUNK) if size else _no_chunks()
-            async for chunk in chunks:
+            async for chunk in self.driver.read_all(data, chunk=HASH_CHUNK):
                 self.progress(len(chunk))
                 view = memoryview(chunk)
                 while view:
@@ -404,7 +402,7 @@ class Fsck:
             await self._found(
                 "upload-bad-hashstate",
                 path,
-                f"state for offset {offset} beyond the data ({size})",
+                f"state for offset {offset} beyond the data ({upload.size})",
                 path,
             )
 
@@ -423,23 +421,12 @@ class Fsck:
             )
 
 
-async def _no_chunks():  # type: ignore[no-untyped-def]
-    return
-    yield b""
-
-
-def _is_json_object(payload: bytes) -> bool:
+def _json_object(payload: bytes) -> dict | None:
     try:
-        return isinstance(json.loads(payload), dict)
+        doc = json.loads(payload)
     except (UnicodeDecodeError, ValueError):
-        return False
-
-
-def _media_type(payload: bytes) -> object:
-    doc = json.loads(payload)
-    if doc.get("schemaVersion") == 1:
-        return DOCKER_SCHEMA1
-    return doc.get("mediaType")
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 async def fsck(

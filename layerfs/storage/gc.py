@@ -21,11 +21,9 @@ from datetime import UTC, datetime, timedelta
 
 from ..drivers import PathNotFoundError, StorageDriver
 from . import paths
-from .blobs import BlobStore
 from .digest import Digest
-from .errors import InvalidLinkError, ManifestInvalidError
+from .errors import InvalidLinkError, RegistryError
 from .links import read_link
-from .manifests import parse_manifest
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -61,12 +59,13 @@ class GarbageCollector:
     ) -> None:
         self.driver = driver
         self.registry = Registry(driver)
-        self.blobs = BlobStore(driver)
+        self.blobs = self.registry.blobs
         self.delete_untagged = delete_untagged
         self.dry_run = dry_run
         self.cutoff = (now or datetime.now(UTC)) - grace
         self.result = GcResult()
-        self.children: set[tuple[str, Digest]] = set()  # manifests kept indexes name
+        # (repository, manifest) pairs marked so far, kept indexes' children among them
+        self.visited: set[tuple[str, Digest]] = set()
 
     async def run(self) -> GcResult:
         doomed_manifests: list[tuple[str, Digest]] = []
@@ -74,7 +73,7 @@ class GarbageCollector:
         for name in repositories:
             doomed_manifests += await self._mark_repository(name)
         for name, digest in doomed_manifests:
-            if (name, digest) not in self.children:  # a kept index of its own needs it
+            if (name, digest) not in self.visited:  # else a kept index of its own needs it
                 await self._delete_manifest(name, digest)
         swept = await self._sweep_blobs()
         for name in repositories:
@@ -96,46 +95,35 @@ class GarbageCollector:
                 else:
                     doomed.append((name, digest))
                     continue
-            await self._mark_manifest(repo.name, digest)
+            await self._mark_manifest(name, digest)
         return doomed
 
     async def _tagged(self, name: str) -> set[Digest]:
+        tags = self.registry.repository(name).tags
         tagged = set()
-        try:
-            tag_dirs = await self.driver.list(paths.tags_dir(name))
-        except PathNotFoundError:
-            return tagged
-        for tag_dir in tag_dirs:
+        for tag in await tags.list():
             try:
-                tagged.add(await read_link(self.driver, f"{tag_dir}/current/link"))
-            except (PathNotFoundError, InvalidLinkError):
-                continue
+                tagged.add(await tags.resolve(tag))
+            except RegistryError:
+                continue  # an odd or broken tag names nothing
         return tagged
 
     async def _mark_manifest(self, name: str, digest: Digest) -> None:
-        if digest in self.result.marked:
+        """Mark a manifest and, through an index, its children: per repository, so
+        that an index in two repositories keeps its children in both."""
+        if (name, digest) in self.visited:
             return
+        self.visited.add((name, digest))
         self.result.marked.add(digest)
         try:
-            target = await read_link(self.driver, paths.manifest_revision_link(name, digest))
-            manifest = parse_manifest(await self.blobs.get(target))
-        except (PathNotFoundError, InvalidLinkError, ManifestInvalidError) as exc:
+            manifest = await self.registry.repository(name).manifests.get_parsed(digest)
+        except RegistryError as exc:
             self.result.skipped.append(f"{name}@{digest}: {exc}")
-            log.warning(
-                "%s@%s: cannot read the manifest, its references stay unmarked: %s",
-                name,
-                digest,
-                exc,
-            )
-            return
-        except Exception as exc:  # BlobUnknownError and the like
-            self.result.skipped.append(f"{name}@{digest}: {exc}")
-            log.warning("%s@%s: manifest blob unreadable: %s", name, digest, exc)
+            log.warning("%s@%s unreadable, its references stay unmarked: %s", name, digest, exc)
             return
         for ref in manifest.blob_references():
             self.result.marked.add(ref.digest)
         for child in manifest.manifests:
-            self.children.add((name, child.digest))
             await self._mark_manifest(name, child.digest)
 
     # sweep -----------------------------------------------------------------------
@@ -143,12 +131,7 @@ class GarbageCollector:
         self.result.deleted.append(Deletion("manifest", digest, name))
         if self.dry_run:
             return
-        try:
-            tag_dirs = await self.driver.list(paths.tags_dir(name))
-        except PathNotFoundError:
-            tag_dirs = []
-        for tag_dir in tag_dirs:
-            tag = tag_dir.rsplit("/", 1)[1]
+        for tag in await self.registry.repository(name).tags.list():
             entry = paths.tag_index_link(name, tag, digest).rsplit("/", 1)[0]
             await self.driver.delete_if_present(entry)
         revision = paths.manifest_revision_link(name, digest).rsplit("/", 1)[0]

@@ -63,11 +63,7 @@ async def upload_ages(registry: Registry) -> list[UploadAge]:
     """Every upload of every repository with the time it started."""
     found = []
     for name in await registry.repositories():
-        try:
-            entries = await registry.driver.list(paths.uploads_dir(name))
-        except PathNotFoundError:
-            continue
-        for entry in entries:
+        for entry in await registry.driver.list_if_present(paths.uploads_dir(name)):
             upload_id = entry.rsplit("/", 1)[1]
             if not UUID_RE.fullmatch(upload_id):
                 log.warning("%s: not an upload directory, left alone", entry)

@@ -24,10 +24,7 @@ log = logging.getLogger(__name__)
 
 
 async def _list_names(driver: StorageDriver, path: str) -> list[str]:
-    try:
-        return [p.rsplit("/", 1)[1] for p in await driver.list(path)]
-    except PathNotFoundError:
-        return []
+    return [p.rsplit("/", 1)[1] for p in await driver.list_if_present(path)]
 
 
 async def _linked_digests(driver: StorageDriver, directory: str) -> list[Digest]:

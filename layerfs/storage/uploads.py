@@ -19,7 +19,7 @@ import trio
 
 from ..drivers import FileWriter, PathNotFoundError, StorageDriver
 from . import paths
-from .blobs import BlobInfo, BlobStore, hash_stream
+from .blobs import BlobInfo, BlobStore
 from .digest import CANONICAL, EMPTY_SHA256, Digest
 from .errors import (
     DigestMismatchError,
@@ -160,12 +160,8 @@ class Upload:
     # hash state -------------------------------------------------------------
     async def _stored_states(self) -> dict[int, str]:
         directory = paths.upload_hash_states(self.repository, self.id, CANONICAL)
-        try:
-            entries = await self.driver.list(directory)
-        except PathNotFoundError:
-            return {}
         states = {}
-        for entry in entries:
+        for entry in await self.driver.list_if_present(directory):
             try:
                 states[int(entry.rsplit("/", 1)[1])] = entry
             except ValueError:
@@ -320,7 +316,7 @@ class Upload:
             canonical = EMPTY_SHA256
             actual = Digest.of(b"", digest.algorithm)
         else:
-            hexes = await hash_stream(self.driver, self.data_path, [CANONICAL, digest.algorithm])
+            hexes = await self.driver.hash_file(self.data_path, [CANONICAL, digest.algorithm])
             canonical = Digest(CANONICAL, hexes[CANONICAL])
             actual = Digest(digest.algorithm, hexes[digest.algorithm])
         if actual != digest:
@@ -422,10 +418,7 @@ class UploadStore:
             return upload_id
 
     async def ids(self) -> list[str]:
-        try:
-            entries = await self.driver.list(paths.uploads_dir(self.repository))
-        except PathNotFoundError:
-            return []
+        entries = await self.driver.list_if_present(paths.uploads_dir(self.repository))
         return [e.rsplit("/", 1)[1] for e in entries if UUID_RE.fullmatch(e.rsplit("/", 1)[1])]
 
     async def cancel(self, upload_id: str) -> None:
