@@ -8,6 +8,7 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -71,6 +72,24 @@ async def test_purge_by_age_leaves_odd_entries(driver: StorageDriver) -> None:
         assert await driver.pending_upload(key) is None
     with pytest.raises(PathNotFoundError):
         await driver.stat(paths.upload_dir("app/one", old))
+
+
+async def test_purge_dates_a_create_cut_short_by_its_directory(tmp_path: Path) -> None:
+    """A kill inside the first write of a create leaves an upload directory holding only
+    the filesystem driver's hidden temporary file: no upload to anyone, so only its
+    directory can date it, and purge must still clear it."""
+    registry = Registry(FilesystemDriver(str(tmp_path)))
+    uploads = tmp_path / paths.uploads_dir("cut/short").lstrip("/")
+    stale, fresh = uploads / "a662edb5-775d-40e1-a417-a5a219a7c917", uploads / str(uuid4())
+    for directory in (stale, fresh):
+        directory.mkdir(parents=True)
+        (directory / "startedat.tmp-b58ac997").write_bytes(b"")
+    os.utime(stale, (OLD.timestamp(), OLD.timestamp()))
+
+    purged = await purge_uploads(registry, timedelta(hours=168))
+    assert [(u.upload_id, u.dated_by) for u in purged] == [(stale.name, "directory")]
+    assert abs(purged[0].started_at.timestamp() - OLD.timestamp()) < 1
+    assert not stale.exists() and fresh.exists()
 
 
 async def test_purge_command(store_dir: Path) -> None:

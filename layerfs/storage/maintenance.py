@@ -1,7 +1,9 @@
 """Store upkeep that needs no mount: clearing abandoned uploads.
 
 Uploads are deleted by the age their ``startedat`` gives (the registry's own rule);
-one without a readable ``startedat`` is dated by its newest file instead. Entries of
+one without a readable ``startedat`` is dated by its newest file instead, and one with
+no file at all (a create cut short inside its first write, which leaves only the
+driver's hidden temporary file) by its directory. Entries of
 ``_uploads`` that are not upload directories are reported and left alone, so odd keys
 never stop a purge. On S3 the driver's delete also aborts pending multipart uploads.
 """
@@ -38,7 +40,7 @@ class UploadAge:
     repository: str
     upload_id: str
     started_at: datetime
-    dated_by: str  # "startedat", or "files" when startedat was missing or unreadable
+    dated_by: str  # "startedat"; "files" or "directory" when startedat was missing or unreadable
 
 
 async def _date_upload(driver: StorageDriver, name: str, upload_id: str) -> UploadAge | None:
@@ -54,9 +56,13 @@ async def _date_upload(driver: StorageDriver, name: str, upload_id: str) -> Uplo
                 newest = info.mod_time
     except PathNotFoundError:
         return None
-    if newest is None:
-        return None
-    return UploadAge(name, upload_id, newest.astimezone(UTC), "files")
+    if newest is not None:
+        return UploadAge(name, upload_id, newest.astimezone(UTC), "files")
+    try:
+        made = (await driver.stat(paths.upload_dir(name, upload_id))).mod_time
+    except PathNotFoundError:
+        return None  # deleted meanwhile
+    return UploadAge(name, upload_id, made.astimezone(UTC), "directory")
 
 
 async def upload_ages(registry: Registry) -> list[UploadAge]:
@@ -69,10 +75,8 @@ async def upload_ages(registry: Registry) -> list[UploadAge]:
                 log.warning("%s: not an upload directory, left alone", entry)
                 continue
             age = await _date_upload(registry.driver, name, upload_id)
-            if age is None:
-                log.warning("%s: an upload with no files, left alone", entry)
-                continue
-            found.append(age)
+            if age is not None:
+                found.append(age)
     return found
 
 
