@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_images import bench_images, print_images  # noqa: E402
+from scripts.bench_s3_clients import bench_clients, print_clients  # noqa: E402
 from tests.mounts import Mount  # noqa: E402
 from tests.registry import DockerRegistry  # noqa: E402
 from tests.seaweed import SeaweedFS  # noqa: E402
@@ -180,6 +181,8 @@ def bench_s3(work: Path, source: Path, digest: str) -> dict[str, float]:
         client.download_file(bucket, "boto3/blob", str(work / "downloaded"))
         out["boto3_down"] = time.perf_counter() - start
         (work / "downloaded").unlink()
+        clients = bench_clients(client, gateway.endpoint, bucket, source)
+        out.update({f"clients_{k}": v for k, v in clients.items()})
 
         mount = Mount(
             f"s3://{bucket}/layerfs", work / "s3mnt", work / "s3.log", env=gateway.aws_env()
@@ -283,6 +286,7 @@ def print_s3(s3: dict[str, float], mib: int) -> None:
     for name, ours, theirs, ratio, goal in rows:
         print(f"{name:45} {ours:8.2f}s {theirs:8.2f}s {ratio:7.2f}x  {goal}")
     print(f"{'bytes read from S3 during the finish':45} {s3['mv_read']:9.0f}  {'':>18}  0")
+    print_clients({k[8:]: v for k, v in s3.items() if k.startswith("clients_")}, mib)
 
 
 def main() -> None:

@@ -6,7 +6,17 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from layerfs.drivers.s3 import COPY_SINGLE_MAX, MIN_PART, S3Driver
+import pytest
+
+from layerfs.drivers import PathNotFoundError
+from layerfs.drivers.s3 import (
+    COPY_SINGLE_MAX,
+    MIN_PART,
+    SMALL_OBJECT,
+    SMALL_OBJECTS_TOTAL,
+    S3Driver,
+    _SmallObjects,
+)
 
 from .conftest import S3_BUCKET
 from .seaweed import SeaweedFS
@@ -80,3 +90,54 @@ async def test_delete_aborts_pending_uploads(seaweedfs: SeaweedFS, tmp_path: Pat
     await driver.delete("/up")
     assert await driver.pending_upload(driver.key("/up/x/data")) is None
     assert await driver.list("/") == ["/upx"]
+
+
+async def test_small_objects_are_revalidated_not_fetched_again(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """What the driver put or got is read again with If-None-Match: no body while the
+    object is unchanged, the new bytes when another client changed it, and not found
+    when another client deleted it."""
+    driver = make(seaweedfs, tmp_path)
+    other = seaweedfs.client()
+    await driver.put_content("/a/link", b"sha256:" + b"1" * 64)
+    conditions: list[str | None] = []
+    original = driver.client.get_object
+
+    def spy(**kwargs):  # type: ignore[no-untyped-def]
+        conditions.append(kwargs.get("IfNoneMatch"))
+        return original(**kwargs)
+
+    driver.client.get_object = spy  # type: ignore[method-assign]
+    assert await driver.get_content("/a/link") == b"sha256:" + b"1" * 64
+    assert driver.bytes_read == 0 and conditions[-1] is not None
+
+    other.put_object(Bucket=S3_BUCKET, Key=driver.key("/a/link"), Body=b"sha256:" + b"2" * 64)
+    assert await driver.get_content("/a/link") == b"sha256:" + b"2" * 64
+    assert driver.bytes_read == 71
+    assert await driver.get_content("/a/link") == b"sha256:" + b"2" * 64  # got, so known
+    assert driver.bytes_read == 71
+
+    other.delete_object(Bucket=S3_BUCKET, Key=driver.key("/a/link"))
+    with pytest.raises(PathNotFoundError):  # not served from memory
+        await driver.get_content("/a/link")
+    await driver.put_content("/a/link", b"again")
+    assert await driver.get_content("/a/link") == b"again"
+
+    big = b"x" * (SMALL_OBJECT + 1)  # too big to keep: fetched in full every time
+    await driver.put_content("/a/big", big)
+    assert await driver.get_content("/a/big") == big
+    assert conditions[-1] is None and driver.bytes_read == 71 + len(big)
+
+
+def test_small_objects_stay_within_their_budget() -> None:
+    known = _SmallObjects()
+    piece = b"s" * SMALL_OBJECT
+    count = SMALL_OBJECTS_TOTAL // SMALL_OBJECT
+    for i in range(count + 3):
+        known.remember(f"k{i}", f'"{i}"', piece)
+    assert known.get("k0") is None and known.get("k2") is None  # the oldest went
+    assert known.get(f"k{count + 2}") == (f'"{count + 2}"', piece)
+    assert sum(known.get(f"k{i}") is not None for i in range(count + 3)) == count
+    known.remember("k3", None, b"no etag")  # nothing to revalidate with: not kept
+    assert known.get("k3") is None

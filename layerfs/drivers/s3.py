@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -43,9 +43,48 @@ READ_CHUNK = 8 << 20
 PARTS_IN_FLIGHT = 4
 READ_AHEAD = 4
 DELETE_BATCH = 1000
+SMALL_OBJECT = 64 << 10  # get_content remembers objects up to this size...
+SMALL_OBJECTS_TOTAL = 4 << 20  # ...and this many bytes of them in all
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 T = TypeVar("T")
+
+
+class _SmallObjects:
+    """Small objects this driver put or got, with their ETags, newest last. A read
+    revalidates with a conditional GET (``If-None-Match``): the server answers 304
+    without a body while the object is unchanged, so link files, hash states and
+    ``startedat`` are read again without their bytes, and a change made by any other
+    client (or a delete) is still seen, because the server compares."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._total = 0
+
+    def get(self, key: str) -> tuple[str, bytes] | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def remember(self, key: str, etag: str | None, content: bytes) -> None:
+        self.forget(key)
+        if not etag or len(content) > SMALL_OBJECT:
+            return
+        self._entries[key] = (etag, content)
+        self._total += len(content)
+        while self._total > SMALL_OBJECTS_TOTAL:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._total -= len(dropped)
+
+    def forget(self, key: str) -> None:
+        found = self._entries.pop(key, None)
+        if found is not None:
+            self._total -= len(found[1])
+
+
+def _not_modified(exc: ClientError) -> bool:
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 304
 
 
 def _not_found(exc: ClientError) -> bool:
@@ -94,6 +133,7 @@ class S3Driver(StorageDriver):
         self._threads = trio.CapacityLimiter(connections)
         self.pool = ThreadPoolExecutor(connections, thread_name_prefix="s3-part")
         self.bytes_read = 0  # object bytes fetched, for `layerfs status` and the bench
+        self._small = _SmallObjects()
 
     async def aclose(self) -> None:
         self.pool.shutdown(wait=False)
@@ -162,20 +202,27 @@ class S3Driver(StorageDriver):
     # content -----------------------------------------------------------------
     async def get_content(self, path: str) -> bytes:
         key = self.key(path)
+        known = self._small.get(key)
+        condition = {"IfNoneMatch": known[0]} if known else {}
         try:
-            resp = await self.call(self.client.get_object, Bucket=self.bucket, Key=key)
+            resp = await self.call(self.client.get_object, Bucket=self.bucket, Key=key, **condition)
         except ClientError as exc:
+            if known and _not_modified(exc):
+                return known[1]
             if _not_found(exc):
+                self._small.forget(key)
                 raise PathNotFoundError(path, self.name) from None
             raise
         data = await trio.to_thread.run_sync(resp["Body"].read, limiter=self._threads)
         self.bytes_read += len(data)
+        self._small.remember(key, resp.get("ETag"), data)
         return data
 
     async def put_content(self, path: str, content: bytes) -> None:
-        await self.call(
-            self.client.put_object, Bucket=self.bucket, Key=self.key(path), Body=bytes(content)
-        )
+        key, content = self.key(path), bytes(content)
+        self._small.forget(key)  # whatever happens to the put, the old bytes are stale
+        resp = await self.call(self.client.put_object, Bucket=self.bucket, Key=key, Body=content)
+        self._small.remember(key, resp.get("ETag"), content)
 
     async def reader(self, path: str, offset: int = 0) -> Reader:
         if offset < 0:
