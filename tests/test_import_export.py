@@ -112,7 +112,11 @@ def uploads_named(root: Path, name: str) -> list[tuple[str, int]]:
     base = root / paths.uploads_dir(name).lstrip("/")
     for upload in base.iterdir() if base.exists() else []:
         label = (upload / "name").read_text() if (upload / "name").exists() else ""
-        found.append((label, (upload / "data").stat().st_size))
+        try:
+            size = (upload / "data").stat().st_size
+        except FileNotFoundError:  # not there yet while the import creates the upload
+            size = 0
+        found.append((label, size))
     return found
 
 

@@ -123,6 +123,9 @@ class StorageDriver(abc.ABC):
     """Bytes and paths. Paths are absolute and match :data:`PATH_RE`."""
 
     name: str = "base"
+    # Writers take data best in pieces of this size, each starting at a multiple of
+    # it: S3 sends such a piece as one part with no copy.
+    write_batch: int = 8 << 20
 
     @abc.abstractmethod
     async def get_content(self, path: str) -> bytes: ...

@@ -11,7 +11,6 @@ a worker thread with explicit timeouts and botocore's standard retries.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -110,7 +109,7 @@ class S3Driver(StorageDriver):
             raise ValueError(f"part size {part_size} is below S3's minimum of {MIN_PART}")
         self.bucket = bucket
         self.prefix = rootdirectory.strip("/") + "/" if rootdirectory.strip("/") else ""
-        self.part_size = part_size
+        self.part_size = self.write_batch = part_size
         self.root = f"s3://{bucket}/{self.prefix}"
         config = Config(
             # S3-compatible servers reject boto3's default CRC checksums
@@ -505,7 +504,9 @@ class _MultipartWriter(FileWriter):
         self._parts = [
             {"PartNumber": p["PartNumber"], "ETag": p["ETag"], "Size": p["Size"]} for p in parts
         ]
-        self._buffer = bytearray()
+        # bytes not yet in a part, as written (no copy until a part is cut from them)
+        self._buffer: deque[bytes | memoryview] = deque()
+        self._buffered = 0
         self._state = "open"
         self._lock = trio.Lock()
         # parts on their way: (number, size, future); the next fills while they upload
@@ -514,7 +515,7 @@ class _MultipartWriter(FileWriter):
     @property
     def size(self) -> int:
         stored = sum(p["Size"] for p in self._parts)
-        return stored + sum(n for _, n, _ in self._inflight) + len(self._buffer)
+        return stored + sum(n for _, n, _ in self._inflight) + self._buffered
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -547,23 +548,36 @@ class _MultipartWriter(FileWriter):
             )
             self._parts = [{"PartNumber": 1, "ETag": part["CopyPartResult"]["ETag"], "Size": size}]
         elif size:
-            self._buffer += await d.get_content("/" + self.key[len(d.prefix) :])
+            self._hold(await d.get_content("/" + self.key[len(d.prefix) :]))
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
         self._check_open()
         async with self._lock:
             await self.merge_short_last_part()  # only once there is more to add
-            self._buffer += data
-            while len(self._buffer) >= self.driver.part_size:
-                # cutting a part copies megabytes: not on the trio thread
-                part = await trio.to_thread.run_sync(self._cut_part)
-                await self._upload_part(part)
+            self._hold(data)
+            while self._buffered >= self.driver.part_size:
+                await self._upload_part(await _joined(self._take(self.driver.part_size)))
         return len(data)
 
-    def _cut_part(self) -> bytes:
-        part = bytes(self._buffer[: self.driver.part_size])
-        del self._buffer[: self.driver.part_size]
-        return part
+    def _hold(self, data: bytes | bytearray | memoryview) -> None:
+        if data:  # kept by reference: only immutable bytes may be
+            self._buffer.append(data if isinstance(data, bytes) else bytes(data))
+            self._buffered += len(data)
+
+    def _take(self, size: int) -> list[bytes | memoryview]:
+        """The first ``size`` buffered bytes as pieces; a piece that straddles the end
+        is split by views, not copied."""
+        pieces: list[bytes | memoryview] = []
+        while size:
+            piece = self._buffer.popleft()
+            if len(piece) > size:
+                view = memoryview(piece)
+                piece, rest = view[:size], view[size:]
+                self._buffer.appendleft(rest)
+            pieces.append(piece)
+            size -= len(piece)
+            self._buffered -= len(piece)
+        return pieces
 
     async def _upload_part(self, data: bytes) -> None:
         """Start uploading a part in the driver's pool; wait only when too many are on
@@ -578,7 +592,7 @@ class _MultipartWriter(FileWriter):
             Key=self.key,
             UploadId=self.upload_id,
             PartNumber=number,
-            Body=io.BytesIO(data),
+            Body=data,  # bytes go out in one send; a file object is read in 16 KiB blocks
             ContentLength=len(data),
         )
         self._inflight.append((number, len(data), future))
@@ -602,9 +616,8 @@ class _MultipartWriter(FileWriter):
                 await self._finish_oldest()
 
     async def _flush(self) -> None:
-        if self._buffer:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            await self._upload_part(data)
+        if self._buffered:
+            await self._upload_part(await _joined(self._take(self._buffered)))
         await self._drain()
 
     async def complete(self) -> None:
@@ -640,6 +653,7 @@ class _MultipartWriter(FileWriter):
         async with self._lock:
             self._state = "cancelled"
             self._buffer.clear()
+            self._buffered = 0
             await self._drain(quiet=True)
             await d.abort(self.key, self.upload_id)
             await d.call(d.client.delete_object, Bucket=d.bucket, Key=self.key)
@@ -650,3 +664,11 @@ class _MultipartWriter(FileWriter):
             await self._flush()
             await self.complete()
             self._state = "committed"
+
+
+async def _joined(pieces: list[bytes | memoryview]) -> bytes:
+    """One buffer of ``pieces``: the piece itself when it is a whole part (as the
+    write-behind's batches are), else a copy made off the trio thread."""
+    if len(pieces) == 1 and isinstance(pieces[0], bytes):
+        return pieces[0]
+    return await trio.to_thread.run_sync(b"".join, pieces)

@@ -15,9 +15,6 @@ from .errors import InvalidOffsetWriteError
 from .uploads import Upload
 
 DEFAULT_DEPTH = 16
-# Queued buffers are stored in batches of up to this size: one hash call and one write
-# per batch costs far less than one per 1 MiB FUSE request.
-BATCH = 8 << 20
 
 
 class WriteBehind:
@@ -66,11 +63,18 @@ class WriteBehind:
             raise error
 
     async def _consume(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
+        """Store queued buffers in batches up to the next multiple of the driver's
+        ``write_batch``: one hash call and one write per batch costs far less than one
+        per 1 MiB FUSE request, and on S3 a batch that is a whole part (as they are
+        for an upload written from 0) is sent as it is, not copied into another
+        buffer."""
+        batch_size = self.upload.driver.write_batch
         async with receive:
             async for first in receive:
                 batch = [first]
                 size = len(first)
-                while size < BATCH:
+                target = batch_size - self.upload.size % batch_size
+                while size < target:
                     try:
                         batch.append(receive.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
