@@ -213,21 +213,32 @@ def status(mountpoint: str, as_json: bool) -> None:
 def purge_uploads_command(store: str, older_than: str, dry_run: bool) -> None:
     """Delete uploads of STORE started longer ago than --older-than."""
     from .storage import Registry
-    from .storage.maintenance import parse_duration, purge_uploads
+    from .storage.maintenance import parse_duration, purge_interrupted_copies, purge_uploads
 
     try:
         age = parse_duration(older_than)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _setup_logging("warning", None)
-    doomed = trio.run(purge_uploads, Registry(driver_from_url(store)), age, dry_run)
+    registry = Registry(driver_from_url(store))
+
+    async def purge() -> tuple[list, list]:
+        doomed = await purge_uploads(registry, age, dry_run)
+        return doomed, await purge_interrupted_copies(registry, age, dry_run)
+
+    doomed, copies = trio.run(purge)
     verb = "would delete" if dry_run else "deleted"
     for upload in doomed:
         click.echo(
             f"{verb} {upload.repository} {upload.upload_id} started "
             f"{upload.started_at:%Y-%m-%dT%H:%M:%SZ} ({upload.dated_by})"
         )
-    if not doomed:
+    for copy in copies:
+        click.echo(
+            f"{'would abort' if dry_run else 'aborted'} an interrupted copy into {copy.path} "
+            f"begun {copy.started:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    if not doomed and not copies:
         click.echo("no uploads to delete")
     else:
         click.echo(f"{len(doomed)} uploads {'to delete' if dry_run else 'deleted'}")

@@ -3,6 +3,7 @@ the mount: a local directory, or a key prefix in a SeaweedFS bucket."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from layerfs.drivers import FilesystemDriver, StorageDriver
@@ -31,6 +32,19 @@ class FilesystemStore:
         """Changes whenever the file is written again."""
         st = (self.root / rel).stat()
         return st.st_ino, st.st_mtime_ns
+
+    def files(self, rel: str) -> list[str]:
+        """Every file below ``rel``, relative to the store's root."""
+        base = self.root / rel
+        found = base.rglob("*") if base.exists() else []
+        return sorted(str(p.relative_to(self.root)) for p in found if p.is_file())
+
+    def remove(self, rel: str) -> None:
+        shutil.rmtree(self.root / rel, ignore_errors=True)
+
+    def pending_writes(self) -> list[str]:
+        """Writes begun and never finished that cost storage: none on a filesystem."""
+        return []
 
     def registry_storage(self) -> dict:
         return {"filesystem": {"rootdirectory": str(self.root)}}
@@ -62,6 +76,22 @@ class S3Store:
     def version(self, rel: str) -> tuple[object, ...]:
         head = self.client.head_object(Bucket=self.bucket, Key=f"{self.prefix}/{rel}")
         return head["ETag"], head["LastModified"]
+
+    def files(self, rel: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self.prefix}/{rel}/"
+        )
+        skip = len(self.prefix) + 1
+        return sorted(o["Key"][skip:] for page in pages for o in page.get("Contents", []))
+
+    def remove(self, rel: str) -> None:
+        for name in self.files(rel):
+            self.client.delete_object(Bucket=self.bucket, Key=f"{self.prefix}/{name}")
+
+    def pending_writes(self) -> list[str]:
+        """Keys with a multipart upload in progress (billed until completed or aborted)."""
+        listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix + "/")
+        return sorted(u["Key"][len(self.prefix) + 1 :] for u in listed.get("Uploads", []))
 
     def registry_storage(self) -> dict:
         return self.gateway.registry_storage(self.bucket, "/" + self.prefix)

@@ -15,10 +15,13 @@ import pytest
 from layerfs.drivers import FilesystemDriver, PathNotFoundError, StorageDriver
 from layerfs.drivers.s3 import S3Driver
 from layerfs.storage import Registry, paths
-from layerfs.storage.maintenance import parse_duration, purge_uploads
+from layerfs.storage.digest import Digest
+from layerfs.storage.maintenance import parse_duration, purge_interrupted_copies, purge_uploads
 from layerfs.storage.uploads import format_started_at
 
+from .conftest import S3_BUCKET
 from .mounts import LAYERFS, Mount
+from .seaweed import SeaweedFS
 
 OLD = datetime.now(UTC) - timedelta(days=10)
 
@@ -142,3 +145,33 @@ def test_mount_option_purges_but_not_open_uploads(store_dir: Path, tmp_path: Pat
         assert "purged upload" in mount.log_text()
     finally:
         mount.stop()
+
+
+async def test_purge_aborts_copies_into_blobs_cut_short(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """A kill inside a server-side copy into ``blobs/`` leaves a multipart upload that
+    S3 keeps (and bills); purge-uploads aborts it by its age, and only below blobs/."""
+    driver = S3Driver(
+        S3_BUCKET, f"purge/{tmp_path.name}", endpoint=seaweedfs.endpoint,
+        access_key="any", secret_key="any",
+    )  # fmt: skip
+    registry = Registry(driver)
+    blob = paths.blob_data(Digest.of(b"never completed"))
+    cut = driver.client.create_multipart_upload(Bucket=S3_BUCKET, Key=driver.key(blob))
+    upload = await make_upload(registry, "app/one", None)  # its data is pending too
+    [pending] = await driver.pending_writes(paths.BLOBS)
+    assert (pending.path, pending.handle) == (blob, cut["UploadId"])
+
+    assert await purge_interrupted_copies(registry, timedelta(hours=1)) == []
+    assert await purge_interrupted_copies(registry, timedelta(0), dry_run=True) == [pending]
+    assert await driver.pending_writes(paths.BLOBS) == [pending]
+    assert await purge_interrupted_copies(registry, timedelta(0)) == [pending]
+    assert await driver.pending_writes(paths.BLOBS) == []
+    assert [w.path for w in await driver.pending_writes("/")] == [
+        paths.upload_data("app/one", upload)
+    ]
+
+
+async def test_a_filesystem_keeps_no_pending_writes(tmp_path: Path) -> None:
+    assert await FilesystemDriver(str(tmp_path)).pending_writes("/") == []

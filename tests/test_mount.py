@@ -393,6 +393,29 @@ def test_resume_after_remount(store: Store, tmp_path: Path, payload: tuple[Path,
         mount.stop()
 
 
+def test_rm_of_the_last_upload_keeps_the_repository(store: Store, tmp_path: Path) -> None:
+    """On S3 a repository whose only key was an upload is gone once the upload is; the
+    view keeps it (and its _uploads) until unmount, as a filesystem store does."""
+    mount = Mount(store.spec, tmp_path / "mnt", tmp_path / "log", env=store.env).start()
+    try:
+        (mount.mountpoint / REPO).mkdir(parents=True)
+        (mount.mountpoint / REPO / "_uploads/only").write_bytes(b"abandoned")
+    finally:
+        mount.stop()
+    mount = Mount(store.spec, tmp_path / "mnt", tmp_path / "log2", env=store.env).start()
+    try:
+        repo = mount.mountpoint / REPO
+        os.unlink(repo / "_uploads/only")
+        assert store.files(f"docker/registry/v2/{REPO}") == []  # nothing stored is left
+        assert os.listdir(repo / "_uploads") == []
+        assert "_uploads" in os.listdir(repo)
+        assert REPO.rsplit("/", 1)[1] in os.listdir(repo.parent)
+        (repo / "_uploads/again").write_bytes(b"next")  # and it takes new uploads
+        assert (repo / "_uploads/again").read_bytes() == b"next"
+    finally:
+        mount.stop()
+
+
 def test_read_only_mount_refuses_writes(
     store: Store, tmp_path: Path, payload: tuple[Path, bytes]
 ) -> None:

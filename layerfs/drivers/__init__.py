@@ -1,4 +1,4 @@
-"""Storage drivers: bytes at paths (memory, filesystem; s3 to come)."""
+"""Storage drivers: bytes at paths (memory, filesystem, s3)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from .base import (
     InvalidOffsetError,
     InvalidPathError,
     PathNotFoundError,
+    PendingWrite,
     Reader,
     StorageDriver,
     StorageDriverError,
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidPathError",
     "MemoryDriver",
     "PathNotFoundError",
+    "PendingWrite",
     "Reader",
     "StorageDriver",
     "StorageDriverError",

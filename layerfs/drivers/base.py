@@ -61,6 +61,16 @@ class FileInfo:
     is_dir: bool
 
 
+@dataclass(frozen=True)
+class PendingWrite:
+    """A write a backend keeps (and may bill) until it is finished or aborted: on S3,
+    a multipart upload, such as a server-side copy cut short by a crash."""
+
+    path: str
+    started: datetime
+    handle: str  # the backend's own name for it (an S3 upload id)
+
+
 def check_path(path: str, driver: str = "", allow_root: bool = False) -> str:
     """Raise InvalidPathError unless ``path`` obeys distribution's path rule."""
     if allow_root and path == "/":
@@ -169,6 +179,15 @@ class StorageDriver(abc.ABC):
             return await self.list(path)
         except PathNotFoundError:
             return []
+
+    async def pending_writes(self, path: str) -> list[PendingWrite]:
+        """Writes begun at or below ``path`` and never finished. A file system keeps
+        none: its writes are renames or are in files it lists."""
+        return []
+
+    async def abort_write(self, pending: PendingWrite) -> None:
+        """Give up ``pending`` and whatever the backend holds for it."""
+        raise NotImplementedError(f"{self.name} keeps no pending writes")
 
     async def exists(self, path: str) -> bool:
         try:

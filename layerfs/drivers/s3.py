@@ -28,6 +28,7 @@ from .base import (
     FileWriter,
     InvalidOffsetError,
     PathNotFoundError,
+    PendingWrite,
     Reader,
     StorageDriver,
     WriterClosedError,
@@ -436,6 +437,29 @@ class S3Driver(StorageDriver):
                 Bucket=self.bucket,
                 Delete={"Objects": batch, "Quiet": True},
             )
+
+    async def pending_writes(self, path: str) -> list[PendingWrite]:
+        key = self.key(path, allow_root=True)
+        found = []
+        markers: dict[str, str] = {}
+        while True:
+            resp = await self.call(
+                self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key, **markers
+            )
+            for upload in resp.get("Uploads", []):
+                k = upload["Key"]
+                if k == key or k.startswith(key.rstrip("/") + "/"):
+                    path_of = "/" + k[len(self.prefix) :]
+                    found.append(PendingWrite(path_of, upload["Initiated"], upload["UploadId"]))
+            if not resp.get("IsTruncated"):
+                return found
+            markers = {
+                "KeyMarker": resp["NextKeyMarker"],
+                "UploadIdMarker": resp["NextUploadIdMarker"],
+            }
+
+    async def abort_write(self, pending: PendingWrite) -> None:
+        await self.abort(self.key(pending.path), pending.handle)
 
     async def _abort_below(self, key: str) -> int:
         """Abort pending multipart uploads at ``key`` or below it (no leaks on delete)."""

@@ -13,7 +13,7 @@ import pyfuse3
 import trio
 
 from ..drivers import StorageDriver
-from ..storage.maintenance import parse_duration, purge_uploads
+from ..storage.maintenance import parse_duration, purge_interrupted_copies, purge_uploads
 from .operations import Operations
 
 log = logging.getLogger("layerfs.mount")
@@ -132,6 +132,7 @@ async def _purge_periodically(ops: Operations, older_than: timedelta) -> None:
             purged = await purge_uploads(ops.registry, older_than, keep=ops.uploads.sessions)
             if purged:
                 log.info("purged %d uploads older than %s", len(purged), older_than)
+            await purge_interrupted_copies(ops.registry, older_than)
         except Exception:
             log.exception("purging uploads failed; trying again in %.0f s", interval)
         await trio.sleep(interval)

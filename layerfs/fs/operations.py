@@ -677,6 +677,17 @@ class Operations(pyfuse3.Operations):
         else:
             await self.registry.repository(place.repository).uploads.cancel(upload_id)
         self.uploads.errors.pop(upload_id, None)
+        await self._keep_visible(place.parts[: place.parts.index("_uploads")])
+
+    async def _keep_visible(self, repository: Parts) -> None:
+        """A repository whose last key just went (an object store keeps no empty
+        directories) stays in the view until unmount, as one made by mkdir would:
+        the ``rm`` of an upload must not take its directory away."""
+        for depth in range(2, len(repository) + 1):
+            parts = repository[:depth]
+            if not await self._dir_present(classify(parts)):
+                self.created_dirs.add(parts)
+        self.repository_marks.add(repository)
 
     @fuse_handler
     async def rename(

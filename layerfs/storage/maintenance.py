@@ -5,7 +5,9 @@ one without a readable ``startedat`` is dated by its newest file instead, and on
 no file at all (a create cut short inside its first write, which leaves only the
 driver's hidden temporary file) by its directory. Entries of
 ``_uploads`` that are not upload directories are reported and left alone, so odd keys
-never stop a purge. On S3 the driver's delete also aborts pending multipart uploads.
+never stop a purge. On S3 the driver's delete also aborts pending multipart uploads,
+and writes left pending below ``blobs/`` (a server-side copy into a blob cut short by a
+crash; the next finish copies afresh) are aborted by the same age.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ..drivers import PathNotFoundError, StorageDriver
+from ..drivers import PathNotFoundError, PendingWrite, StorageDriver
 from . import paths
 from .registry import Registry
 from .uploads import UUID_RE, parse_started_at
@@ -104,4 +106,21 @@ async def purge_uploads(
                 age.repository,
                 age.started_at.isoformat(),
             )
+    return doomed
+
+
+async def purge_interrupted_copies(
+    registry: Registry,
+    older_than: timedelta,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[PendingWrite]:
+    """Abort writes into ``blobs/`` begun more than ``older_than`` ago and never
+    finished; returns what was (or, with ``dry_run``, would be) aborted. Nothing
+    reads them: a blob exists only once its copy completed."""
+    cutoff = (now or datetime.now(UTC)) - older_than
+    doomed = [w for w in await registry.driver.pending_writes(paths.BLOBS) if w.started < cutoff]
+    for pending in doomed if not dry_run else []:
+        await registry.driver.abort_write(pending)
+        log.info("aborted an interrupted copy into %s, begun %s", pending.path, pending.started)
     return doomed
