@@ -141,3 +141,28 @@ def test_small_objects_stay_within_their_budget() -> None:
     assert sum(known.get(f"k{i}") is not None for i in range(count + 3)) == count
     known.remember("k3", None, b"no etag")  # nothing to revalidate with: not kept
     assert known.get("k3") is None
+
+
+async def test_a_part_missing_in_the_middle_ends_the_file(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """Parts go up several at once; a writer killed mid-way can leave parts 1, 2 and 4.
+    The file is parts 1 and 2: part 4 must never be read as the bytes after part 2,
+    even once part 3 is written again."""
+    driver = make(seaweedfs, tmp_path)
+    key = driver.key("/u/data")
+    client = seaweedfs.client()
+    upload_id = client.create_multipart_upload(Bucket=S3_BUCKET, Key=key)["UploadId"]
+    blocks = {n: bytes([n]) * MIN_PART for n in (1, 2, 4)}
+    for number, block in blocks.items():
+        client.upload_part(
+            Bucket=S3_BUCKET, Key=key, UploadId=upload_id, PartNumber=number, Body=block
+        )
+    assert (await driver.stat("/u/data")).size == 2 * MIN_PART
+    writer = await driver.writer("/u/data", append=True)
+    assert writer.size == 2 * MIN_PART
+    await writer.write(b"\x03" * 10)  # a short part 3, then close: part 4 must not follow
+    await writer.close()
+    assert (await driver.stat("/u/data")).size == 2 * MIN_PART + 10
+    read = b"".join([chunk async for chunk in driver.read_all("/u/data")])
+    assert read == blocks[1] + blocks[2] + b"\x03" * 10

@@ -11,6 +11,7 @@ a worker thread with explicit timeouts and botocore's standard retries.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,6 +49,7 @@ SMALL_OBJECTS_TOTAL = 4 << 20  # ...and this many bytes of them in all
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _SmallObjects:
@@ -270,12 +272,32 @@ class S3Driver(StorageDriver):
         upload_id = await self.pending_upload(key)
         if upload_id is None:
             return None
-        parts = await self.parts(key, upload_id)
+        parts = sorted(await self.parts(key, upload_id), key=lambda p: p["PartNumber"])
         head = await self._head(key)
         if head is not None and sum(p["Size"] for p in parts) < head["ContentLength"]:
             await self.abort(key, upload_id)
             return await self.current_upload(key)
+        whole = next((i for i, p in enumerate(parts) if p["PartNumber"] != i + 1), len(parts))
+        if whole < len(parts):
+            await self._cut_at_gap(key, upload_id, parts[:whole])
+            return None
         return upload_id, parts
+
+    async def _cut_at_gap(self, key: str, upload_id: str, whole: list[dict]) -> None:
+        """Parts go up several at once, so a writer killed mid-way can leave part n+1
+        without part n. Only the parts before the first gap are the file: complete the
+        upload with them (the rest is dropped), so no later part can ever be taken for
+        the bytes that follow them."""
+        log.warning(
+            "s3: %s: parts after part %d were stored without it; the file ends there",
+            key,
+            len(whole),
+        )
+        if whole:
+            await _MultipartWriter(self, key, upload_id, whole).complete()
+        else:
+            await self.abort(key, upload_id)
+            await self.call(self.client.put_object, Bucket=self.bucket, Key=key, Body=b"")
 
     async def _abort_pending(self, key: str) -> None:
         while (upload_id := await self.pending_upload(key)) is not None:
