@@ -241,7 +241,10 @@ def purge_uploads_command(store: str, older_than: str, dry_run: bool) -> None:
     if not doomed and not copies:
         click.echo("no uploads to delete")
     else:
-        click.echo(f"{len(doomed)} uploads {'to delete' if dry_run else 'deleted'}")
+        summary = f"{len(doomed)} uploads {'to delete' if dry_run else 'deleted'}"
+        if copies:
+            summary += f", {len(copies)} interrupted copies {'to abort' if dry_run else 'aborted'}"
+        click.echo(summary)
 
 
 # fsck exit statuses, as e2fsck's: clean, everything found was repaired, some left

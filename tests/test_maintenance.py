@@ -166,11 +166,21 @@ async def test_purge_aborts_copies_into_blobs_cut_short(
     assert await purge_interrupted_copies(registry, timedelta(hours=1)) == []
     assert await purge_interrupted_copies(registry, timedelta(0), dry_run=True) == [pending]
     assert await driver.pending_writes(paths.BLOBS) == [pending]
-    assert await purge_interrupted_copies(registry, timedelta(0)) == [pending]
-    assert await driver.pending_writes(paths.BLOBS) == []
-    assert [w.path for w in await driver.pending_writes("/")] == [
-        paths.upload_data("app/one", upload)
+    purge = [
+        LAYERFS,
+        "purge-uploads",
+        "--older-than",
+        "0s",
+        f"s3://{S3_BUCKET}/purge/{tmp_path.name}",
     ]
+    env = {**os.environ, **seaweedfs.aws_env()}
+    out = subprocess.run(purge, capture_output=True, text=True, env=env, check=True).stdout
+    assert f"aborted an interrupted copy into {blob}" in out
+    assert "1 uploads deleted, 1 interrupted copies aborted" in out
+    assert await driver.pending_writes(paths.BLOBS) == []
+    assert await purge_interrupted_copies(registry, timedelta(0)) == []
+    assert await driver.pending_writes("/") == []  # the upload went with the purge
+    assert upload not in await registry.repository("app/one").uploads.ids()
 
 
 async def test_a_filesystem_keeps_no_pending_writes(tmp_path: Path) -> None:
