@@ -248,7 +248,7 @@ class S3Driver(StorageDriver):
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         key = self.key(path)
         if append:
-            pending = await self.current_upload(key)
+            pending = await self.current_upload(key, take_over=True)
             if pending is not None:
                 return _MultipartWriter(self, key, *pending)
             head = await self._head(key)
@@ -264,11 +264,19 @@ class S3Driver(StorageDriver):
         resp = await self.call(self.client.create_multipart_upload, Bucket=self.bucket, Key=key)
         return _MultipartWriter(self, key, resp["UploadId"], [])
 
-    async def current_upload(self, key: str) -> tuple[str, list[dict]] | None:
+    async def current_upload(
+        self, key: str, take_over: bool = False
+    ) -> tuple[str, list[dict]] | None:
         """The pending upload that holds the key's bytes, with its parts, or None when
         the object does. An append completes the upload, starts another and adopts the
         object as its first part; a failure in between leaves an object and a newer
-        upload with fewer bytes, which is garbage and is aborted here."""
+        upload with fewer bytes, which is garbage and is aborted here.
+
+        Parts go up several at once, so a writer killed mid-way can leave part n+1
+        without part n: the file is the parts before the first gap. A writer taking the
+        upload over (``take_over``) first completes it with those alone, so no part
+        after the gap can later pass for the bytes that follow them; a mere look
+        changes nothing, since a writer elsewhere may still be filling the gap."""
         upload_id = await self.pending_upload(key)
         if upload_id is None:
             return None
@@ -276,18 +284,14 @@ class S3Driver(StorageDriver):
         head = await self._head(key)
         if head is not None and sum(p["Size"] for p in parts) < head["ContentLength"]:
             await self.abort(key, upload_id)
-            return await self.current_upload(key)
+            return await self.current_upload(key, take_over)
         whole = next((i for i, p in enumerate(parts) if p["PartNumber"] != i + 1), len(parts))
-        if whole < len(parts):
+        if take_over and whole < len(parts):
             await self._cut_at_gap(key, upload_id, parts[:whole])
             return None
-        return upload_id, parts
+        return upload_id, parts[:whole]
 
     async def _cut_at_gap(self, key: str, upload_id: str, whole: list[dict]) -> None:
-        """Parts go up several at once, so a writer killed mid-way can leave part n+1
-        without part n. Only the parts before the first gap are the file: complete the
-        upload with them (the rest is dropped), so no later part can ever be taken for
-        the bytes that follow them."""
         log.warning(
             "s3: %s: parts after part %d were stored without it; the file ends there",
             key,
