@@ -330,7 +330,7 @@ def _set_total(bar):  # type: ignore[no-untyped-def]
 def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool) -> None:
     """Delete the blobs of STORE that no manifest references (mark and sweep)."""
     from .fs.mount import writable_mounts_of
-    from .storage.gc import collect_garbage
+    from .storage.gc import GarbageCollector
     from .storage.maintenance import parse_duration
 
     try:
@@ -345,7 +345,7 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
             "unmount it, remount it read-only, or pass --force"
         )
     _setup_logging("warning", None)
-    result = trio.run(collect_garbage, driver, delete_untagged, grace_period, dry_run)
+    result = trio.run(GarbageCollector(driver, delete_untagged, grace_period, dry_run).run)
     verb = "would delete" if dry_run else "deleted"
     for deletion in result.deleted:
         click.echo(f"{verb} {deletion}")

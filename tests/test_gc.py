@@ -15,7 +15,7 @@ import pytest
 
 from layerfs.drivers import PathNotFoundError, StorageDriver
 from layerfs.storage import Digest, Registry, paths
-from layerfs.storage.gc import collect_garbage
+from layerfs.storage.gc import GarbageCollector
 
 from .conftest import S3_BUCKET, Store
 from .images import image_of, oci_index, random_tar, write_oci_index_layout, write_oci_layout
@@ -302,5 +302,5 @@ async def test_an_index_in_two_repositories_keeps_its_children_in_both(
                 await repo.layers.link(await registry.blobs.put(blob))
             await repo.manifests.put(image.manifest)
         await repo.tags.tag("latest", await repo.manifests.put(oci_index(arches)))
-    result = await collect_garbage(driver, delete_untagged=True, grace=timedelta(0))
+    result = await GarbageCollector(driver, delete_untagged=True, grace=timedelta(0)).run()
     assert result.deleted == [] and result.skipped == []

@@ -112,7 +112,7 @@ class S3Driver(StorageDriver):
             raise ValueError(f"part size {part_size} is below S3's minimum of {MIN_PART}")
         self.bucket = bucket
         self.prefix = rootdirectory.strip("/") + "/" if rootdirectory.strip("/") else ""
-        self.part_size = self.write_batch = part_size
+        self.part_size = part_size
         self.root = f"s3://{bucket}/{self.prefix}"
         config = Config(
             # S3-compatible servers reject boto3's default CRC checksums
@@ -136,6 +136,10 @@ class S3Driver(StorageDriver):
         self.pool = ThreadPoolExecutor(connections, thread_name_prefix="s3-part")
         self.bytes_read = 0  # object bytes fetched, for `layerfs status` and the bench
         self._small = _SmallObjects()
+
+    @property
+    def write_batch(self) -> int:  # type: ignore[override]
+        return self.part_size
 
     async def aclose(self) -> None:
         self.pool.shutdown(wait=False)
@@ -179,11 +183,30 @@ class S3Driver(StorageDriver):
 
     async def pending_upload(self, key: str) -> str | None:
         """The newest multipart upload in progress on exactly ``key``."""
-        resp = await self.call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
-        uploads = [u for u in resp.get("Uploads", []) if u["Key"] == key]
+        uploads = [u for u in await self._uploads_below(key) if u["Key"] == key]
         if not uploads:
             return None
         return max(uploads, key=lambda u: u["Initiated"])["UploadId"]
+
+    async def _uploads_below(self, key: str) -> list[dict]:
+        """Multipart uploads in progress at ``key`` or below ``key/`` (never ``keyX``),
+        every page of them."""
+        found: list[dict] = []
+        markers: dict[str, str] = {}
+        while True:
+            resp = await self.call(
+                self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key, **markers
+            )
+            below = key.rstrip("/") + "/"
+            found += [
+                u for u in resp.get("Uploads", []) if u["Key"] == key or u["Key"].startswith(below)
+            ]
+            if not resp.get("IsTruncated"):
+                return found
+            markers = {
+                "KeyMarker": resp["NextKeyMarker"],
+                "UploadIdMarker": resp["NextUploadIdMarker"],
+            }
 
     async def parts(self, key: str, upload_id: str) -> list[dict]:
         found: list[dict] = []
@@ -297,11 +320,7 @@ class S3Driver(StorageDriver):
             key,
             len(whole),
         )
-        if whole:
-            await _MultipartWriter(self, key, upload_id, whole).complete()
-        else:
-            await self.abort(key, upload_id)
-            await self.call(self.client.put_object, Bucket=self.bucket, Key=key, Body=b"")
+        await _MultipartWriter(self, key, upload_id, whole).complete()  # none: an empty file
 
     async def _abort_pending(self, key: str) -> None:
         while (upload_id := await self.pending_upload(key)) is not None:
@@ -465,37 +484,20 @@ class S3Driver(StorageDriver):
             )
 
     async def pending_writes(self, path: str) -> list[PendingWrite]:
-        key = self.key(path, allow_root=True)
-        found = []
-        markers: dict[str, str] = {}
-        while True:
-            resp = await self.call(
-                self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key, **markers
-            )
-            for upload in resp.get("Uploads", []):
-                k = upload["Key"]
-                if k == key or k.startswith(key.rstrip("/") + "/"):
-                    path_of = "/" + k[len(self.prefix) :]
-                    found.append(PendingWrite(path_of, upload["Initiated"], upload["UploadId"]))
-            if not resp.get("IsTruncated"):
-                return found
-            markers = {
-                "KeyMarker": resp["NextKeyMarker"],
-                "UploadIdMarker": resp["NextUploadIdMarker"],
-            }
+        return [
+            PendingWrite("/" + u["Key"][len(self.prefix) :], u["Initiated"], u["UploadId"])
+            for u in await self._uploads_below(self.key(path, allow_root=True))
+        ]
 
     async def abort_write(self, pending: PendingWrite) -> None:
         await self.abort(self.key(pending.path), pending.handle)
 
     async def _abort_below(self, key: str) -> int:
         """Abort pending multipart uploads at ``key`` or below it (no leaks on delete)."""
-        resp = await self.call(self.client.list_multipart_uploads, Bucket=self.bucket, Prefix=key)
-        count = 0
-        for upload in resp.get("Uploads", []):
-            if upload["Key"] == key or upload["Key"].startswith(key + "/"):
-                await self.abort(upload["Key"], upload["UploadId"])
-                count += 1
-        return count
+        uploads = await self._uploads_below(key)
+        for upload in uploads:
+            await self.abort(upload["Key"], upload["UploadId"])
+        return len(uploads)
 
 
 class _RangeReader(Reader):

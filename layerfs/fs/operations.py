@@ -132,7 +132,8 @@ class Operations(pyfuse3.Operations):
         self.uploads = UploadTable(self.registry, nursery)
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
-        self.created_dirs: set[Parts] = set()  # made by mkdir, nothing stored below yet
+        # made by mkdir (or kept by an upload's rm): shown even with nothing stored below
+        self.created_dirs: set[Parts] = set()
         self.repository_marks: set[Parts] = set()  # mkdir'ed leaves: show _uploads etc.
         self.pending_links: dict[Parts, LinkHandle] = {}  # created, not yet applied
         self.link_errors: dict[Parts, str] = {}
@@ -677,16 +678,15 @@ class Operations(pyfuse3.Operations):
         else:
             await self.registry.repository(place.repository).uploads.cancel(upload_id)
         self.uploads.errors.pop(upload_id, None)
-        await self._keep_visible(place.parts[: place.parts.index("_uploads")])
+        self._keep_visible(place.parts[: place.parts.index("_uploads")])
 
-    async def _keep_visible(self, repository: Parts) -> None:
-        """A repository whose last key just went (an object store keeps no empty
-        directories) stays in the view until unmount, as one made by mkdir would:
-        the ``rm`` of an upload must not take its directory away."""
-        for depth in range(2, len(repository) + 1):
-            parts = repository[:depth]
-            if not await self._dir_present(classify(parts)):
-                self.created_dirs.add(parts)
+    def _keep_visible(self, repository: Parts) -> None:
+        """The ``rm`` of an upload must not take its repository away, though on an
+        object store (no empty directories) it may have been the last key: the
+        repository stays in the view until rmdir or unmount, as one made by mkdir
+        would. Asking the store first would cost a request per level, and its failure
+        would turn a done ``rm`` into an error."""
+        self.created_dirs.update(repository[:depth] for depth in range(2, len(repository) + 1))
         self.repository_marks.add(repository)
 
     @fuse_handler

@@ -223,30 +223,33 @@ class Fsck:
         manifests = await self._check_revisions(name)
         await self._check_tags(name, manifests)
 
-    async def _check_layer_links(self, name: str) -> None:
-        for digest, entry in await self._link_dirs(paths.layers_dir(name)):
-            target = await self._read_link(f"{entry}/link", entry)
-            if target is not None and target not in self.good_blobs:
-                await self._found(
-                    "link-dangling",
-                    f"{entry}/link",
-                    f"links {digest} to missing blob {target}",
-                    entry,
-                )
-
-    async def _check_revisions(self, name: str) -> dict[Digest, str]:
-        """Check every revision; returns the usable ones with their link directories."""
-        revisions: dict[Digest, str] = {}
-        for digest, entry in await self._link_dirs(paths.manifest_revisions(name)):
+    async def _links_to_blobs(
+        self, directory: str, missing: Callable[[Digest, Digest], str]
+    ) -> dict[Digest, str]:
+        """Read the link below each ``directory/<alg>/<hex>``; report those naming no
+        sound blob (``missing`` says how); returns the others' link directories."""
+        sound: dict[Digest, str] = {}
+        for digest, entry in await self._link_dirs(directory):
             target = await self._read_link(f"{entry}/link", entry)
             if target is None:
                 continue
             if target not in self.good_blobs:
-                await self._found(
-                    "link-dangling", f"{entry}/link", f"manifest {digest} has no blob", entry
-                )
+                await self._found("link-dangling", f"{entry}/link", missing(digest, target), entry)
                 continue
-            revisions[digest] = entry
+            sound[digest] = entry
+        return sound
+
+    async def _check_layer_links(self, name: str) -> None:
+        await self._links_to_blobs(
+            paths.layers_dir(name),
+            lambda digest, target: f"links {digest} to missing blob {target}",
+        )
+
+    async def _check_revisions(self, name: str) -> dict[Digest, str]:
+        """Check every revision; returns the usable ones with their link directories."""
+        revisions = await self._links_to_blobs(
+            paths.manifest_revisions(name), lambda digest, _: f"manifest {digest} has no blob"
+        )
         parsed: dict[Digest, Manifest] = {}
         for digest, entry in list(revisions.items()):
             manifest = await self._parse_revision(name, digest, entry)
@@ -323,15 +326,10 @@ class Fsck:
                     f"tag names {current}, which is no usable manifest of {name}",
                     tag_dir,
                 )
-            for digest, entry in await self._link_dirs(f"{tag_dir}/index"):
-                target = await self._read_link(f"{entry}/link", entry)
-                if target is not None and target not in self.good_blobs:
-                    await self._found(
-                        "link-dangling",
-                        f"{entry}/link",
-                        f"tag history names {digest}, which has no blob",
-                        entry,
-                    )
+            await self._links_to_blobs(
+                f"{tag_dir}/index",
+                lambda digest, _: f"tag history names {digest}, which has no blob",
+            )
 
     # uploads -----------------------------------------------------------------
     async def _list_uploads(self) -> list[_Upload]:

@@ -172,13 +172,3 @@ class GarbageCollector:
         except PathNotFoundError:
             return False
         return info.mod_time.astimezone(UTC) > self.cutoff
-
-
-async def collect_garbage(
-    driver: StorageDriver,
-    delete_untagged: bool = False,
-    grace: timedelta = timedelta(hours=1),
-    dry_run: bool = False,
-    now: datetime | None = None,
-) -> GcResult:
-    return await GarbageCollector(driver, delete_untagged, grace, dry_run, now).run()
