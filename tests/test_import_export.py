@@ -250,3 +250,17 @@ async def test_token_auth(store_dir: Path, tmp_path: Path) -> None:
 def test_bad_sources(tmp_path: Path, source: str, message: str) -> None:
     result = layerfs("import", "--retries", "1", source, str(tmp_path / "s"), "a/b:v1")
     assert result.returncode == 1 and message in result.stderr
+
+
+def test_local_locations_do_not_load_the_http_client() -> None:
+    """requests (about 0.1 s of start-up) loads only for docker:// locations."""
+    program = (
+        "import sys, layerfs.cli, layerfs.images as i\n"
+        "try:\n    i.open_source('oci:/nonexistent')\nexcept i.SourceError:\n    pass\n"
+        "i.open_destination('oci:/nonexistent', 'a/b:c')\n"
+        "assert 'requests' not in sys.modules, 'loaded for oci:'\n"
+        "i.open_source('docker://127.0.0.1:1/a/b:c')\n"
+        "assert 'requests' in sys.modules, 'docker:// did not load it'\n"
+    )
+    result = subprocess.run([str(Path(LAYERFS).parent / "python"), "-c", program], timeout=60)
+    assert result.returncode == 0

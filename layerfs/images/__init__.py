@@ -17,7 +17,6 @@ from .destinations import (
     RegistryDestination,
 )
 from .errors import RegistryHTTPError, TransientError
-from .registry_client import RegistryClient
 from .sources import ArchiveSource, ImageSource, OciLayoutSource, RegistrySource, SourceError
 
 __all__ = [
@@ -51,6 +50,8 @@ def _path_and_ref(text: str) -> tuple[str, str | None]:
 
 def open_source(text: str, credentials: tuple[str, str] | None = None) -> ImageSource:
     if text.startswith("docker://"):
+        from .registry_client import RegistryClient  # loads requests: only when needed
+
         host, repository, reference = split_registry_reference(text[len("docker://") :])
         return RegistrySource(RegistryClient(host, credentials), repository, reference)
     if text.startswith("oci:"):
@@ -72,6 +73,8 @@ def open_destination(
     """The destination and the tag the image gets there (``repo_tag``'s by default)."""
     default_tag = repo_tag.rpartition(":")[2]
     if text.startswith("docker://"):
+        from .registry_client import RegistryClient  # loads requests: only when needed
+
         host, repository, reference = split_registry_reference(text[len("docker://") :])
         tag = reference if ":" in text[len("docker://") :].partition("/")[2] else default_tag
         return RegistryDestination(RegistryClient(host, credentials), repository), tag

@@ -16,11 +16,14 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ..storage.digest import Digest
 from ..storage.manifests import Manifest, parse_manifest
-from .registry_client import RegistryClient
 from .sources import REF_NAME, SourceError
+
+if TYPE_CHECKING:  # requests loads only for docker:// locations
+    from .registry_client import RegistryClient
 
 OCI_LAYOUT = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
 

@@ -14,10 +14,13 @@ import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..storage.digest import Digest
 from ..storage.manifests import DOCKER_MANIFEST
-from .registry_client import RegistryClient
+
+if TYPE_CHECKING:  # requests loads only for docker:// locations
+    from .registry_client import RegistryClient
 
 CHUNK = 4 << 20  # large reads: fewer thread hops per byte
 REF_NAME = "org.opencontainers.image.ref.name"
