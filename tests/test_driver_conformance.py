@@ -146,6 +146,26 @@ async def test_many_small_writes_then_commit(driver: StorageDriver) -> None:
     assert await driver.get_content("/s/data") == bytes(expected)
 
 
+async def test_write_pieces_appends_them_in_order(driver: StorageDriver) -> None:
+    """Batches as the write-behind hands them down: more pieces than one writev takes,
+    pieces of every size (empty ones too) that straddle S3 part boundaries, a batch
+    below the gathering threshold, then plain writes after them."""
+    writer = await driver.writer("/p/data")
+    many = [chunk_of(i, 1 + i % 2000) for i in range(3000)]
+    straddling = [chunk_of(9000 + i, size) for i, size in enumerate([3 * MiB + 5, 0, 4 * MiB, 7])]
+    small = [b"a", b"", b"bc"]
+    expected = bytearray()
+    for batch in (many, straddling, small):
+        assert await writer.write_pieces(batch) == sum(map(len, batch))
+        expected += b"".join(batch)
+    await writer.write(b"tail")
+    expected += b"tail"
+    assert writer.size == len(expected)
+    await writer.commit()
+    await writer.close()
+    assert await driver.get_content("/p/data") == bytes(expected)
+
+
 async def test_move_overwrites_target(driver: StorageDriver) -> None:
     await driver.put_content("/src/f", b"source")
     await driver.put_content("/dst/f", b"old target content")

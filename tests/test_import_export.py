@@ -252,12 +252,12 @@ def test_bad_sources(tmp_path: Path, source: str, message: str) -> None:
     assert result.returncode == 1 and message in result.stderr
 
 
-def test_local_locations_do_not_load_the_http_client() -> None:
+def test_local_locations_do_not_load_the_http_client(tmp_path: Path) -> None:
     """requests (about 0.1 s of start-up) loads only for docker:// locations."""
     program = (
         "import sys, layerfs.cli, layerfs.images as i\n"
-        "try:\n    i.open_source('oci:/nonexistent')\nexcept i.SourceError:\n    pass\n"
-        "i.open_destination('oci:/nonexistent', 'a/b:c')\n"
+        f"try:\n    i.open_source('oci:{tmp_path}/in')\nexcept i.SourceError:\n    pass\n"
+        f"i.open_destination('oci:{tmp_path}/out', 'a/b:c')\n"
         "assert 'requests' not in sys.modules, 'loaded for oci:'\n"
         "i.open_source('docker://127.0.0.1:1/a/b:c')\n"
         "assert 'requests' in sys.modules, 'docker:// did not load it'\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -118,6 +118,13 @@ class FileWriter(abc.ABC):
 
     @abc.abstractmethod
     async def write(self, data: bytes | bytearray | memoryview) -> int: ...
+
+    async def write_pieces(self, pieces: Sequence[bytes]) -> int:
+        """Append several buffers in order. Drivers that can store them without
+        joining them into one (writev, a part body read across them) override this."""
+        if len(pieces) == 1:
+            return await self.write(pieces[0])
+        return await self.write(await trio.to_thread.run_sync(b"".join, pieces))
 
     @abc.abstractmethod
     async def close(self) -> None: ...

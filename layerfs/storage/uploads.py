@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import trio
@@ -102,8 +102,13 @@ class Upload:
 
     async def write_at(self, offset: int | None, data: bytes | bytearray | memoryview) -> int:
         """Append ``data``, which must start exactly at the current end (``offset``)."""
+        return await self.write_pieces([bytes(data)], offset)
+
+    async def write_pieces(self, pieces: Sequence[bytes], offset: int | None = None) -> int:
+        """Append buffers in order as one write: one hash call and one driver call,
+        and the pieces are never joined into a copy."""
         self._check_usable()
-        data = bytes(data)
+        size = sum(map(len, pieces))
         async with self._lock:
             self._check_usable()
             if offset is not None and offset != self._size:
@@ -111,18 +116,18 @@ class Upload:
             hasher = await self._sync_hasher()
             writer = await self._open_writer()
             try:
-                if len(data) >= PARALLEL_HASH:
-                    await _hash_while_writing(hasher, writer, data)
+                if size >= PARALLEL_HASH:
+                    await _hash_while_writing(hasher, writer, pieces)
                 else:
-                    hasher.update(data)
-                    await writer.write(data)
+                    _hash_pieces(hasher, pieces)
+                    await writer.write_pieces(pieces)
             except BaseException:
                 # What reached the driver is unknown: trust only what storage says.
                 await self._drop_writer()
                 raise
-            self._size += len(data)
+            self._size += size
             self._data_exists = True
-        return len(data)
+        return size
 
     async def _open_writer(self) -> FileWriter:
         if self._writer is None:
@@ -335,12 +340,19 @@ class Upload:
             await self.driver.put_content(target, b"")  # nothing was ever written
 
 
-async def _hash_while_writing(hasher: ResumableSha256, writer: FileWriter, data: bytes) -> None:
+def _hash_pieces(hasher: ResumableSha256, pieces: Sequence[bytes]) -> None:
+    for piece in pieces:
+        hasher.update(piece)
+
+
+async def _hash_while_writing(
+    hasher: ResumableSha256, writer: FileWriter, pieces: Sequence[bytes]
+) -> None:
     """Hash in a worker thread while the driver writes; raise the writer's own error."""
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.to_thread.run_sync, hasher.update, data)
-            await writer.write(data)
+            nursery.start_soon(trio.to_thread.run_sync, _hash_pieces, hasher, pieces)
+            await writer.write_pieces(pieces)
     except BaseExceptionGroup as group:
         raise group.exceptions[0] from None
 

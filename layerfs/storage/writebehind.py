@@ -64,10 +64,9 @@ class WriteBehind:
 
     async def _consume(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
         """Store queued buffers in batches up to the next multiple of the driver's
-        ``write_batch``: one hash call and one write per batch costs far less than one
-        per 1 MiB FUSE request, and on S3 a batch that is a whole part (as they are
-        for an upload written from 0) is sent as it is, not copied into another
-        buffer."""
+        ``write_batch``: one hash call and one driver write per batch costs far less
+        than one per 1 MiB FUSE request, and the batch's buffers go down as they are
+        (a writev on disk, a part read across them on S3), never joined."""
         batch_size = self.upload.driver.write_batch
         async with receive:
             async for first in receive:
@@ -87,18 +86,12 @@ class WriteBehind:
     async def _store(self, batch: list[bytes], size: int) -> None:
         if self._error is None:
             try:
-                data = batch[0] if len(batch) == 1 else await _joined(batch)
-                await self.upload.write(data)
+                await self.upload.write_pieces(batch)
             except Exception as exc:
                 self._error = exc  # reported by the next write or flush
         self._queued -= size
         if self._queued == 0:
             self._idle.set()
-
-
-async def _joined(batch: list[bytes]) -> bytes:
-    """One buffer of a batch; copying megabytes belongs off the trio thread."""
-    return await trio.to_thread.run_sync(b"".join, batch)
 
 
 __all__ = ["DEFAULT_DEPTH", "WriteBehind"]
