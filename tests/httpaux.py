@@ -30,10 +30,18 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[_Server, int]:
 
 class Proxy:
     """Forwards to ``upstream`` (host:port). ``cut`` = (digest, bytes): the first
-    GET of that blob is dropped after that many bytes. ``rate`` slows blob bodies."""
+    GET of that blob is dropped after that many bytes. ``drop`` = text: the first PUT
+    whose path holds it is dropped after half its body, with no answer. ``rate`` slows
+    blob bodies."""
 
-    def __init__(self, upstream: str, cut: tuple[str, int] | None = None, rate: int = 0) -> None:
-        self.upstream, self.cut, self.rate = upstream, cut, rate
+    def __init__(
+        self,
+        upstream: str,
+        cut: tuple[str, int] | None = None,
+        rate: int = 0,
+        drop: str | None = None,
+    ) -> None:
+        self.upstream, self.cut, self.rate, self.drop = upstream, cut, rate, drop
         self.requests: list[tuple[str, str, str]] = []  # method, path, Range
         proxy = self
 
@@ -45,8 +53,13 @@ class Proxy:
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
                 proxy.requests.append((self.command, self.path, self.headers.get("Range", "")))
+                if proxy._take_drop(self.command, self.path):
+                    self.rfile.read(length // 2)
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                body = self.rfile.read(length) if length else None
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(self.command, self.path, body=body, headers=headers)
@@ -81,6 +94,12 @@ class Proxy:
             at, self.cut = self.cut[1], None
             return at
         return None
+
+    def _take_drop(self, method: str, path: str) -> bool:
+        if self.drop and method == "PUT" and self.drop in path:
+            self.drop = None
+            return True
+        return False
 
     def blob_gets(self, digest: str) -> list[str]:
         """The Range headers of every GET of a blob."""

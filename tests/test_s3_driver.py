@@ -20,14 +20,15 @@ from layerfs.drivers.s3 import (
 )
 
 from .conftest import S3_BUCKET
+from .httpaux import Proxy
 from .seaweed import SeaweedFS
 
 
-def make(seaweedfs: SeaweedFS, tmp_path: Path) -> S3Driver:
+def make(seaweedfs: SeaweedFS, tmp_path: Path, endpoint: str | None = None) -> S3Driver:
     return S3Driver(
         S3_BUCKET,
         f"s3t/{tmp_path.name}",
-        endpoint=seaweedfs.endpoint,
+        endpoint=endpoint or seaweedfs.endpoint,
         access_key="any",
         secret_key="any",
         part_size=MIN_PART,
@@ -149,6 +150,28 @@ def test_part_body_reads_across_pieces_and_rewinds() -> None:
     assert body.seek(-4, 2) == len(whole) - 4 and bytes(body.read()) == whole[-4:]
     assert body.seek(2, 0) == 2 and body.seek(3, 1) == 5 and bytes(body.read(100)) == b"gh"
     assert len(PartBody([])) == 0 and PartBody([]).read(10) == b""
+
+
+async def test_a_part_cut_off_in_transit_is_sent_again_whole(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """botocore retries a part whose connection dropped halfway: it rewinds the part's
+    body, signs it again and sends it whole (a body that could not rewind would be
+    refused for its checksum, or would store the wrong bytes)."""
+    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"), drop="&partNumber=2")
+    try:
+        driver = make(seaweedfs, tmp_path, endpoint=f"http://{proxy.host}")
+        pieces = [hashlib.sha256(bytes([i])).digest() * (MIN_PART // 32 // 4) for i in range(10)]
+        writer = await driver.writer("/cut/data")
+        await writer.write_pieces(pieces[:5])
+        await writer.write_pieces(pieces[5:])
+        await writer.commit()
+        await writer.close()
+        assert await driver.get_content("/cut/data") == b"".join(pieces)
+        part_puts = [p for m, p, _ in proxy.requests if m == "PUT" and p.endswith("&partNumber=2")]
+        assert len(part_puts) == 2  # dropped once, then sent again
+    finally:
+        proxy.stop()
 
 
 def test_small_objects_stay_within_their_budget() -> None:
