@@ -77,6 +77,10 @@ def mount(
     if config is not None:
         if len(args) != 1:
             raise click.UsageError("with --config, give only the MOUNTPOINT")
+        if mount_options.s3:
+            raise click.UsageError(
+                f"{', '.join(sorted(mount_options.s3))}: with --config, the file names the store"
+            )
         try:
             configured = store_from_config(config)
         except ConfigError as exc:
@@ -90,7 +94,10 @@ def mount(
             raise click.UsageError("give at most STORE and MOUNTPOINT")
         store = args[0] if args else DEFAULT_STORE
         mountpoint = args[1] if len(args) > 1 else DEFAULT_MOUNTPOINT
-        driver = driver_from_url(store)
+        try:
+            driver = driver_from_url(store, mount_options.s3)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     os.makedirs(mountpoint, exist_ok=True)
     if is_mounted(mountpoint):
         raise click.ClickException(f"{mountpoint} is already mounted")

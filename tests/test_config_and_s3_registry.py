@@ -7,13 +7,14 @@ import errno
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from .conftest import S3_BUCKET
 from .images import make_image, write_oci_layout
-from .mounts import Mount
+from .mounts import LAYERFS, Mount
 from .registry import DockerRegistry, skopeo_pull, skopeo_push
 from .seaweed import SeaweedFS
 from .test_mount import REPO, errno_of, push_image_through_mount, sh
@@ -94,3 +95,51 @@ def test_upload_started_on_one_mount_finished_on_another(
     finally:
         second.stop()
         first.stop()
+
+
+def test_s3_mount_configured_by_its_options_alone(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    """Endpoint, region, a named profile's credentials and the part size from -o, with
+    no AWS variables in the environment: the parts the cp leaves pending are 6 MiB."""
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[layerfs-test]\naws_access_key_id = k\naws_secret_access_key = s\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(credentials), "AWS_CONFIG_FILE": "/nonexistent"}
+    options = f"endpoint={seaweedfs.endpoint},region=us-east-1,profile=layerfs-test,part_size=6M"
+    root = f"opts-{tmp_path.name}"
+    mount = Mount(f"s3://{S3_BUCKET}/{root}", tmp_path / "mnt", tmp_path / "log", "-o", options)
+    mount.env = env
+    mount.start()
+    data = os.urandom(13 << 20)
+    (tmp_path / "blob").write_bytes(data)
+    try:
+        repo = mount.mountpoint / REPO
+        repo.mkdir(parents=True)
+        sh(f"cp {tmp_path}/blob _uploads/big", repo)
+        client = seaweedfs.client()
+        pending = client.list_multipart_uploads(Bucket=S3_BUCKET, Prefix=root + "/")["Uploads"]
+        assert len(pending) == 1 and pending[0]["Key"].endswith("/data")
+        parts = client.list_parts(
+            Bucket=S3_BUCKET, Key=pending[0]["Key"], UploadId=pending[0]["UploadId"]
+        )["Parts"]
+        assert [p["Size"] for p in parts] == [6 << 20, 6 << 20, 1 << 20]
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        sh(f"mv _uploads/big _uploads/{digest}", repo)
+        assert (repo / "_layers/sha256" / digest[7:] / "link").read_text() == digest
+    finally:
+        mount.stop()
+
+
+@pytest.mark.parametrize(
+    "store, options, message",
+    [
+        ("s3://b/r", "profile=no-such-profile", "no-such-profile"),
+        ("s3://b/r", "part_size=1M", "below S3's minimum"),
+        ("{tmp}/store", "region=us-east-1", "only for s3:// stores"),
+    ],
+)
+def test_s3_mount_options_refused(tmp_path: Path, store: str, options: str, message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+    args = [LAYERFS, "mount", "-f", "-o", options, store.format(tmp=tmp_path), str(tmp_path / "m")]
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2 and message in result.stderr

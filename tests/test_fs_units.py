@@ -11,6 +11,7 @@ import pytest
 from layerfs.drivers import BackendUnavailableError, PathNotFoundError
 from layerfs.fs.errors import Refusal, fuse_handler
 from layerfs.fs.inodes import InodeTable
+from layerfs.fs.mount import MountError, parse_options, parse_size
 from layerfs.fs.view import Kind, classify
 from layerfs.storage import Digest
 from layerfs.storage import errors as se
@@ -85,3 +86,30 @@ def test_inodes_live_until_forget() -> None:
     table.forget(ino, 1)
     with pytest.raises(Refusal):
         table.path(ino)
+
+
+def test_mount_options_for_an_s3_store() -> None:
+    parsed = parse_options(
+        "ro,endpoint=http://127.0.0.1:8333,region=eu-west-1,profile=ops,part_size=16M"
+    )
+    assert parsed.read_only and "ro" in parsed.fuse
+    assert parsed.s3 == {
+        "endpoint": "http://127.0.0.1:8333",
+        "region": "eu-west-1",
+        "profile": "ops",
+        "part_size": 16 << 20,
+    }
+    assert parse_options("allow_other").s3 == {}
+
+
+@pytest.mark.parametrize(
+    "text, size", [("6291456", 6 << 20), ("6M", 6 << 20), ("6MiB", 6 << 20), ("2g", 2 << 30)]
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("option", ["part_size=big", "part_size=5T", "part_size=-5M", "region="])
+def test_bad_s3_mount_options_are_refused(option: str) -> None:
+    with pytest.raises(MountError, match="mount option"):
+        parse_options(option)

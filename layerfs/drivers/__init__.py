@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import (
     BackendUnavailableError,
     FileInfo,
@@ -36,16 +38,19 @@ __all__ = [
 ]
 
 
-def driver_from_url(store: str) -> StorageDriver:
-    """``memory://``, ``s3://BUCKET[/ROOTDIRECTORY]`` (endpoint, region and
-    credentials from the standard AWS environment and files) or a local directory."""
+def driver_from_url(store: str, s3: dict[str, Any] | None = None) -> StorageDriver:
+    """``memory://``, ``s3://BUCKET[/ROOTDIRECTORY]`` or a local directory. An S3
+    store takes ``s3``'s endpoint, region, profile and part_size, and the rest from
+    the standard AWS environment and files."""
+    if s3 and not store.startswith("s3://"):
+        raise ValueError(f"{', '.join(sorted(s3))}: only for s3:// stores, not {store!r}")
     if store == "memory://":
         return MemoryDriver()
     if store.startswith("s3://"):
         from .s3 import S3Driver
 
         bucket, _, root = store[len("s3://") :].partition("/")
-        return S3Driver(bucket, root)
+        return S3Driver(bucket, root, **(s3 or {}))
     if "://" in store:
         raise ValueError(f"unsupported store {store!r}: give a directory, s3:// or memory://")
     return FilesystemDriver(store)

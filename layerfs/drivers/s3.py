@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import boto3
 import trio
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from .base import (
     BackendUnavailableError,
@@ -106,6 +106,7 @@ class S3Driver(StorageDriver):
         region: str | None = None,
         access_key: str | None = None,
         secret_key: str | None = None,
+        profile: str | None = None,
         part_size: int = DEFAULT_PART,
         connections: int = 16,
     ) -> None:
@@ -125,7 +126,11 @@ class S3Driver(StorageDriver):
             retries={"mode": "standard", "max_attempts": 5},
             s3={"addressing_style": "path"},
         )
-        self.client = boto3.session.Session().client(
+        try:
+            session = boto3.session.Session(profile_name=profile)
+        except ProfileNotFound as exc:
+            raise ValueError(f"{exc} (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE)") from None
+        self.client = session.client(
             "s3",
             endpoint_url=endpoint,
             region_name=region or "us-east-1",

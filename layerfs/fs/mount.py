@@ -6,8 +6,9 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pyfuse3
 import trio
@@ -25,6 +26,7 @@ IGNORED_OPTIONS = {
 }  # fmt: skip
 FUSE_FLAGS = {"allow_other", "allow_root", "default_permissions", "auto_unmount"}
 FUSE_VALUES = ("fsname=", "subtype=", "max_read=")
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 class MountError(Exception):
@@ -36,17 +38,38 @@ class MountOptions:
     fuse: set[str]
     read_only: bool = False
     purge_uploads: timedelta | None = None  # delete uploads older than this, periodically
+    # an s3:// store's endpoint, region, profile (credentials) and part_size, as the
+    # S3 driver's keyword arguments; unset ones come from the AWS environment and files
+    s3: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``16777216``, ``16M``, ``16MiB`` or ``16m`` (binary units)."""
+    number = text.rstrip("BbIi")
+    digits = number.rstrip("KkMmGg")
+    unit = number[len(digits) :].lower()
+    if not digits.isdigit() or unit not in SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (bytes, or a number with K, M or G)")
+    return int(digits) * SIZE_UNITS[unit]
+
+
+S3_OPTIONS = {"endpoint": str, "region": str, "profile": str, "part_size": parse_size}
 
 
 def parse_options(spec: str) -> MountOptions:
-    """mount(8)-style ``a,b=c``: FUSE options, ``ro`` and ``purge_uploads=168h``."""
+    """mount(8)-style ``a,b=c``: FUSE options, ``ro``, ``purge_uploads=168h`` and an
+    s3:// store's ``endpoint=``, ``region=``, ``profile=`` and ``part_size=``."""
     parsed = MountOptions(set(pyfuse3.default_options))
     for option in filter(None, (o.strip() for o in spec.split(","))):
+        key, _, value = option.partition("=")
         if option == "ro":
             parsed.read_only = True
-        elif option.startswith("purge_uploads="):
+        elif key == "purge_uploads" or (key in S3_OPTIONS and value):
             try:
-                parsed.purge_uploads = parse_duration(option.split("=", 1)[1])
+                if key == "purge_uploads":
+                    parsed.purge_uploads = parse_duration(value)
+                else:
+                    parsed.s3[key] = S3_OPTIONS[key](value)
             except ValueError as exc:
                 raise MountError(f"mount option {option!r}: {exc}") from None
         elif option in IGNORED_OPTIONS:
