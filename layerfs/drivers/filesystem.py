@@ -276,16 +276,7 @@ class _FileWriter(FileWriter):
             raise WriterClosedError(f"writer for {self._full} is {self._state}")
 
     async def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._check_open()
-        n = len(data)
-        async with self._lock:
-            if not self._buffer and n >= WRITE_BUFFER:
-                await self._write_out(bytes(data))
-            else:
-                self._buffer += data
-                if len(self._buffer) >= WRITE_BUFFER:
-                    await self._flush()
-        return n
+        return await self.write_pieces([data if isinstance(data, bytes) else bytes(data)])
 
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
         self._check_open()
