@@ -31,8 +31,9 @@ def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[_Server, int]:
 class Proxy:
     """Forwards to ``upstream`` (host:port). ``cut`` = (digest, bytes): the first
     GET of that blob is dropped after that many bytes. ``drop`` = text: the first PUT
-    whose path holds it is dropped after half its body, with no answer. ``rate`` slows
-    blob bodies."""
+    whose path holds it is dropped after half its body, with no answer. ``fail`` =
+    (text, status, S3 error code, times): that many requests whose path holds the text
+    are answered with that error, as an S3 server does. ``rate`` slows blob bodies."""
 
     def __init__(
         self,
@@ -40,8 +41,10 @@ class Proxy:
         cut: tuple[str, int] | None = None,
         rate: int = 0,
         drop: str | None = None,
+        fail: tuple[str, int, str, int] | None = None,
     ) -> None:
         self.upstream, self.cut, self.rate, self.drop = upstream, cut, rate, drop
+        self.fail = fail
         self.requests: list[tuple[str, str, str]] = []  # method, path, Range
         proxy = self
 
@@ -58,6 +61,16 @@ class Proxy:
                     self.rfile.read(length // 2)
                     self.close_connection = True
                     self.connection.shutdown(2)
+                    return
+                if failure := proxy._take_fail(self.path):
+                    self.rfile.read(length)
+                    status, code = failure
+                    error = f"<Error><Code>{code}</Code><Message>injected</Message></Error>"
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(error)))
+                    self.end_headers()
+                    self.wfile.write(error.encode())
                     return
                 body = self.rfile.read(length) if length else None
                 conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
@@ -93,6 +106,13 @@ class Proxy:
         if self.cut and method == "GET" and path.endswith("/blobs/" + self.cut[0]):
             at, self.cut = self.cut[1], None
             return at
+        return None
+
+    def _take_fail(self, path: str) -> tuple[int, str] | None:
+        if self.fail and self.fail[0] in path and self.fail[3] > 0:
+            text, status, code, times = self.fail
+            self.fail = (text, status, code, times - 1)
+            return status, code
         return None
 
     def _take_drop(self, method: str, path: str) -> bool:

@@ -174,6 +174,32 @@ async def test_a_part_cut_off_in_transit_is_sent_again_whole(
         proxy.stop()
 
 
+@pytest.mark.parametrize(
+    "status, code", [(503, "SlowDown"), (500, "InternalError"), (502, "BadGateway")]
+)
+async def test_throttling_and_server_errors_are_retried(
+    seaweedfs: SeaweedFS, tmp_path: Path, status: int, code: str
+) -> None:
+    """Two refusals in a row of every request to one directory (small puts, parts,
+    the completion, reads): each is retried with backoff and the data arrives whole."""
+    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"), fail=("/busy/", status, code, 2))
+    try:
+        driver = make(seaweedfs, tmp_path, endpoint=f"http://{proxy.host}")
+        await driver.put_content("/busy/small", b"link")
+        big = hashlib.sha256(b"big").digest() * (3 * MIN_PART // 32)
+        writer = await driver.writer("/busy/big")
+        await writer.write(big)
+        await writer.commit()
+        await writer.close()
+        proxy.fail = ("/busy/", status, code, 2)
+        assert await driver.get_content("/busy/small") == b"link"
+        proxy.fail = ("/busy/", status, code, 2)
+        assert await driver.get_content("/busy/big") == big
+        assert sum("/busy/small" in p for m, p, _ in proxy.requests if m == "PUT") == 3
+    finally:
+        proxy.stop()
+
+
 def test_small_objects_stay_within_their_budget() -> None:
     known = _SmallObjects()
     piece = b"s" * SMALL_OBJECT
