@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import trio
 
 from layerfs.drivers import PathNotFoundError
 from layerfs.drivers.s3 import (
@@ -196,6 +197,39 @@ async def test_throttling_and_server_errors_are_retried(
         proxy.fail = ("/busy/", status, code, 2)
         assert await driver.get_content("/busy/big") == big
         assert sum("/busy/small" in p for m, p, _ in proxy.requests if m == "PUT") == 3
+    finally:
+        proxy.stop()
+
+
+async def test_list_follows_every_page_and_delete_goes_in_batches(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """1,100 files and 30 directories in one directory: more than one page of a
+    listing and more than one DeleteObjects batch; a sibling whose name extends the
+    deleted one stays."""
+    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"))
+    try:
+        driver = make(seaweedfs, tmp_path, endpoint=f"http://{proxy.host}")
+        names = [f"/many/f{i:04}" for i in range(1100)] + [f"/many/d{i}/x" for i in range(30)]
+        limit = trio.CapacityLimiter(16)
+
+        async def put(name: str) -> None:
+            async with limit:
+                await driver.put_content(name, b"x")
+
+        async with trio.open_nursery() as nursery:
+            for name in [*names, "/manyother/keep"]:
+                nursery.start_soon(put, name)
+        listed = await driver.list("/many")
+        assert sorted(listed) == sorted(n.removesuffix("/x") for n in names)
+        pages = [p for m, p, _ in proxy.requests if m == "GET" and "continuation-token" in p]
+        assert pages  # the listing went past its first page
+        await driver.delete("/many")
+        batches = [p for m, p, _ in proxy.requests if m == "POST" and "delete" in p]
+        assert len(batches) >= 2
+        assert await driver.list("/") == ["/manyother"]
+        with pytest.raises(PathNotFoundError):
+            await driver.list("/many")
     finally:
         proxy.stop()
 
