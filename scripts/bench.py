@@ -165,8 +165,10 @@ def push_over_http(registry: DockerRegistry, source: Path, digest: str) -> float
 
 def bench_s3(work: Path, source: Path, digest: str) -> dict[str, float]:
     """Each layerfs figure is taken next to the one it is compared with, since the
-    gateway slows down as it fills."""
-    gateway = SeaweedFS(work / "seaweed").start()
+    gateway slows down as it fills. Its volumes are large enough that none fills
+    during the run: when all of a bucket's volumes are full, SeaweedFS makes new ones
+    and every upload stalls for about a second, whichever client happens to be writing."""
+    gateway = SeaweedFS(work / "seaweed", volume_mib=4096, volumes=16).start()
     bucket = gateway.create_bucket("bench")
     client = gateway.client()
     out: dict[str, float] = {}

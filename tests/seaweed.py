@@ -32,8 +32,12 @@ def free_port_pair() -> int:
 
 
 class SeaweedFS:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, volume_mib: int = 256, volumes: int = 0) -> None:
+        """``volume_mib`` and ``volumes`` (0: as many as the free disk holds) size the
+        volume server: when every volume of a bucket is full, uploads wait for new ones."""
         self.workdir = workdir
+        self.volume_mib = volume_mib
+        self.volumes = volumes
         self.s3_port = free_port_pair()
         self.ports = [free_port_pair() for _ in range(3)]  # master, volume, filer
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
@@ -47,8 +51,8 @@ class SeaweedFS:
             weed, "server", f"-dir={data}", "-s3", f"-s3.port={self.s3_port}",
             f"-master.port={self.ports[0]}", f"-volume.port={self.ports[1]}",
             f"-filer.port={self.ports[2]}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-volume.max=0", "-master.volumeSizeLimitMB=256", "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
+            f"-volume.max={self.volumes}", f"-master.volumeSizeLimitMB={self.volume_mib}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
         self.log = open(self.workdir / "seaweed.log", "ab")  # noqa: SIM115
         deadline = time.monotonic() + 60
