@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,44 +164,31 @@ def push_over_http(registry: DockerRegistry, source: Path, digest: str) -> float
     return time.perf_counter() - start
 
 
-def bench_s3(work: Path, source: Path, digest: str) -> dict[str, float]:
-    """Each layerfs figure is taken next to the one it is compared with, since the
-    gateway slows down as it fills. Its volumes are large enough that none fills
-    during the run: when all of a bucket's volumes are full, SeaweedFS makes new ones
-    and every upload stalls for about a second, whichever client happens to be writing."""
-    gateway = SeaweedFS(work / "seaweed", volume_mib=4096, volumes=16).start()
+def bench_s3(work: Path, source: Path, digest: str, rounds: int = 3) -> dict[str, float]:
+    """Each upload is measured once per round, the clients taking turns, and the
+    medians of ``rounds`` rounds are compared: the gateway slows down as it fills, and
+    SeaweedFS on this disk now and then waits 0.3-1 s on a disk flush (its threads in
+    submit_bio_wait), which lands on whichever client is uploading. Its volumes are
+    large enough that none fills during the run (making new ones stalls uploads too)."""
+    gateway = SeaweedFS(work / "seaweed", volume_mib=8192, volumes=16).start()
     bucket = gateway.create_bucket("bench")
     client = gateway.client()
-    out: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
     try:
-        start = time.perf_counter()
-        client.upload_file(str(source), bucket, "boto3/blob")
-        out["boto3_up"] = time.perf_counter() - start
-        mount = Mount(
-            f"s3://{bucket}/layerfs", work / "s3mnt", work / "s3.log", env=gateway.aws_env()
-        ).start()
-        try:
-            repo = mount.mountpoint / "repositories/bench/app"
-            repo.mkdir(parents=True)
-            out["cp"] = timed(["cp", str(source), str(repo / "_uploads/blob")])
-            read_before = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
-            out["mv"] = timed(["mv", str(repo / "_uploads/blob"), str(repo / f"_uploads/{digest}")])
-            read_after = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
-            out["mv_read"] = read_after - read_before
-        finally:
-            mount.stop()
-        start = time.perf_counter()
-        client.copy_object(
-            Bucket=bucket, Key="boto3/copy", CopySource={"Bucket": bucket, "Key": "boto3/blob"}
-        )
-        out["copy"] = time.perf_counter() - start
+        for n in range(rounds):
+            for name, value in s3_round(work, gateway, bucket, source, digest, n).items():
+                samples.setdefault(name, []).append(value)
+        out = {name: statistics.median(values) for name, values in samples.items()}
+        out["mv_read"] = max(samples["mv_read"])
+        out.update({f"spread_{name}": max(v) / min(v) for name, v in samples.items() if min(v)})
+        out["rounds"] = rounds
 
         start = time.perf_counter()
-        client.download_file(bucket, "boto3/blob", str(work / "downloaded"))
+        client.download_file(bucket, "boto3/blob0", str(work / "downloaded"))
         out["boto3_down"] = time.perf_counter() - start
         (work / "downloaded").unlink()
         mount = Mount(
-            f"s3://{bucket}/layerfs", work / "s3mnt", work / "s3b.log", env=gateway.aws_env()
+            f"s3://{bucket}/layerfs0", work / "s3mnt", work / "s3b.log", env=gateway.aws_env()
         ).start()
         try:
             blob = mount.mountpoint / "blobs/sha256" / digest[7:9] / digest[7:] / "data"
@@ -208,14 +196,6 @@ def bench_s3(work: Path, source: Path, digest: str) -> dict[str, float]:
         finally:
             mount.stop()
 
-        out["s3fs"] = bench_s3fs(work, gateway, bucket, source)
-        registry = DockerRegistry(
-            work, gateway.registry_storage(bucket, "/registry", 10 << 20)
-        ).start()
-        try:
-            out["push"] = push_over_http(registry, source, digest)
-        finally:
-            registry.stop()
         clients = bench_clients(client, gateway.endpoint, bucket, source)
         out.update({f"clients_{k}": v for k, v in clients.items()})
     finally:
@@ -223,12 +203,52 @@ def bench_s3(work: Path, source: Path, digest: str) -> dict[str, float]:
     return out
 
 
-def bench_s3fs(work: Path, gateway: SeaweedFS, bucket: str, source: Path) -> float:
+def s3_round(
+    work: Path, gateway: SeaweedFS, bucket: str, source: Path, digest: str, n: int
+) -> dict[str, float]:
+    """Every upload compared, one after another: boto3's; layerfs's cp and finish, into
+    a store of its own so that the finish moves the blob again; one server-side copy of
+    boto3's object; s3fs-fuse's cp; docker-registry's push, into a store of its own too
+    (the registry skips the move of a blob it has already)."""
+    client = gateway.client()
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    client.upload_file(str(source), bucket, f"boto3/blob{n}")
+    out["boto3_up"] = time.perf_counter() - start
+    mount = Mount(
+        f"s3://{bucket}/layerfs{n}", work / "s3mnt", work / f"s3-{n}.log", env=gateway.aws_env()
+    ).start()
+    try:
+        repo = mount.mountpoint / "repositories/bench/app"
+        repo.mkdir(parents=True)
+        out["cp"] = timed(["cp", str(source), str(repo / "_uploads/blob")])
+        read_before = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
+        out["mv"] = timed(["mv", str(repo / "_uploads/blob"), str(repo / f"_uploads/{digest}")])
+        read_after = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
+        out["mv_read"] = read_after - read_before
+    finally:
+        mount.stop()
+    start = time.perf_counter()
+    client.copy_object(
+        Bucket=bucket, Key=f"boto3/copy{n}", CopySource={"Bucket": bucket, "Key": f"boto3/blob{n}"}
+    )
+    out["copy"] = time.perf_counter() - start
+    out["s3fs"] = bench_s3fs(work, gateway, bucket, source, n)
+    storage = gateway.registry_storage(bucket, f"/registry{n}", 10 << 20)
+    registry = DockerRegistry(work, storage).start()
+    try:
+        out["push"] = push_over_http(registry, source, digest)
+    finally:
+        registry.stop()
+    return out
+
+
+def bench_s3fs(work: Path, gateway: SeaweedFS, bucket: str, source: Path, n: int) -> float:
     passwd = work / "s3fs.passwd"
     passwd.write_text("any:any\n")
     passwd.chmod(0o600)
     mnt = work / "s3fs-mnt"
-    mnt.mkdir()
+    mnt.mkdir(exist_ok=True)
     subprocess.run(
         [
             "s3fs",
@@ -244,7 +264,7 @@ def bench_s3fs(work: Path, gateway: SeaweedFS, bucket: str, source: Path) -> flo
         check=True,
     )
     try:
-        return timed(["cp", str(source), str(mnt / "s3fs-blob")])
+        return timed(["cp", str(source), str(mnt / f"s3fs-blob{n}")])
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
 
@@ -290,6 +310,21 @@ def print_s3(s3: dict[str, float], mib: int) -> None:
     for name, ours, theirs, ratio, goal in rows:
         print(f"{name:45} {ours:8.2f}s {theirs:8.2f}s {ratio:7.2f}x  {goal}")
     print(f"{'bytes read from S3 during the finish':45} {s3['mv_read']:9.0f}  {'':>18}  0")
+    spreads = ", ".join(
+        f"{label} {s3['spread_' + key]:.2f}"
+        for key, label in (
+            ("cp", "layerfs cp"),
+            ("boto3_up", "boto3"),
+            ("s3fs", "s3fs"),
+            ("push", "registry"),
+            ("mv", "finish"),
+            ("copy", "copy"),
+        )  # fmt: skip
+    )
+    print(
+        f"(uploads, finish and copy: medians of {s3['rounds']:.0f} rounds taking turns; "
+        f"slowest/fastest round: {spreads})"
+    )
     print_clients({k[8:]: v for k, v in s3.items() if k.startswith("clients_")}, mib)
 
 
@@ -299,6 +334,7 @@ def main() -> None:
     parser.add_argument("--rss-gib", type=int, default=4)
     parser.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
     parser.add_argument("--no-s3", action="store_true", help="skip the S3 section")
+    parser.add_argument("--s3-rounds", type=int, default=3, help="alternating S3 rounds")
     parser.add_argument("--no-local", action="store_true", help="skip the local mount section")
     parser.add_argument("--no-images", action="store_true", help="skip import and fsck")
     parser.add_argument("--layers", type=int, default=8, help="layers of the import image")
@@ -316,7 +352,7 @@ def main() -> None:
         reg = bench_registry(work, source, digest)
         ref = bench_references(work, source)
         rss = bench_rss(work, args.rss_gib)
-        s3 = None if args.no_s3 else bench_s3(work, source, digest)
+        s3 = None if args.no_s3 else bench_s3(work, source, digest, args.s3_rounds)
         images = None if args.no_images else bench_images(work, args.layers, args.layer_mib)
     size = f"{args.size_mib} MiB"
     mib = args.size_mib
@@ -382,7 +418,7 @@ def run_other_sections(args: argparse.Namespace, work: Path) -> None:
     if not args.no_s3:
         source = work / "source"
         digest = make_file(source, args.size_mib)
-        print_s3(bench_s3(work, source, digest), args.size_mib)
+        print_s3(bench_s3(work, source, digest, args.s3_rounds), args.size_mib)
     if not args.no_images:
         print_images(bench_images(work, args.layers, args.layer_mib), args.layers, args.layer_mib)
 
