@@ -264,3 +264,30 @@ def test_local_locations_do_not_load_the_http_client(tmp_path: Path) -> None:
     )
     result = subprocess.run([str(Path(LAYERFS).parent / "python"), "-c", program], timeout=60)
     assert result.returncode == 0
+
+
+def test_the_command_imports_its_modules_with_the_collector_paused() -> None:
+    """Collections while trio and click are imported are wasted start-up work: the
+    ``layerfs`` entry point pauses the collector, then freezes what the import made
+    and turns collection back on."""
+    python = str(Path(LAYERFS).parent / "python")
+    counts = "sum(s['collections'] for s in gc.get_stats())"
+    plain = subprocess.run(
+        [python, "-c", f"import gc, layerfs.cli; print({counts})"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    program = (
+        "import gc, sys\n"
+        "sys.argv = ['layerfs', '--version']\n"
+        "from layerfs import launch\n"
+        "try:\n    launch.main()\nexcept SystemExit as exc:\n    assert exc.code == 0\n"
+        "assert 'layerfs.cli' in sys.modules and gc.isenabled()\n"
+        f"print({counts}, gc.get_freeze_count())\n"
+    )
+    launched = subprocess.run(
+        [python, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    collections, frozen = map(int, launched.stdout.split()[-2:])
+    # what runs after the import (click's --version) may collect a few times
+    assert collections < int(plain.stdout) / 3
+    assert frozen > 10_000
