@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_images import bench_images, print_images  # noqa: E402
-from scripts.bench_s3_clients import bench_clients, print_clients  # noqa: E402
+from scripts.bench_s3_clients import bench_clients, print_clients, timed_call  # noqa: E402
 from tests.mounts import Mount  # noqa: E402
 from tests.registry import DockerRegistry  # noqa: E402
 from tests.seaweed import SeaweedFS  # noqa: E402
@@ -183,9 +183,9 @@ def bench_s3(work: Path, source: Path, digest: str, rounds: int = 3) -> dict[str
         out.update({f"spread_{name}": max(v) / min(v) for name, v in samples.items() if min(v)})
         out["rounds"] = rounds
 
-        start = time.perf_counter()
-        client.download_file(bucket, "boto3/blob0", str(work / "downloaded"))
-        out["boto3_down"] = time.perf_counter() - start
+        out["boto3_down"] = timed_call(
+            lambda: client.download_file(bucket, "boto3/blob0", str(work / "downloaded"))
+        )
         (work / "downloaded").unlink()
         mount = Mount(
             f"s3://{bucket}/layerfs0", work / "s3mnt", work / "s3b.log", env=gateway.aws_env()
@@ -212,9 +212,7 @@ def s3_round(
     (the registry skips the move of a blob it has already)."""
     client = gateway.client()
     out: dict[str, float] = {}
-    start = time.perf_counter()
-    client.upload_file(str(source), bucket, f"boto3/blob{n}")
-    out["boto3_up"] = time.perf_counter() - start
+    out["boto3_up"] = timed_call(lambda: client.upload_file(str(source), bucket, f"boto3/blob{n}"))
     mount = Mount(
         f"s3://{bucket}/layerfs{n}", work / "s3mnt", work / f"s3-{n}.log", env=gateway.aws_env()
     ).start()
@@ -228,11 +226,10 @@ def s3_round(
         out["mv_read"] = read_after - read_before
     finally:
         mount.stop()
-    start = time.perf_counter()
-    client.copy_object(
-        Bucket=bucket, Key=f"boto3/copy{n}", CopySource={"Bucket": bucket, "Key": f"boto3/blob{n}"}
+    source_key = {"Bucket": bucket, "Key": f"boto3/blob{n}"}
+    out["copy"] = timed_call(
+        lambda: client.copy_object(Bucket=bucket, Key=f"boto3/copy{n}", CopySource=source_key)
     )
-    out["copy"] = time.perf_counter() - start
     out["s3fs"] = bench_s3fs(work, gateway, bucket, source, n)
     storage = gateway.registry_storage(bucket, f"/registry{n}", 10 << 20)
     registry = DockerRegistry(work, storage).start()

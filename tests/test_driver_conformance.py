@@ -149,13 +149,15 @@ async def test_many_small_writes_then_commit(driver: StorageDriver) -> None:
 async def test_write_pieces_appends_them_in_order(driver: StorageDriver) -> None:
     """Batches as the write-behind hands them down: more pieces than one writev takes,
     pieces of every size (empty ones too) that straddle S3 part boundaries, a batch
-    below the gathering threshold, then plain writes after them."""
+    below the gathering threshold, a large one after what was gathered, then plain
+    writes after them."""
     writer = await driver.writer("/p/data")
     many = [chunk_of(i, 1 + i % 2000) for i in range(3000)]
     straddling = [chunk_of(9000 + i, size) for i, size in enumerate([3 * MiB + 5, 0, 4 * MiB, 7])]
     small = [b"a", b"", b"bc"]
+    after_small = [chunk_of(9100, 2 * MiB), b"d"]
     expected = bytearray()
-    for batch in (many, straddling, small):
+    for batch in (many, straddling, small, after_small):
         assert await writer.write_pieces(batch) == sum(map(len, batch))
         expected += b"".join(batch)
     await writer.write(b"tail")

@@ -3,8 +3,11 @@ uploads. Runs against SeaweedFS."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -34,6 +37,18 @@ def make(seaweedfs: SeaweedFS, tmp_path: Path, endpoint: str | None = None) -> S
         secret_key="any",
         part_size=MIN_PART,
     )
+
+
+@contextlib.contextmanager
+def behind_proxy(
+    seaweedfs: SeaweedFS, tmp_path: Path, **faults: Any
+) -> Iterator[tuple[S3Driver, Proxy]]:
+    """A driver whose requests pass through a Proxy, which can drop or refuse them."""
+    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"), **faults)
+    try:
+        yield make(seaweedfs, tmp_path, endpoint=f"http://{proxy.host}"), proxy
+    finally:
+        proxy.stop()
 
 
 async def test_writer_is_a_multipart_upload(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
@@ -159,9 +174,7 @@ async def test_a_part_cut_off_in_transit_is_sent_again_whole(
     """botocore retries a part whose connection dropped halfway: it rewinds the part's
     body, signs it again and sends it whole (a body that could not rewind would be
     refused for its checksum, or would store the wrong bytes)."""
-    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"), drop="&partNumber=2")
-    try:
-        driver = make(seaweedfs, tmp_path, endpoint=f"http://{proxy.host}")
+    with behind_proxy(seaweedfs, tmp_path, drop="&partNumber=2") as (driver, proxy):
         pieces = [hashlib.sha256(bytes([i])).digest() * (MIN_PART // 32 // 4) for i in range(10)]
         writer = await driver.writer("/cut/data")
         await writer.write_pieces(pieces[:5])
@@ -171,8 +184,6 @@ async def test_a_part_cut_off_in_transit_is_sent_again_whole(
         assert await driver.get_content("/cut/data") == b"".join(pieces)
         part_puts = [p for m, p, _ in proxy.requests if m == "PUT" and p.endswith("&partNumber=2")]
         assert len(part_puts) == 2  # dropped once, then sent again
-    finally:
-        proxy.stop()
 
 
 @pytest.mark.parametrize(
@@ -183,9 +194,7 @@ async def test_throttling_and_server_errors_are_retried(
 ) -> None:
     """Two refusals in a row of every request to one directory (small puts, parts,
     the completion, reads): each is retried with backoff and the data arrives whole."""
-    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"), fail=("/busy/", status, code, 2))
-    try:
-        driver = make(seaweedfs, tmp_path, endpoint=f"http://{proxy.host}")
+    with behind_proxy(seaweedfs, tmp_path, fail=("/busy/", status, code, 2)) as (driver, proxy):
         await driver.put_content("/busy/small", b"link")
         big = hashlib.sha256(b"big").digest() * (3 * MIN_PART // 32)
         writer = await driver.writer("/busy/big")
@@ -197,8 +206,6 @@ async def test_throttling_and_server_errors_are_retried(
         proxy.fail = ("/busy/", status, code, 2)
         assert await driver.get_content("/busy/big") == big
         assert sum("/busy/small" in p for m, p, _ in proxy.requests if m == "PUT") == 3
-    finally:
-        proxy.stop()
 
 
 async def test_list_follows_every_page_and_delete_goes_in_batches(
@@ -207,9 +214,7 @@ async def test_list_follows_every_page_and_delete_goes_in_batches(
     """1,100 files and 30 directories in one directory: more than one page of a
     listing and more than one DeleteObjects batch; a sibling whose name extends the
     deleted one stays."""
-    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"))
-    try:
-        driver = make(seaweedfs, tmp_path, endpoint=f"http://{proxy.host}")
+    with behind_proxy(seaweedfs, tmp_path) as (driver, proxy):
         names = [f"/many/f{i:04}" for i in range(1100)] + [f"/many/d{i}/x" for i in range(30)]
         limit = trio.CapacityLimiter(16)
 
@@ -230,8 +235,6 @@ async def test_list_follows_every_page_and_delete_goes_in_batches(
         assert await driver.list("/") == ["/manyother"]
         with pytest.raises(PathNotFoundError):
             await driver.list("/many")
-    finally:
-        proxy.stop()
 
 
 def test_small_objects_stay_within_their_budget() -> None:

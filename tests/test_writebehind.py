@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import pytest
 import trio
@@ -39,11 +40,12 @@ class FailingWriter(FileWriter):
     def size(self) -> int:
         return self.inner.size
 
-    async def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self.budget[0] < len(data):
+    async def write_pieces(self, pieces: Sequence[bytes]) -> int:
+        size = sum(map(len, pieces))
+        if self.budget[0] < size:
             raise StorageDriverError("backend refused the write")
-        self.budget[0] -= len(data)
-        return await self.inner.write(data)
+        self.budget[0] -= size
+        return await self.inner.write_pieces(pieces)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -116,15 +116,14 @@ class FileWriter(abc.ABC):
     def size(self) -> int:
         """Bytes in the file so far, including those of earlier sessions."""
 
-    @abc.abstractmethod
-    async def write(self, data: bytes | bytearray | memoryview) -> int: ...
+    async def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data``: a batch of one piece."""
+        return await self.write_pieces([data if isinstance(data, bytes) else bytes(data)])
 
+    @abc.abstractmethod
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
-        """Append several buffers in order. Drivers that can store them without
-        joining them into one (writev, a part body read across them) override this."""
-        if len(pieces) == 1:
-            return await self.write(pieces[0])
-        return await self.write(await trio.to_thread.run_sync(b"".join, pieces))
+        """Append several buffers in order, without joining them into one (a writev,
+        a part body read across them). Writers may keep the pieces by reference."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

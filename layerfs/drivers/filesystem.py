@@ -275,28 +275,24 @@ class _FileWriter(FileWriter):
         if self._state != "open":
             raise WriterClosedError(f"writer for {self._full} is {self._state}")
 
-    async def write(self, data: bytes | bytearray | memoryview) -> int:
-        return await self.write_pieces([data if isinstance(data, bytes) else bytes(data)])
-
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
         self._check_open()
         n = sum(map(len, pieces))
         async with self._lock:
-            if not self._buffer and n >= WRITE_BUFFER:
-                await self._write_out(*pieces)
-            else:
-                for piece in pieces:
+            if len(self._buffer) + n < WRITE_BUFFER:
+                for piece in pieces:  # small: gathered, copied on the trio thread
                     self._buffer += piece
-                if len(self._buffer) >= WRITE_BUFFER:
-                    await self._flush()
+            else:  # what was gathered, then the pieces: one writev, nothing copied
+                gathered, self._buffer = self._buffer, bytearray()
+                await self._write_out(gathered, *pieces)
         return n
 
-    async def _write_out(self, *pieces: bytes) -> None:
+    async def _write_out(self, *pieces: bytes | bytearray) -> None:
         """One writev for all pieces (no joined copy), in a worker thread."""
         start, size = self._flushed, sum(map(len, pieces))
 
         def write_all() -> None:
-            views = [memoryview(piece) for piece in pieces]
+            views = [memoryview(piece) for piece in pieces if len(piece)]
             while views:
                 written = os.writev(self._fd, views[:_IOV_MAX])
                 while views and written >= len(views[0]):
@@ -311,8 +307,8 @@ class _FileWriter(FileWriter):
 
     async def _flush(self) -> None:
         if self._buffer:
-            data, self._buffer = bytes(self._buffer), bytearray()
-            await self._write_out(data)
+            gathered, self._buffer = self._buffer, bytearray()
+            await self._write_out(gathered)
 
     async def close(self) -> None:
         if self._state == "closed":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import trio
@@ -170,12 +171,14 @@ class _MemoryWriter(FileWriter):
         if self._cancelled:
             raise WriterClosedError(f"writer for {self._path} is cancelled")
 
-    async def write(self, data: bytes | bytearray | memoryview) -> int:
+    async def write_pieces(self, pieces: Sequence[bytes]) -> int:
         self._check_open()
         await trio.lowlevel.checkpoint()
-        self._driver._file(self._path).extend(data)
+        stored = self._driver._file(self._path)
+        for piece in pieces:
+            stored.extend(piece)
         self._driver._mtimes[self._path] = _now()
-        return len(data)
+        return sum(map(len, pieces))
 
     async def close(self) -> None:
         if self._closed:

@@ -608,9 +608,6 @@ class _MultipartWriter(FileWriter):
         elif size:
             self._hold(await d.get_content("/" + self.key[len(d.prefix) :]))
 
-    async def write(self, data: bytes | bytearray | memoryview) -> int:
-        return await self.write_pieces([data if isinstance(data, bytes) else bytes(data)])
-
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
         self._check_open()
         async with self._lock:
@@ -766,7 +763,7 @@ class PartBody(io.RawIOBase):
         """At most ``size`` bytes, never crossing a piece (a short read, as raw files
         give); ``b""`` at the end."""
         if size is None or size < 0:
-            rest = b"".join(self._pieces)[self._pos :]
+            rest = b"".join(self._pieces[self._index :])[self._offset :]
             self.seek(0, io.SEEK_END)
             return rest
         if self._index >= len(self._pieces) or size == 0:

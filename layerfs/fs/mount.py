@@ -64,8 +64,10 @@ def parse_options(spec: str) -> MountOptions:
         key, _, value = option.partition("=")
         if option == "ro":
             parsed.read_only = True
-        elif key == "purge_uploads" or (key in S3_OPTIONS and value):
+        elif key == "purge_uploads" or key in S3_OPTIONS:
             try:
+                if not value:
+                    raise ValueError("it needs a value")
                 if key == "purge_uploads":
                     parsed.purge_uploads = parse_duration(value)
                 else:

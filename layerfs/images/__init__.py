@@ -9,6 +9,7 @@ a bare directory is an OCI layout and a bare file a tarball.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from .destinations import (
     ArchiveDestination,
@@ -18,6 +19,9 @@ from .destinations import (
 )
 from .errors import RegistryHTTPError, TransientError
 from .sources import ArchiveSource, ImageSource, OciLayoutSource, RegistrySource, SourceError
+
+if TYPE_CHECKING:  # requests loads only for docker:// locations
+    from .registry_client import RegistryClient
 
 __all__ = [
     "ImageDestination",
@@ -48,12 +52,16 @@ def _path_and_ref(text: str) -> tuple[str, str | None]:
     return path, ref or None
 
 
+def _registry_client(host: str, credentials: tuple[str, str] | None) -> RegistryClient:
+    from .registry_client import RegistryClient  # loads requests: only when needed
+
+    return RegistryClient(host, credentials)
+
+
 def open_source(text: str, credentials: tuple[str, str] | None = None) -> ImageSource:
     if text.startswith("docker://"):
-        from .registry_client import RegistryClient  # loads requests: only when needed
-
         host, repository, reference = split_registry_reference(text[len("docker://") :])
-        return RegistrySource(RegistryClient(host, credentials), repository, reference)
+        return RegistrySource(_registry_client(host, credentials), repository, reference)
     if text.startswith("oci:"):
         return OciLayoutSource(*_path_and_ref(text[len("oci:") :]))
     if text.startswith("docker-archive:"):
@@ -73,11 +81,9 @@ def open_destination(
     """The destination and the tag the image gets there (``repo_tag``'s by default)."""
     default_tag = repo_tag.rpartition(":")[2]
     if text.startswith("docker://"):
-        from .registry_client import RegistryClient  # loads requests: only when needed
-
         host, repository, reference = split_registry_reference(text[len("docker://") :])
         tag = reference if ":" in text[len("docker://") :].partition("/")[2] else default_tag
-        return RegistryDestination(RegistryClient(host, credentials), repository), tag
+        return RegistryDestination(_registry_client(host, credentials), repository), tag
     if text.startswith("oci:"):
         path, tag = _path_and_ref(text[len("oci:") :])
         return OciLayoutDestination(path), tag or default_tag
