@@ -35,6 +35,14 @@ def _default_log_file(mountpoint: str) -> str:
     return str(base / f"{name}.log")
 
 
+def _open_store(store: str, s3: dict | None = None):  # type: ignore[no-untyped-def]
+    """The driver for a STORE argument; a store that cannot be opened is a usage error."""
+    try:
+        return driver_from_url(store, s3)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def _setup_logging(level: str, log_file: str | None) -> None:
     handler: logging.Handler
     if log_file:
@@ -94,10 +102,7 @@ def mount(
             raise click.UsageError("give at most STORE and MOUNTPOINT")
         store = args[0] if args else DEFAULT_STORE
         mountpoint = args[1] if len(args) > 1 else DEFAULT_MOUNTPOINT
-        try:
-            driver = driver_from_url(store, mount_options.s3)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
+        driver = _open_store(store, mount_options.s3)
     os.makedirs(mountpoint, exist_ok=True)
     if is_mounted(mountpoint):
         raise click.ClickException(f"{mountpoint} is already mounted")
@@ -227,7 +232,7 @@ def purge_uploads_command(store: str, older_than: str, dry_run: bool) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     _setup_logging("warning", None)
-    registry = Registry(driver_from_url(store))
+    registry = Registry(_open_store(store))
 
     async def purge() -> tuple[list, list]:
         doomed = await purge_uploads(registry, age, dry_run)
@@ -270,13 +275,14 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int) -> None:
 
     Exit status: 0 clean, 1 all findings repaired, 4 findings left, 8 check failed."""
     from .drivers import StorageDriverError
+    from .storage.fsck import REGISTRY_STATES
     from .storage.fsck import fsck as run_fsck
 
     _setup_logging("error", None)
     bar = _progress_bar(enabled=not as_json)
     try:
         report = trio.run(
-            run_fsck, driver_from_url(store), repair, workers, bar.update, _set_total(bar)
+            run_fsck, _open_store(store), repair, workers, bar.update, _set_total(bar)
         )
     except StorageDriverError as exc:
         bar.close()
@@ -291,6 +297,7 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int) -> None:
                 report.repositories, "manifests": report.manifests, "links": report.links,
                 "uploads": report.uploads,
             },
+            "registry_states": dict(report.registry_states),
             "findings": [f.as_dict() for f in report.findings],
         }  # fmt: skip
         click.echo(json.dumps(summary, indent=2))
@@ -298,7 +305,9 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int) -> None:
         for finding in report.findings:
             click.echo(f"{finding.kind}: {finding.path}: {finding.detail}")
             if finding.removed:
-                click.echo(f"  removed {finding.remove}")
+                click.echo(f"  {'completed' if finding.fix else 'removed'} {finding.remove}")
+        for state, count in sorted(report.registry_states.items()):
+            click.echo(f"normal: {count} {REGISTRY_STATES[state]}")
         click.echo(
             f"checked {report.blobs} blobs ({_human(report.blob_bytes)}), {report.repositories}"
             f" repositories, {report.manifests} manifests, {report.links} links,"
@@ -344,7 +353,7 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
         grace_period = parse_duration(grace)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    driver = driver_from_url(store)
+    driver = _open_store(store)
     mounts = writable_mounts_of(getattr(driver, "root", ""))
     if mounts and not force and not dry_run:
         raise click.ClickException(
@@ -353,13 +362,19 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
         )
     _setup_logging("warning", None)
     result = trio.run(GarbageCollector(driver, delete_untagged, grace_period, dry_run).run)
+    if not result.complete:
+        for what in result.unreadable:
+            click.echo(f"unreadable manifest {what}", err=True)
+        raise click.ClickException(
+            f"{'would delete' if dry_run else 'deleted'} nothing: {len(result.unreadable)}"
+            " manifests could not be read, so what they reference is unknown"
+            " (layerfs fsck tells more)"
+        )
     verb = "would delete" if dry_run else "deleted"
     for deletion in result.deleted:
         click.echo(f"{verb} {deletion}")
     for kept in result.kept_young:
         click.echo(f"kept {kept} (younger than {grace})")
-    for skipped in result.skipped:
-        click.echo(f"unreadable manifest {skipped}")
     kinds = [d.kind for d in result.deleted]
     click.echo(
         f"{len(result.marked)} blobs marked; {verb} {kinds.count('blob')} blobs,"
@@ -413,7 +428,7 @@ def import_command(
     validate_tag(tag)
     _setup_logging("warning", None)
     display = TransferDisplay()
-    registry = Registry(driver_from_url(store))  # a local store's directory is made here
+    registry = Registry(_open_store(store))  # a local store's directory is made here
 
     async def run() -> object:
         image = await trio.to_thread.run_sync(open_source, source, _credentials(creds))
@@ -445,7 +460,7 @@ def export_command(
     repository, tag = _repo_and_tag(reference)
     _setup_logging("warning", None)
     display = TransferDisplay()
-    registry = Registry(driver_from_url(store))
+    registry = Registry(_open_store(store))
 
     async def run() -> object:
         destination, dest_tag = await trio.to_thread.run_sync(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, StorageDriver
+from layerfs.drivers.s3 import S3Driver
 from layerfs.storage import Digest, Registry, ResumableSha256, paths
 from layerfs.storage.fsck import fsck
 
@@ -19,6 +20,7 @@ from .conftest import Store
 from .images import make_image, sha256, write_oci_layout
 from .mounts import LAYERFS
 from .registry import DockerRegistry, skopeo_pull, skopeo_push
+from .stores import S3Store
 
 
 def layerfs(store: Store, *args: str, tty: bool = False) -> subprocess.CompletedProcess[str]:
@@ -80,15 +82,23 @@ async def test_registry_made_store_damage_found_and_repaired(
     code, report = fsck_json(store)
     found = {(f["kind"], f["path"]) for f in report["findings"]}
     a_layer_link = paths.layer_link("app/a", a_layer.digest)
-    assert found == {
+    # on S3 the registry's open uploads are multipart uploads not yet completed: a
+    # check cannot read them without completing them, so it counts them instead
+    on_s3 = isinstance(store, S3Store)
+    unread = {("upload-bad-hashstate", state_path)} if on_s3 else set()
+    assert found | unread == {
         ("blob-corrupt", paths.blob_data(a_layer.digest)),
         ("link-dangling", a_layer_link),
         ("manifest-missing-blob", paths.manifest_revision_link("app/a", a_manifest)),
         ("tag-dangling", paths.tag_current_link("app/a", "v1")),
         ("link-invalid", paths.layer_link("app/b", bogus)),
-        ("link-dangling", paths.layer_link("app/b", dangling)),
         ("upload-no-startedat", paths.upload_dir("app/a", no_start)),
         ("upload-bad-hashstate", state_path),
+    }
+    # a layer link to an absent blob is what the registry's garbage-collect leaves
+    assert report["registry_states"] == {
+        "link-to-collected-blob": 1,
+        **({"write-in-progress": 2} if on_s3 else {}),
     }
     assert code == 4 and not report["clean"]
     assert not any(f["removed"] for f in report["findings"])
@@ -103,18 +113,22 @@ async def test_registry_made_store_damage_found_and_repaired(
         paths.manifest_revision_link("app/a", a_manifest).rsplit("/", 1)[0],
         paths.tag_dir("app/a", "v1"),
         paths.layer_link("app/b", bogus).rsplit("/", 1)[0],
-        paths.layer_link("app/b", dangling).rsplit("/", 1)[0],
         paths.upload_dir("app/a", no_start),
-        state_path,
+        *([] if on_s3 else [state_path]),
     }
-    assert "8 problems, 8 repaired" in repaired.stdout
+    assert f"{6 if on_s3 else 7} problems, {6 if on_s3 else 7} repaired" in repaired.stdout
+    assert await driver.exists(paths.layer_link("app/b", dangling))  # normal: kept
 
     code, report = fsck_json(store)
     assert (code, report["findings"]) == (0, [])
     # what was sound still serves: app/b pulls, and its upload resumes and finishes
     skopeo_pull(store_registry, "app/b:v1", tmp_path / "pulled")
     assert store_registry.get_manifest("app/a", "v1", "application/json").status == 404
-    assert await driver.get_content(paths.upload_data("app/b", bad_state))
+    data = paths.upload_data("app/b", bad_state)
+    if on_s3:  # still the registry's multipart upload: no check or repair completed it
+        assert [w.path for w in await driver.pending_writes(data)] == [data]
+    else:
+        assert await driver.get_content(data)
     await driver.aclose()
 
 
@@ -198,12 +212,17 @@ async def test_hash_states(driver: StorageDriver) -> None:
     await driver.put_content(garbage, b"short")
     totals: list[int] = []
     seen: list[int] = []
+    pending_before = await driver.pending_writes(paths.upload_data("a/b", upload.id))
     report = await fsck(driver, progress=seen.append, on_total=totals.append)
     assert {(f.kind, f.path) for f in report.findings} == {
         ("upload-bad-hashstate", beyond),
         ("upload-bad-hashstate", garbage),
     }
-    assert totals == [200_000] and sum(seen) == 200_000
+    # an S3 upload that was closed, not finished, is a multipart upload: its states
+    # are checked against their offsets and its size, its bytes are not read
+    hashed = 0 if isinstance(driver, S3Driver) else 200_000
+    assert totals == [hashed] and sum(seen) == hashed
+    assert await driver.pending_writes(paths.upload_data("a/b", upload.id)) == pending_before
 
 
 async def test_odd_entries_are_reported_and_kept() -> None:

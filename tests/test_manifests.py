@@ -146,7 +146,19 @@ async def test_index_needs_its_manifests(driver: StorageDriver, media_type: str)
         (b"not json at all", "not JSON"),
         (b"\xff\xfe", "not JSON"),
         (b"[1, 2]", "not a JSON object"),
-        (b'{"schemaVersion": 1, "name": "x", "fsLayers": []}', "schema1"),
+        (b'{"schemaVersion": 1, "name": "x", "history": []}', "fsLayers"),
+        (
+            json.dumps(
+                {"schemaVersion": 1, "fsLayers": [{"blobSum": "sha256:abc"}], "history": [{}]}
+            ).encode(),
+            "blobSum",
+        ),
+        (
+            json.dumps(
+                {"schemaVersion": 1, "fsLayers": [{"blobSum": str(Digest.of(b""))}], "history": []}
+            ).encode(),
+            "history",
+        ),
         (b'{"schemaVersion": 3}', "schemaVersion"),
         (json.dumps({"schemaVersion": 2, "mediaType": "text/plain"}).encode(), "media type"),
         (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode(), "config"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import (
+    BackendRequestError,
     BackendUnavailableError,
     FileInfo,
     FileWriter,
@@ -21,6 +22,7 @@ from .filesystem import FilesystemDriver
 from .memory import MemoryDriver
 
 __all__ = [
+    "BackendRequestError",
     "BackendUnavailableError",
     "FileInfo",
     "FileWriter",

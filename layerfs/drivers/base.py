@@ -53,6 +53,11 @@ class BackendUnavailableError(StorageDriverError):
     """The backend kept failing after retries (maps to EIO)."""
 
 
+class BackendRequestError(StorageDriverError):
+    """The backend refused a request (access denied, a bad request, no such bucket):
+    asking again will not help (maps to EIO, with the backend's reason logged)."""
+
+
 @dataclass(frozen=True)
 class FileInfo:
     path: str

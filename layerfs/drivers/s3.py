@@ -25,6 +25,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from .base import (
+    BackendRequestError,
     BackendUnavailableError,
     FileInfo,
     FileWriter,
@@ -33,6 +34,7 @@ from .base import (
     PendingWrite,
     Reader,
     StorageDriver,
+    StorageDriverError,
     WriterClosedError,
     check_path,
 )
@@ -86,12 +88,22 @@ class _SmallObjects:
             self._total -= len(found[1])
 
 
-def _not_modified(exc: ClientError) -> bool:
-    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 304
+class _NotModified(StorageDriverError):
+    """A conditional GET found the object unchanged (never leaves the driver)."""
 
 
-def _not_found(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in NOT_FOUND
+def _driver_error(exc: ClientError, key: str) -> StorageDriverError:
+    """The driver's own error for what S3 answered: botocore's never leave the driver
+    (the filesystem and memory drivers raise nothing else either)."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code = exc.response.get("Error", {}).get("Code", "")
+    if status == 304:
+        return _NotModified(key)
+    if code in NOT_FOUND:
+        return PathNotFoundError(key, "s3")
+    if status >= 500 or status == 429:
+        return BackendUnavailableError(f"s3: {exc}")
+    return BackendRequestError(f"s3: {exc}")
 
 
 class S3Driver(StorageDriver):
@@ -165,27 +177,25 @@ class S3Driver(StorageDriver):
         try:
             return await trio.to_thread.run_sync(run, limiter=self._threads)
         except ClientError as exc:
-            if _not_found(exc):
-                raise
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            if status >= 500 or status in (429, 503):
-                raise BackendUnavailableError(f"s3: {exc}") from exc
-            raise
+            raise _driver_error(exc, kwargs.get("Key", kwargs.get("Prefix", ""))) from exc
         except BotoCoreError as exc:
             raise BackendUnavailableError(f"s3: {exc}") from exc
 
     async def _head(self, key: str) -> dict | None:
         try:
             return await self.call(self.client.head_object, Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _not_found(exc):
-                return None
-            raise
+        except PathNotFoundError:
+            return None
 
     async def abort(self, key: str, upload_id: str) -> None:
-        await self.call(
-            self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
-        )
+        """Abort a multipart upload; one that is gone already (completed or aborted by
+        another client: NoSuchUpload) is what an abort wants."""
+        try:
+            await self.call(
+                self.client.abort_multipart_upload, Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+        except PathNotFoundError:
+            log.info("s3: multipart upload %s of %s was gone already", upload_id, key)
 
     async def pending_upload(self, key: str) -> str | None:
         """The newest multipart upload in progress on exactly ``key``."""
@@ -237,13 +247,13 @@ class S3Driver(StorageDriver):
         condition = {"IfNoneMatch": known[0]} if known else {}
         try:
             resp = await self.call(self.client.get_object, Bucket=self.bucket, Key=key, **condition)
-        except ClientError as exc:
-            if known and _not_modified(exc):
-                return known[1]
-            if _not_found(exc):
-                self._small.forget(key)
-                raise PathNotFoundError(path, self.name) from None
-            raise
+        except _NotModified:
+            if known is None:
+                raise BackendRequestError(f"s3: {key}: 304 to a GET without a condition") from None
+            return known[1]
+        except PathNotFoundError:
+            self._small.forget(key)
+            raise PathNotFoundError(path, self.name) from None
         data = await trio.to_thread.run_sync(resp["Body"].read, limiter=self._threads)
         self.bytes_read += len(data)
         self._small.remember(key, resp.get("ETag"), data)
@@ -299,7 +309,8 @@ class S3Driver(StorageDriver):
         """The pending upload that holds the key's bytes, with its parts, or None when
         the object does. An append completes the upload, starts another and adopts the
         object as its first part; a failure in between leaves an object and a newer
-        upload with fewer bytes, which is garbage and is aborted here.
+        upload with fewer bytes, which is garbage: the object holds the bytes, and a
+        writer taking over aborts the garbage.
 
         Parts go up several at once, so a writer killed mid-way can leave part n+1
         without part n: the file is the parts before the first gap. A writer taking the
@@ -312,6 +323,8 @@ class S3Driver(StorageDriver):
         parts = sorted(await self.parts(key, upload_id), key=lambda p: p["PartNumber"])
         head = await self._head(key)
         if head is not None and sum(p["Size"] for p in parts) < head["ContentLength"]:
+            if not take_over:
+                return None  # garbage the next writer aborts; a look changes nothing
             await self.abort(key, upload_id)
             return await self.current_upload(key, take_over)
         whole = next((i for i, p in enumerate(parts) if p["PartNumber"] != i + 1), len(parts))

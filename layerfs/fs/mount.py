@@ -14,7 +14,12 @@ import pyfuse3
 import trio
 
 from ..drivers import StorageDriver
-from ..storage.maintenance import parse_duration, purge_interrupted_copies, purge_uploads
+from ..storage.maintenance import (
+    complete_interrupted_finishes,
+    parse_duration,
+    purge_interrupted_copies,
+    purge_uploads,
+)
 from .operations import Operations
 
 log = logging.getLogger("layerfs.mount")
@@ -138,6 +143,8 @@ async def serve(
             on_ready()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_stop_on_signal)
+                if not read_only:
+                    nursery.start_soon(_complete_interrupted_finishes, ops)
                 if mount_options.purge_uploads is not None and not read_only:
                     nursery.start_soon(_purge_periodically, ops, mount_options.purge_uploads)
                 await pyfuse3.main()
@@ -147,6 +154,17 @@ async def serve(
             pyfuse3.close(unmount=True)
             await driver.aclose()
             log.info("unmounted %s", mountpoint)
+
+
+async def _complete_interrupted_finishes(ops: Operations) -> None:
+    """At start, finish what finishes cut short between move and link left undone."""
+    try:
+        done = await complete_interrupted_finishes(ops.registry, keep=ops.uploads.sessions)
+    except Exception:
+        log.exception("looking for finishes cut short failed; fsck --repair completes them")
+        return
+    for finish in done:
+        log.info("completed the finish of upload %s of %s", finish.upload_id, finish.repository)
 
 
 async def _purge_periodically(ops: Operations, older_than: timedelta) -> None:

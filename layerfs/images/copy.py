@@ -16,7 +16,13 @@ from collections.abc import Iterator
 
 import trio
 
-from ..storage import Digest, DigestMismatchError, Registry, parse_manifest
+from ..storage import (
+    Digest,
+    DigestMismatchError,
+    ManifestInvalidError,
+    Registry,
+    parse_manifest,
+)
 from ..storage.manifests import Manifest
 from .destinations import ImageDestination
 from .sources import CHUNK, ImageSource, SourceError, verified
@@ -25,6 +31,18 @@ from .transfer import TransferManager
 log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "import "
+
+
+def _copyable(payload: bytes, digest: Digest) -> Manifest:
+    """The parsed manifest, unless it is one no image copy can carry whole."""
+    manifest = parse_manifest(payload)
+    if manifest.is_schema1:
+        raise ManifestInvalidError(
+            f"manifest {digest} is Docker schema1 ({manifest.media_type}), which names no"
+            " config and no layer sizes: it is not copied (a registry serving the store"
+            " converts it: skopeo copy --format v2s2 docker://…)"
+        )
+    return manifest
 
 
 async def _each_reference(manifest: Manifest, blob, child) -> None:  # type: ignore[no-untyped-def]
@@ -56,7 +74,7 @@ class Importer:
         return top.digest
 
     async def _manifest(self, payload: bytes, digest: Digest) -> None:
-        await _each_reference(parse_manifest(payload), self._blob, self._child)
+        await _each_reference(_copyable(payload, digest), self._blob, self._child)
         stored = await self.repo.manifests.put(payload)
         if stored != digest:  # only when the source names manifests by another algorithm
             log.info("manifest %s stored as %s", digest, stored)
@@ -133,7 +151,7 @@ class Exporter:
 
     async def _manifest(self, payload: bytes, digest: Digest) -> Manifest:
         verified(payload, digest)
-        manifest = parse_manifest(payload)
+        manifest = _copyable(payload, digest)
         await _each_reference(manifest, self._blob, self._child)
         await trio.to_thread.run_sync(
             self.destination.put_manifest, payload, digest, manifest.media_type

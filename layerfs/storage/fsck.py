@@ -5,13 +5,20 @@ broken, the path whose removal repairs it. What is only odd (an unknown manifest
 type, a manifest whose blobs exist but are not linked into its repository) is
 reported and never removed. Blobs are checked first, so that links and manifests
 are judged against the blobs that survive a repair.
+
+What docker-registry itself leaves behind is no finding: it is counted in
+``Report.registry_states`` (``REGISTRY_STATES`` says what each count means). A
+check never changes the store: on S3, a file whose newest bytes are in a multipart
+upload not yet completed (an upload being written, a copy under way) is counted and
+not read, since reading it would complete it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -23,14 +30,22 @@ from .digest import ALGORITHMS, CANONICAL, Digest
 from .errors import InvalidDigestError, InvalidLinkError, ManifestInvalidError
 from .hashstate import HashStateError, ResumableSha256
 from .links import decode_link
-from .manifests import DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, Manifest, parse_manifest
+from .manifests import Manifest, parse_manifest
 from .registry import Registry
 from .uploads import UUID_RE, parse_started_at
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
-SCHEMA1_TYPES = (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED)  # carried, not checked
+Fix = Callable[[], Awaitable[None]]
+
+# Normal states of a store the registry writes, counted rather than reported.
+REGISTRY_STATES = {
+    "deleted-link": "link directories whose link an API DELETE removed",
+    "link-to-collected-blob": "layer links to blobs a garbage-collect deleted",
+    "old-tag-history": "tag history entries naming manifests no longer held",
+    "write-in-progress": "files being written on S3 (multipart uploads not completed)",
+}
 
 
 @dataclass
@@ -38,8 +53,9 @@ class Finding:
     kind: str
     path: str
     detail: str
-    remove: str | None = None  # what a repair deletes; None: reported only
+    remove: str | None = None  # what a repair deletes (or completes); None: reported only
     removed: bool = False
+    fix: Fix | None = field(default=None, repr=False)  # a repair that is more than a delete
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -60,6 +76,7 @@ class Report:
     manifests: int = 0
     links: int = 0
     uploads: int = 0
+    registry_states: Counter[str] = field(default_factory=Counter)
 
     @property
     def clean(self) -> bool:
@@ -83,6 +100,8 @@ class _Upload:
     id: str
     size: int
     states: dict[int, str]  # offset -> hash state path
+    has_data: bool
+    readable: bool  # False: its bytes are in an S3 multipart upload not yet completed
 
 
 class Fsck:
@@ -104,11 +123,15 @@ class Fsck:
         self.on_total = on_total or (lambda n: None)
         self.report = Report()
         self.good_blobs: set[Digest] = set()
+        self.corrupt_blobs: set[Digest] = set()
+        self.pending: set[str] = set()  # paths whose bytes are in a write not completed
+        self.held: set[tuple[str, Digest]] = set()  # (repository, manifest) with a revision link
 
     async def run(self) -> Report:
+        self.pending = {w.path for w in await self.driver.pending_writes(paths.ROOT)}
         blobs = await self._list_blobs()
         uploads = await self._list_uploads()
-        hashed = sum(u.size for u in uploads if u.states)
+        hashed = sum(u.size for u in uploads if u.states and u.readable)
         self.on_total(sum(b.size for b in blobs) + hashed)
         await self._check_blobs(blobs)
         for name in await self.registry.repositories():
@@ -121,14 +144,22 @@ class Fsck:
         return self.report
 
     # bookkeeping -----------------------------------------------------------
-    async def _found(self, kind: str, path: str, detail: str, remove: str | None = None) -> None:
-        finding = Finding(kind, path, detail, remove)
+    async def _found(
+        self, kind: str, path: str, detail: str, remove: str | None = None, fix: Fix | None = None
+    ) -> None:
+        finding = Finding(kind, path, detail, remove, fix=fix)
         self.report.findings.append(finding)
         log.warning("%s: %s (%s)", path, detail, kind)
         if self.repair and remove is not None:
-            await self.driver.delete_if_present(remove)
+            if fix is not None:
+                await fix()
+            else:
+                await self.driver.delete_if_present(remove)
             finding.removed = True
-            log.warning("removed %s", remove)
+            log.warning("repaired %s", remove)
+
+    def _normal(self, state: str) -> None:
+        self.report.registry_states[state] += 1
 
     async def _list(self, path: str) -> list[str]:
         return sorted(await self.driver.list_if_present(path))
@@ -158,6 +189,9 @@ class Fsck:
         if prefix.rsplit("/", 1)[1] != hexpart[:2]:
             await self._found("odd-entry", blob_dir, "blob directory under the wrong prefix")
             return None
+        if paths.blob_data(digest) in self.pending:
+            self._normal("write-in-progress")  # a copy under way, or cut short: no blob yet
+            return None
         try:
             info = await self.driver.stat(paths.blob_data(digest))
         except PathNotFoundError:
@@ -176,6 +210,7 @@ class Fsck:
             if actual == blob.digest.hex:
                 self.good_blobs.add(blob.digest)
                 return
+            self.corrupt_blobs.add(blob.digest)
             await self._found(
                 "blob-corrupt",
                 blob.path,
@@ -192,12 +227,13 @@ class Fsck:
 
     # repositories ------------------------------------------------------------
     async def _read_link(self, path: str, remove: str) -> Digest | None:
-        """The digest a link names, or None after reporting why it cannot be used."""
+        """The digest a link names; None when an API DELETE removed the link (counted)
+        or after reporting it as unreadable."""
         self.report.links += 1
         try:
             content = await self.driver.get_content(path)
         except PathNotFoundError:
-            await self._found("link-missing", path, "directory without its link file", remove)
+            self._normal("deleted-link")
             return None
         try:
             return decode_link(path, content)
@@ -218,44 +254,53 @@ class Fsck:
                 found.append((digest, entry))
         return found
 
+    async def _links(self, directory: str) -> list[tuple[Digest, str, Digest]]:
+        """(digest, link directory, target) of each usable link below
+        ``directory/<alg>/<hex>``. Reported: a sha256 link naming another digest, and
+        a link to a corrupt blob (a repair removes it with the blob)."""
+        found = []
+        for digest, entry in await self._link_dirs(directory):
+            target = await self._read_link(f"{entry}/link", entry)
+            if target is None:
+                continue
+            if digest.algorithm == CANONICAL and target != digest:
+                await self._found(
+                    "link-mismatch", f"{entry}/link", f"the link of {digest} names {target}", entry
+                )
+            elif target in self.corrupt_blobs:
+                await self._found(
+                    "link-dangling", f"{entry}/link", f"names corrupt blob {target}", entry
+                )
+            else:
+                found.append((digest, entry, target))
+        return found
+
     async def _check_repository(self, name: str) -> None:
         await self._check_layer_links(name)
         manifests = await self._check_revisions(name)
         await self._check_tags(name, manifests)
 
-    async def _links_to_blobs(
-        self, directory: str, missing: Callable[[Digest, Digest], str]
-    ) -> dict[Digest, str]:
-        """Read the link below each ``directory/<alg>/<hex>``; report those naming no
-        sound blob (``missing`` says how); returns the others' link directories."""
-        sound: dict[Digest, str] = {}
-        for digest, entry in await self._link_dirs(directory):
-            target = await self._read_link(f"{entry}/link", entry)
-            if target is None:
-                continue
-            if target not in self.good_blobs:
-                await self._found("link-dangling", f"{entry}/link", missing(digest, target), entry)
-                continue
-            sound[digest] = entry
-        return sound
-
     async def _check_layer_links(self, name: str) -> None:
-        await self._links_to_blobs(
-            paths.layers_dir(name),
-            lambda digest, target: f"links {digest} to missing blob {target}",
-        )
+        for _, _, target in await self._links(paths.layers_dir(name)):
+            if target not in self.good_blobs:
+                self._normal("link-to-collected-blob")  # the registry's gc leaves these
 
     async def _check_revisions(self, name: str) -> dict[Digest, str]:
         """Check every revision; returns the usable ones with their link directories."""
-        revisions = await self._links_to_blobs(
-            paths.manifest_revisions(name), lambda digest, _: f"manifest {digest} has no blob"
-        )
+        revisions: dict[Digest, str] = {}
         parsed: dict[Digest, Manifest] = {}
-        for digest, entry in list(revisions.items()):
-            manifest = await self._parse_revision(name, digest, entry)
+        for digest, entry, target in await self._links(paths.manifest_revisions(name)):
+            self.held.add((name, digest))
+            if target not in self.good_blobs:
+                await self._found(
+                    "link-dangling", f"{entry}/link", f"manifest {digest} has no blob", entry
+                )
+                continue
+            manifest = await self._parse_revision(name, target, entry)
             if manifest is None:
-                revisions.pop(digest)
-            elif isinstance(manifest, Manifest):
+                continue
+            revisions[digest] = entry
+            if isinstance(manifest, Manifest):
                 parsed[digest] = manifest
         for digest, manifest in parsed.items():
             self.report.manifests += 1
@@ -266,14 +311,13 @@ class Fsck:
     async def _parse_revision(
         self, name: str, digest: Digest, entry: str
     ) -> Manifest | bool | None:
-        """The parsed manifest; True for a kind we only carry (schema1, unknown types);
-        None when it was reported as broken."""
+        """The parsed manifest; True for a kind we only carry (an unknown type); None
+        when it was reported as broken."""
         payload = await self.driver.get_content(paths.blob_data(digest))
         try:
             return parse_manifest(payload)
         except ManifestInvalidError as exc:
-            doc = _json_object(payload)
-            if doc is None:
+            if _json_object(payload) is None:
                 await self._found(
                     "manifest-invalid",
                     paths.blob_data(digest),
@@ -281,8 +325,6 @@ class Fsck:
                     entry,
                 )
                 return None
-            if doc.get("schemaVersion") == 1 or doc.get("mediaType") in SCHEMA1_TYPES:
-                return True
             await self._found(
                 "manifest-unknown", paths.blob_data(digest), f"revision {digest} of {name}: {exc}"
             )
@@ -318,18 +360,26 @@ class Fsck:
 
     async def _check_tags(self, name: str, revisions: dict[Digest, str]) -> None:
         for tag_dir in await self._list(paths.tags_dir(name)):
-            current = await self._read_link(f"{tag_dir}/current/link", tag_dir)
-            if current is not None and current not in revisions:
-                await self._found(
-                    "tag-dangling",
-                    f"{tag_dir}/current/link",
-                    f"tag names {current}, which is no usable manifest of {name}",
-                    tag_dir,
-                )
-            await self._links_to_blobs(
-                f"{tag_dir}/index",
-                lambda digest, _: f"tag history names {digest}, which has no blob",
-            )
+            await self._check_current(name, tag_dir, revisions)
+            for digest, _, _ in await self._links(f"{tag_dir}/index"):
+                if (name, digest) not in self.held:
+                    self._normal("old-tag-history")  # a manifest deleted or collected since
+
+    async def _check_current(self, name: str, tag_dir: str, revisions: dict[Digest, str]) -> None:
+        """A tag the registry lists must name a manifest it can serve."""
+        path = f"{tag_dir}/current/link"
+        self.report.links += 1
+        try:
+            current = decode_link(path, await self.driver.get_content(path))
+        except PathNotFoundError:
+            detail = "tag without its current link: listed, but it serves nothing"
+            await self._found("tag-dangling", path, detail, tag_dir)
+        except InvalidLinkError as exc:
+            await self._found("link-invalid", path, str(exc), tag_dir)
+        else:
+            if current not in revisions:
+                detail = f"tag names {current}, which is no usable manifest of {name}"
+                await self._found("tag-dangling", path, detail, tag_dir)
 
     # uploads -----------------------------------------------------------------
     async def _list_uploads(self) -> list[_Upload]:
@@ -340,12 +390,16 @@ class Fsck:
                 if not UUID_RE.fullmatch(upload_id):
                     await self._found("odd-entry", entry, "not an upload directory")
                     continue
+                data = paths.upload_data(name, upload_id)
+                readable = data not in self.pending  # else reading would complete it
+                if not readable:
+                    self._normal("write-in-progress")
                 try:
-                    size = (await self.driver.stat(paths.upload_data(name, upload_id))).size
+                    size, has_data = (await self.driver.stat(data)).size, True
                 except PathNotFoundError:
-                    size = 0
+                    size, has_data = 0, False
                 states = await self._hash_states(name, upload_id)
-                found.append(_Upload(name, upload_id, size, states))
+                found.append(_Upload(name, upload_id, size, states, has_data, readable))
         return found
 
     async def _check_upload(self, limiter: trio.CapacityLimiter, upload: _Upload) -> None:
@@ -362,9 +416,32 @@ class Fsck:
         except (ValueError, UnicodeDecodeError):
             await self._found("upload-no-startedat", where, "startedat is not a time", where)
             return
-        if upload.states:
+        if not upload.has_data and await self._finish_interrupted(upload):
+            return
+        if upload.states and not upload.readable:
+            await self._check_states_unread(upload)
+        elif upload.states:
             async with limiter:
                 await self._check_states(upload)
+
+    async def _finish_interrupted(self, upload: _Upload) -> bool:
+        """Report (and with a repair, complete) a finish cut short between its move
+        into ``blobs/`` and its link."""
+        uploads = self.registry.repository(upload.repository).uploads
+        digest = await uploads.interrupted_finish(upload.id)
+        if digest is None:
+            return False
+
+        async def complete() -> None:
+            await uploads.complete_interrupted_finish(upload.id, digest)
+
+        where = paths.upload_dir(upload.repository, upload.id)
+        detail = (
+            f"a finish moved this upload into blob {digest} and stopped before linking it"
+            f" into {upload.repository}; a repair links it and removes the upload"
+        )
+        await self._found("upload-finish-interrupted", where, detail, where, complete)
+        return True
 
     async def _hash_states(self, name: str, upload_id: str) -> dict[int, str]:
         states = {}
@@ -404,13 +481,29 @@ class Fsck:
                 path,
             )
 
-    async def _compare_state(self, hasher: ResumableSha256, offset: int, path: str) -> None:
+    async def _check_states_unread(self, upload: _Upload) -> None:
+        """The states of data that cannot be read without changing the store (an S3
+        multipart upload not completed): each must parse, name its own offset and lie
+        within the data; whether it matches the bytes stays unknown."""
+        for offset, path in sorted(upload.states.items()):
+            if offset > upload.size:
+                detail = f"state for offset {offset} beyond the data ({upload.size})"
+                await self._found("upload-bad-hashstate", path, detail, path)
+            else:
+                await self._compare_state(None, offset, path)
+
+    async def _compare_state(self, hasher: ResumableSha256 | None, offset: int, path: str) -> None:
+        """A stored state against the hash of the first ``offset`` bytes (None: the
+        bytes are not known, so only the state's own offset is checked)."""
         try:
             stored = ResumableSha256.unmarshal(await self.driver.get_content(path))
         except (HashStateError, PathNotFoundError) as exc:
             await self._found("upload-bad-hashstate", path, f"unreadable state: {exc}", path)
             return
-        if stored.size != offset or stored.marshal() != hasher.marshal():
+        if stored.size != offset:
+            detail = f"state of {stored.size} bytes stored for offset {offset}"
+            await self._found("upload-bad-hashstate", path, detail, path)
+        elif hasher is not None and stored.marshal() != hasher.marshal():
             await self._found(
                 "upload-bad-hashstate",
                 path,

@@ -1,14 +1,25 @@
 """Mark and sweep: delete blobs no manifest references, as ``docker-registry
-garbage-collect`` does, with three differences on purpose:
+garbage-collect`` does, with these differences on purpose:
 
-- a grace period: blobs and untagged manifests younger than it are kept (and what
-  such a manifest references is marked), so a push in flight — blobs first, the
-  manifest last — never loses its blobs between the two;
+- an incomplete mark deletes nothing: if any manifest it finds (a revision, or an
+  index's child) cannot be read or understood, the collector lists what it could
+  not read and stops before the sweep (registry 2.8 stops too, for most of these);
+- a grace period: a blob is kept while its ``data`` or any link naming it (a layer
+  link or a manifest revision, in any repository) is younger than the grace, and an
+  untagged manifest while its revision link is. A push that reuses a stored blob
+  writes only a link, so the link's age is what tells a push in flight. Each blob is
+  looked at again just before it is deleted, so a push between mark and sweep keeps
+  what it linked;
 - with ``delete_untagged``, a manifest an index still references is kept and its
   own references are marked (registry 2.8 deletes an untagged multi-arch image's
   children and then their layers);
 - a repository's layer links to swept or missing blobs are removed with them, so
   no link is left pointing at nothing (registry 2.8 leaves them).
+
+As in the registry, a revision directory whose ``link`` was deleted (an API
+DELETE) is no manifest, and a revision is the manifest its link names. An index's
+children are read from their blobs, so an index whose children's revisions were
+deleted (registry 2.8's ``-m``) still keeps what they reference.
 
 Uploads are never touched here; ``purge-uploads`` clears them by age.
 """
@@ -16,17 +27,23 @@ Uploads are never touched here; ``purge-uploads`` clears them by age.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+import trio
 
 from ..drivers import PathNotFoundError, StorageDriver
 from . import paths
 from .digest import Digest
 from .errors import InvalidLinkError, RegistryError
 from .links import read_link
+from .manifests import parse_manifest
 from .registry import Registry
 
 log = logging.getLogger(__name__)
+
+STAT_CONCURRENCY = 16  # link stats in flight while a blob is checked again
 
 
 @dataclass(frozen=True)
@@ -45,7 +62,20 @@ class GcResult:
     marked: set[Digest] = field(default_factory=set)
     deleted: list[Deletion] = field(default_factory=list)
     kept_young: list[Deletion] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # revisions that could not be read
+    unreadable: list[str] = field(default_factory=list)  # a non-empty list: nothing deleted
+
+    @property
+    def complete(self) -> bool:
+        return not self.unreadable
+
+
+# Called with each blob just before the sweep looks at it again (tests widen the
+# window between mark and sweep with it).
+BeforeBlobCheck = Callable[[Digest], Awaitable[None]]
+
+
+async def _nothing(_: Digest) -> None:
+    return None
 
 
 class GarbageCollector:
@@ -56,6 +86,7 @@ class GarbageCollector:
         grace: timedelta = timedelta(hours=1),
         dry_run: bool = False,
         now: datetime | None = None,
+        before_blob_check: BeforeBlobCheck = _nothing,
     ) -> None:
         self.driver = driver
         self.registry = Registry(driver)
@@ -63,19 +94,25 @@ class GarbageCollector:
         self.delete_untagged = delete_untagged
         self.dry_run = dry_run
         self.cutoff = (now or datetime.now(UTC)) - grace
+        self.before_blob_check = before_blob_check
         self.result = GcResult()
         # (repository, manifest) pairs marked so far, kept indexes' children among them
         self.visited: set[tuple[str, Digest]] = set()
 
     async def run(self) -> GcResult:
         doomed_manifests: list[tuple[str, Digest]] = []
-        repositories = await self.registry.repositories()
-        for name in repositories:
+        for name in await self.registry.repositories():
             doomed_manifests += await self._mark_repository(name)
+        if not self.result.complete:
+            log.error(
+                "%d manifests could not be read; nothing deleted", len(self.result.unreadable)
+            )
+            return self.result
         for name, digest in doomed_manifests:
             if (name, digest) not in self.visited:  # else a kept index of its own needs it
                 await self._delete_manifest(name, digest)
-        swept = await self._sweep_blobs()
+        repositories = await self.registry.repositories()  # pushes may have made more
+        swept = await self._sweep_blobs(repositories)
         for name in repositories:
             await self._sweep_layer_links(name, swept)
         return self.result
@@ -84,10 +121,9 @@ class GarbageCollector:
     async def _mark_repository(self, name: str) -> list[tuple[str, Digest]]:
         """Mark what the repository's kept manifests reference; return the untagged
         manifests to delete (when asked to)."""
-        repo = self.registry.repository(name)
         tagged = await self._tagged(name) if self.delete_untagged else set()
         doomed = []
-        for digest in await repo.manifests.digests():
+        for digest in await self._revisions(name):
             link = paths.manifest_revision_link(name, digest)
             if self.delete_untagged and digest not in tagged:
                 if await self._younger_than_grace(link):
@@ -97,6 +133,21 @@ class GarbageCollector:
                     continue
             await self._mark_manifest(name, digest)
         return doomed
+
+    async def _revisions(self, name: str) -> list[Digest]:
+        """The manifests a repository holds: the targets of its revision links. A
+        directory whose link was deleted is no manifest; a link that cannot be read
+        is an unreadable manifest."""
+        found = []
+        for digest in await self.registry.repository(name).manifests.digests():
+            link = paths.manifest_revision_link(name, digest)
+            try:
+                found.append(await read_link(self.driver, link))
+            except PathNotFoundError:
+                continue  # deleted through the API: the registry's collector skips it too
+            except InvalidLinkError as exc:
+                self._unreadable(f"{name}@{digest}: {exc}")
+        return found
 
     async def _tagged(self, name: str) -> set[Digest]:
         tags = self.registry.repository(name).tags
@@ -116,15 +167,18 @@ class GarbageCollector:
         self.visited.add((name, digest))
         self.result.marked.add(digest)
         try:
-            manifest = await self.registry.repository(name).manifests.get_parsed(digest)
+            manifest = parse_manifest(await self.blobs.get(digest))
         except RegistryError as exc:
-            self.result.skipped.append(f"{name}@{digest}: {exc}")
-            log.warning("%s@%s unreadable, its references stay unmarked: %s", name, digest, exc)
+            self._unreadable(f"{name}@{digest}: {exc}")
             return
         for ref in manifest.blob_references():
             self.result.marked.add(ref.digest)
         for child in manifest.manifests:
             await self._mark_manifest(name, child.digest)
+
+    def _unreadable(self, what: str) -> None:
+        self.result.unreadable.append(what)
+        log.error("unreadable manifest %s", what)
 
     # sweep -----------------------------------------------------------------------
     async def _delete_manifest(self, name: str, digest: Digest) -> None:
@@ -138,12 +192,13 @@ class GarbageCollector:
         await self.driver.delete_if_present(revision)
         log.info("deleted manifest %s@%s", name, digest)
 
-    async def _sweep_blobs(self) -> set[Digest]:
+    async def _sweep_blobs(self, repositories: list[str]) -> set[Digest]:
         swept = set()
         for digest in await self.blobs.digests():
             if digest in self.result.marked:
                 continue
-            if await self._younger_than_grace(paths.blob_data(digest)):
+            await self.before_blob_check(digest)
+            if await self._blob_is_young(digest, repositories):
                 self.result.kept_young.append(Deletion("blob", digest))
                 continue
             swept.add(digest)
@@ -153,13 +208,33 @@ class GarbageCollector:
                 log.info("deleted blob %s", digest)
         return swept
 
+    async def _blob_is_young(self, digest: Digest, repositories: list[str]) -> bool:
+        """The blob's data or any layer link or revision naming it is younger than
+        the grace (looked at now, just before a delete)."""
+        places = [paths.blob_data(digest)]
+        for name in repositories:
+            places += [paths.layer_link(name, digest), paths.manifest_revision_link(name, digest)]
+        young = False
+        limiter = trio.CapacityLimiter(STAT_CONCURRENCY)
+
+        async def check(path: str) -> None:
+            nonlocal young
+            async with limiter:
+                if not young and await self._younger_than_grace(path):
+                    young = True
+
+        async with trio.open_nursery() as nursery:
+            for path in places:
+                nursery.start_soon(check, path)
+        return young
+
     async def _sweep_layer_links(self, name: str, swept: set[Digest]) -> None:
         for digest in await self.registry.repository(name).layers.digests():
             link = paths.layer_link(name, digest)
             try:
                 target = await read_link(self.driver, link)
             except (PathNotFoundError, InvalidLinkError):
-                continue  # unreadable: fsck's business, not a collector's
+                continue  # deleted through the API, or unreadable: fsck's business
             if target in swept or not await self.blobs.exists(target):
                 self.result.deleted.append(Deletion("layer-link", digest, name))
                 if not self.dry_run:

@@ -1,4 +1,5 @@
-"""Store upkeep that needs no mount: clearing abandoned uploads.
+"""Store upkeep that needs no mount: clearing abandoned uploads, and completing
+finishes cut short between their move into ``blobs/`` and their link.
 
 Uploads are deleted by the age their ``startedat`` gives (the registry's own rule);
 one without a readable ``startedat`` is dated by its newest file instead, and one with
@@ -20,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from ..drivers import PathNotFoundError, PendingWrite, StorageDriver
 from . import paths
+from .digest import Digest
 from .registry import Registry
 from .uploads import UUID_RE, parse_started_at
 
@@ -124,3 +126,29 @@ async def purge_interrupted_copies(
         await registry.driver.abort_write(pending)
         log.info("aborted an interrupted copy into %s, begun %s", pending.path, pending.started)
     return doomed
+
+
+@dataclass(frozen=True)
+class CompletedFinish:
+    repository: str
+    upload_id: str
+    blob: Digest
+
+
+async def complete_interrupted_finishes(
+    registry: Registry, keep: Container[str] = ()
+) -> list[CompletedFinish]:
+    """Link the blob of every upload whose finish stopped after its move (a kill or a
+    full disk), then remove the upload: what that finish had left to do. Uploads
+    whose ids are in ``keep`` (open in a mount) are left alone."""
+    done = []
+    for name in await registry.repositories():
+        uploads = registry.repository(name).uploads
+        for upload_id in await uploads.ids():
+            if upload_id in keep:
+                continue
+            blob = await uploads.interrupted_finish(upload_id)
+            if blob is not None:
+                await uploads.complete_interrupted_finish(upload_id, blob)
+                done.append(CompletedFinish(name, upload_id, blob))
+    return done

@@ -1,4 +1,15 @@
-"""Manifest documents: which kinds are accepted and what each one references."""
+"""Manifest documents: every kind a registry store holds, and what each references.
+
+A store that docker-registry 2.8 has written for years holds Docker schema1
+manifests (the registry stores them without their signatures, as
+``application/vnd.docker.distribution.manifest.v1+json``; older writers kept the
+signed ``+prettyjws`` form), Docker schema2 manifests and manifest lists, and OCI
+image manifests and indexes, artifacts among them (``artifactType``, ``subject``).
+What each references is what the registry's collector marks: schema1's
+``fsLayers[].blobSum``, a manifest's config and layers, an index's manifests. A
+``subject`` is not a reference: the registry keeps no subject alive for its
+referrers.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +26,8 @@ DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyj
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
+SCHEMA1_TYPES = {DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED}
+SCHEMA1_LAYER = "application/vnd.docker.container.image.rootfs.diff+x-gtar"
 MANIFEST_TYPES = {DOCKER_MANIFEST, OCI_MANIFEST}
 INDEX_TYPES = {DOCKER_MANIFEST_LIST, OCI_INDEX}
 # Layers a registry does not hold: they are fetched from their ``urls``.
@@ -30,7 +43,7 @@ FOREIGN_LAYER_TYPES = {
 class Descriptor:
     media_type: str
     digest: Digest
-    size: int
+    size: int | None  # None: schema1 names its layers without sizes
     urls: tuple[str, ...] = ()
 
     @property
@@ -44,10 +57,16 @@ class Manifest:
     config: Descriptor | None
     layers: tuple[Descriptor, ...]
     manifests: tuple[Descriptor, ...]  # the entries of an index or manifest list
+    subject: Descriptor | None = None  # the manifest an artifact refers to
+    artifact_type: str = ""
 
     @property
     def is_index(self) -> bool:
         return self.media_type in INDEX_TYPES
+
+    @property
+    def is_schema1(self) -> bool:
+        return self.media_type in SCHEMA1_TYPES
 
     def blob_references(self) -> list[Descriptor]:
         """Blobs the repository must hold (config and layers, foreign layers excepted)."""
@@ -80,8 +99,33 @@ def _descriptors(doc: dict, key: str) -> tuple[Descriptor, ...]:
     return tuple(_descriptor(item, f"{key}[{i}]") for i, item in enumerate(raw))
 
 
+def _schema1(doc: dict) -> Manifest:
+    """A Docker schema1 manifest: its layers are ``fsLayers[].blobSum``, often the
+    same empty layer many times (listed once here)."""
+    raw, history = doc.get("fsLayers"), doc.get("history")
+    if not isinstance(raw, list):
+        raise ManifestInvalidError("schema1 manifest has no 'fsLayers' list")
+    if not isinstance(history, list) or len(history) != len(raw):
+        raise ManifestInvalidError("schema1 manifest needs one 'history' entry per fsLayers entry")
+    layers: dict[Digest, Descriptor] = {}
+    for i, entry in enumerate(raw):
+        blob_sum = entry.get("blobSum") if isinstance(entry, dict) else None
+        try:
+            digest = Digest.parse(blob_sum)  # type: ignore[arg-type]
+        except InvalidDigestError as exc:
+            raise ManifestInvalidError(f"fsLayers[{i}].blobSum: {exc}") from None
+        layers.setdefault(digest, Descriptor(SCHEMA1_LAYER, digest, None))
+    signed = "signatures" in doc
+    media_type = DOCKER_SCHEMA1_SIGNED if signed else DOCKER_SCHEMA1
+    return Manifest(media_type, None, tuple(layers.values()), ())
+
+
+def _optional_descriptor(doc: dict, key: str) -> Descriptor | None:
+    return None if doc.get(key) is None else _descriptor(doc[key], key)
+
+
 def parse_manifest(payload: bytes) -> Manifest:
-    """Parse a Docker schema2 manifest or list, an OCI manifest or index."""
+    """Parse any manifest a registry store holds (see the module's docstring)."""
     try:
         doc = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -89,8 +133,8 @@ def parse_manifest(payload: bytes) -> Manifest:
     if not isinstance(doc, dict):
         raise ManifestInvalidError("manifest is not a JSON object")
     media_type = doc.get("mediaType")
-    if doc.get("schemaVersion") == 1 or media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
-        raise ManifestInvalidError("schema1 manifests are not supported")
+    if doc.get("schemaVersion") == 1:
+        return _schema1(doc)
     if doc.get("schemaVersion") != 2:
         raise ManifestInvalidError(
             f"unsupported schemaVersion {doc.get('schemaVersion')!r}; want 2"
@@ -100,10 +144,15 @@ def parse_manifest(payload: bytes) -> Manifest:
             media_type = OCI_INDEX
         elif "config" in doc:
             media_type = OCI_MANIFEST
+    artifact_type = doc.get("artifactType", "")
+    if not isinstance(artifact_type, str):
+        raise ManifestInvalidError("artifactType is not a string")
+    subject = _optional_descriptor(doc, "subject")
     if media_type in MANIFEST_TYPES:
-        return Manifest(
-            media_type, _descriptor(doc.get("config"), "config"), _descriptors(doc, "layers"), ()
-        )
+        config = _descriptor(doc.get("config"), "config")
+        layers = _descriptors(doc, "layers")
+        return Manifest(media_type, config, layers, (), subject, artifact_type)
     if media_type in INDEX_TYPES:
-        return Manifest(media_type, None, (), _descriptors(doc, "manifests"))
+        entries = _descriptors(doc, "manifests")
+        return Manifest(media_type, None, (), entries, subject, artifact_type)
     raise ManifestInvalidError(f"unsupported manifest media type {media_type!r}")

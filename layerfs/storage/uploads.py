@@ -22,6 +22,7 @@ from . import paths
 from .blobs import BlobInfo, BlobStore
 from .digest import CANONICAL, EMPTY_SHA256, Digest
 from .errors import (
+    BlobUnknownError,
     DigestMismatchError,
     InvalidOffsetWriteError,
     SizeMismatchError,
@@ -436,3 +437,43 @@ class UploadStore:
     async def cancel(self, upload_id: str) -> None:
         upload = await self.resume(upload_id)
         await upload.cancel()
+
+    async def interrupted_finish(self, upload_id: str) -> Digest | None:
+        """The blob a finish moved this upload's data into before it was cut short
+        (a kill or a full disk between the move and the link), or None.
+
+        Such an upload has no ``data``, and its newest hash state (over more than 0
+        bytes, stored by the finish's commit) names a blob of exactly that size:
+        content addressed, so the blob is the upload's data, validated."""
+        if await self.driver.exists(paths.upload_data(self.repository, upload_id)):
+            return None
+        directory = paths.upload_hash_states(self.repository, upload_id, CANONICAL)
+        offsets = []
+        for entry in await self.driver.list_if_present(directory):
+            name = entry.rsplit("/", 1)[1]
+            if name.isdigit() and int(name) > 0:
+                offsets.append((int(name), entry))
+        if not offsets:
+            return None
+        size, path = max(offsets)
+        try:
+            state = ResumableSha256.unmarshal(await self.driver.get_content(path))
+        except (HashStateError, PathNotFoundError):
+            return None
+        digest = Digest(CANONICAL, state.hexdigest())
+        try:
+            info = await self.blobs.stat(digest)
+        except BlobUnknownError:
+            return None
+        return digest if state.size == size == info.size else None
+
+    async def complete_interrupted_finish(self, upload_id: str, digest: Digest) -> None:
+        """Do what the cut-short finish had left: link the blob, then clean up."""
+        await self._link_blob(digest, [])
+        await self.driver.delete_if_present(paths.upload_dir(self.repository, upload_id))
+        log.warning(
+            "upload %s of %s: completed a finish cut short after its move: linked %s",
+            upload_id,
+            self.repository,
+            digest,
+        )
