@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from layerfs.drivers import PathNotFoundError, StorageDriver
+from layerfs.drivers import StorageDriver
 from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.gc import GarbageCollector
 
@@ -21,6 +21,7 @@ from .conftest import S3_BUCKET, Store
 from .images import image_of, oci_index, random_tar, write_oci_index_layout, write_oci_layout
 from .mounts import LAYERFS, Mount
 from .registry import DockerRegistry, skopeo, skopeo_push
+from .registry_states import snapshot
 from .stores import FilesystemStore, S3Store
 
 MANIFEST_TYPES = ", ".join(
@@ -95,23 +96,6 @@ async def build_store(registry: DockerRegistry, driver: StorageDriver, workdir: 
     return Built(
         tagged | {index}, untagged, untagged_refs, children, children_refs, orphan, dangling
     )
-
-
-async def snapshot(driver: StorageDriver) -> set[tuple[str, ...]]:
-    """Every blob, manifest revision, tag history entry and layer link."""
-    registry = Registry(driver)
-    items: set[tuple[str, ...]] = {("blob", str(d)) for d in await registry.blobs.digests()}
-    for name in await registry.repositories():
-        repo = registry.repository(name)
-        items |= {("revision", name, str(d)) for d in await repo.manifests.digests()}
-        items |= {("layer-link", name, str(d)) for d in await repo.layers.digests()}
-        for tag in await repo.tags.list():
-            try:
-                entries = await driver.list(paths.tag_index_dir(name, tag) + "/sha256")
-            except PathNotFoundError:
-                continue
-            items |= {("tag-index", name, tag, "sha256:" + e.rsplit("/", 1)[1]) for e in entries}
-    return items
 
 
 async def references(driver: StorageDriver, name: str, manifest: Digest) -> set[str]:

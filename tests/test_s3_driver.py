@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from layerfs.drivers import PathNotFoundError
+from layerfs.drivers import BackendRequestError, PathNotFoundError, StorageDriverError
 from layerfs.drivers.s3 import (
     COPY_SINGLE_MAX,
     MIN_PART,
@@ -25,6 +27,7 @@ from layerfs.drivers.s3 import (
 
 from .conftest import S3_BUCKET
 from .httpaux import Proxy
+from .mounts import LAYERFS
 from .seaweed import SeaweedFS
 
 
@@ -275,3 +278,56 @@ async def test_a_part_missing_in_the_middle_ends_the_file(
     assert (await driver.stat("/u/data")).size == 2 * MIN_PART + 10
     read = b"".join([chunk async for chunk in driver.read_all("/u/data")])
     assert read == blocks[1] + blocks[2] + b"\x03" * 10
+
+
+async def test_refusals_are_driver_errors(seaweedfs: SeaweedFS, tmp_path: Path) -> None:
+    """A 403 or a bucket that does not exist is the driver's own error, never
+    botocore's ClientError (which the mount and fsck would show as a traceback)."""
+    with behind_proxy(seaweedfs, tmp_path, fail=("/denied", 403, "AccessDenied", 10)) as (
+        driver,
+        _,
+    ):
+        for call in (
+            driver.get_content("/denied"),
+            driver.put_content("/denied", b"x"),
+            driver.stat("/denied"),
+            driver.list("/denied"),
+        ):
+            with pytest.raises(BackendRequestError, match="403"):
+                await call
+    missing = S3Driver(
+        "no-such-bucket", "", endpoint=seaweedfs.endpoint, access_key="any", secret_key="any"
+    )
+    with pytest.raises(StorageDriverError) as info:
+        await missing.put_content("/x", b"x")
+    assert not isinstance(info.value, PathNotFoundError)
+
+
+async def test_aborting_an_upload_that_is_gone_is_no_error(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """NoSuchUpload from an abort (another client completed or aborted it first)."""
+    driver = make(seaweedfs, tmp_path)
+    writer = await driver.writer("/gone/data")
+    await writer.write(b"a" * 10)
+    await writer.close()
+    (pending,) = await driver.pending_writes("/gone")
+    await driver.abort_write(pending)
+    await driver.abort_write(pending)  # gone already: nothing to do, nothing raised
+    assert await driver.pending_writes("/gone") == []
+
+
+def test_fsck_of_a_refusing_endpoint_fails_with_a_message(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    proxy = Proxy(seaweedfs.endpoint.removeprefix("http://"), fail=("/", 403, "AccessDenied", 1000))
+    try:
+        env = {**os.environ, **seaweedfs.aws_env(), "AWS_ENDPOINT_URL": f"http://{proxy.host}"}
+        result = subprocess.run(
+            [LAYERFS, "fsck", f"s3://{S3_BUCKET}/denied"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+    finally:
+        proxy.stop()
+    assert result.returncode == 8, result.stdout + result.stderr
+    assert "AccessDenied" in result.stderr and "Traceback" not in result.stderr
