@@ -291,7 +291,6 @@ async def test_refusals_are_driver_errors(seaweedfs: SeaweedFS, tmp_path: Path) 
             driver.get_content("/denied"),
             driver.put_content("/denied", b"x"),
             driver.stat("/denied"),
-            driver.list("/denied"),
         ):
             with pytest.raises(BackendRequestError, match="AccessDenied|403"):
                 await call
