@@ -112,7 +112,7 @@ class GarbageCollector:
             if (name, digest) not in self.visited:  # else a kept index of its own needs it
                 await self._delete_manifest(name, digest)
         repositories = await self.registry.repositories()  # pushes may have made more
-        swept = await self._sweep_blobs(repositories)
+        swept = await self._sweep_blobs(repositories)  # (and it adds those made since)
         for name in repositories:
             await self._sweep_layer_links(name, swept)
         return self.result
@@ -198,7 +198,9 @@ class GarbageCollector:
             if digest in self.result.marked:
                 continue
             await self.before_blob_check(digest)
-            if await self._blob_is_young(digest, repositories):
+            if await self._blob_is_young(digest, repositories) or (
+                not self.dry_run and await self._linked_young_in_new(digest, repositories)
+            ):
                 self.result.kept_young.append(Deletion("blob", digest))
                 continue
             swept.add(digest)
@@ -208,10 +210,12 @@ class GarbageCollector:
                 log.info("deleted blob %s", digest)
         return swept
 
-    async def _blob_is_young(self, digest: Digest, repositories: list[str]) -> bool:
-        """The blob's data or any layer link or revision naming it is younger than
-        the grace (looked at now, just before a delete)."""
-        places = [paths.blob_data(digest)]
+    async def _blob_is_young(
+        self, digest: Digest, repositories: list[str], data: bool = True
+    ) -> bool:
+        """The blob's data or any layer link or revision naming it in ``repositories``
+        is younger than the grace (looked at now, just before a delete)."""
+        places = [paths.blob_data(digest)] if data else []
         for name in repositories:
             places += [paths.layer_link(name, digest), paths.manifest_revision_link(name, digest)]
         young = False
@@ -227,6 +231,14 @@ class GarbageCollector:
             for path in places:
                 nursery.start_soon(check, path)
         return young
+
+    async def _linked_young_in_new(self, digest: Digest, repositories: list[str]) -> bool:
+        """Just before a delete: a repository made since ``repositories`` was listed
+        (a push into a new one) that links the blob young. One listing of the
+        repositories per deleted blob; ``repositories`` grows by what it finds."""
+        new = sorted(set(await self.registry.repositories()) - set(repositories))
+        repositories += new
+        return bool(new) and await self._blob_is_young(digest, new, data=False)
 
     async def _sweep_layer_links(self, name: str, swept: set[Digest]) -> None:
         for digest in await self.registry.repository(name).layers.digests():

@@ -276,6 +276,9 @@ class Upload:
             if canonical is None:  # data already moved by an interrupted finish
                 canonical = digest
             else:
+                # the state at the final size records what the move takes away, so a
+                # finish cut short before its link can be told and completed
+                await self._store_hash_state()
                 await self._move_into_place(canonical)
             aliases = [digest] if digest != canonical else []
             await self._link_blob(canonical, aliases)
