@@ -22,7 +22,7 @@ from .images import image_of, oci_index, random_tar, write_oci_index_layout, wri
 from .mounts import LAYERFS, Mount
 from .registry import DockerRegistry, skopeo, skopeo_push
 from .registry_states import snapshot
-from .stores import FilesystemStore, S3Store
+from .stores import FilesystemStore, S3Store, age
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -209,14 +209,6 @@ async def test_index_still_pulls_after_layerfs_gc(store: Store, tmp_path: Path) 
     finally:
         registry.stop()
         await driver.aclose()
-
-
-def age(root: Path, seconds: float) -> None:
-    """Make every file below ``root`` look ``seconds`` old."""
-    when = os.path.getmtime(root) - seconds
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            os.utime(Path(dirpath) / name, (when, when))
 
 
 async def test_grace_keeps_a_push_in_flight(store_dir: Path, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -83,12 +85,19 @@ def variant(
     return copy
 
 
-async def store_snapshot(store: Store) -> set[tuple[str, ...]]:
+@asynccontextmanager
+async def opened(store: Store) -> AsyncIterator[Registry]:
+    """The store through layerfs's storage core, closed afterwards."""
     driver = store.driver()
     try:
-        return await snapshot(driver)
+        yield Registry(driver)
     finally:
         await driver.aclose()
+
+
+async def store_snapshot(store: Store) -> set[tuple[str, ...]]:
+    async with opened(store) as registry:
+        return await snapshot(registry.driver)
 
 
 def blobs_and_revisions(items: set[tuple[str, ...]]) -> set[tuple[str, ...]]:
@@ -108,14 +117,10 @@ def everything(store: Store) -> dict[str, object]:
 
 
 async def index_children(store: Store, repo: str, tag: str) -> set[Digest]:
-    driver = store.driver()
-    try:
-        registry = Registry(driver)
+    async with opened(store) as registry:
         index = await registry.repository(repo).tags.resolve(tag)
         payload = await registry.blobs.get(index)
         return {entry.digest for entry in parse_manifest(payload).manifests}
-    finally:
-        await driver.aclose()
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -143,11 +148,8 @@ async def test_fsck_agrees_with_the_registry(built, name: str, tmp_path: Path) -
 
 
 async def tag_digest(store: Store, repo: str, tag: str) -> Digest:
-    driver = store.driver()
-    try:
-        return await Registry(driver).repository(repo).tags.resolve(tag)
-    finally:
-        await driver.aclose()
+    async with opened(store) as registry:
+        return await registry.repository(repo).tags.resolve(tag)
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -188,15 +190,12 @@ async def test_gc_delete_untagged_keeps_what_the_registry_keeps(  # type: ignore
 
 async def byd_digest(store: Store) -> Digest:
     """The manifest s/byd holds that no tag names (the artifact's subject)."""
-    driver = store.driver()
-    try:
-        repo = Registry(driver).repository("s/byd")
+    async with opened(store) as registry:
+        repo = registry.repository("s/byd")
         held = await repo.manifests.digests()
         tagged = {await repo.tags.resolve(t) for t in await repo.tags.list()}
         (untagged,) = (d for d in held if d not in tagged)
         return untagged
-    finally:
-        await driver.aclose()
 
 
 def pull(registry: DockerRegistry, reference: str, out: Path) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,8 @@ from layerfs.storage.manifests import DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED
 from .images import image_of, make_image, random_tar, sha256
 from .mounts import LAYERFS, Mount
 from .registry import DockerRegistry, skopeo_pull
+from .stores import age
+from .wrappers import CountingDriver
 
 OLD = timedelta(hours=3)
 
@@ -109,13 +112,6 @@ def test_gc_command_refuses_after_an_incomplete_mark(tmp_path: Path) -> None:
 # gc: the grace period protects a push that only links ---------------------------------
 
 
-def age_store(root: Path, by: timedelta) -> None:
-    when = time.time() - by.total_seconds()
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            os.utime(Path(dirpath) / name, (when, when))
-
-
 async def test_a_push_between_mark_and_sweep_keeps_its_blobs(
     store_dir: Path, tmp_path: Path
 ) -> None:
@@ -125,10 +121,10 @@ async def test_a_push_between_mark_and_sweep_keeps_its_blobs(
     registry = DockerRegistry(tmp_path, {"filesystem": {"rootdirectory": str(store_dir)}}).start()
     driver = FilesystemDriver(str(store_dir))
     try:
-        image = image_of([random_tar(__import__("random").Random(5))], seed=50)
+        image = image_of([random_tar(random.Random(5))], seed=50)
         for blob in [*image.layers, image.config]:
             registry.push_blob("app/first", blob)  # orphans: no manifest names them
-        age_store(store_dir, OLD)
+        age(store_dir, OLD.total_seconds())
         orphans = {Digest.parse(sha256(b)) for b in [*image.layers, image.config]}
         dry = await GarbageCollector(driver, dry_run=True).run()
         assert {d.digest for d in dry.deleted if d.kind == "blob"} == orphans
@@ -219,6 +215,23 @@ async def test_fsck_names_and_completes_a_finish_cut_after_its_move(store_dir: P
     assert await Registry(driver).repository("app/cut").layers.target(blob) == blob
     assert not await driver.exists(paths.upload_dir("app/cut", upload_id))
     assert (await fsck(driver)).clean
+
+
+@pytest.mark.parametrize("closed_first", [False, True])
+async def test_a_finish_records_its_state_once(closed_first: bool) -> None:
+    """The state at the final size is on the store before the move: put by the
+    finish itself, or (after a close) known to be there already and not put again."""
+    driver = CountingDriver(MemoryDriver())
+    uploads = Registry(driver).repository("a/b").uploads
+    upload = await uploads.create()
+    data = os.urandom(70_000)
+    await upload.write(data)
+    if closed_first:
+        await upload.close()
+        upload = await uploads.resume(upload.id)
+    await upload.finish(Digest.of(data))
+    state = paths.upload_hash_state("a/b", upload.id, "sha256", len(data))
+    assert driver.puts[state] == 1
 
 
 async def test_a_mount_completes_a_finish_cut_after_its_move(

@@ -56,12 +56,18 @@ class _CountingReader(Reader):
 
 
 class CountingDriver(Passthrough):
-    """Counts the bytes read from each path, through readers and get_content."""
+    """Counts the bytes read from each path, through readers and get_content, and
+    the puts of each path."""
 
     def __init__(self, inner: StorageDriver) -> None:
         super().__init__(inner)
         self.bytes_read: Counter[str] = Counter()
+        self.puts: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        self.puts[path] += 1
+        await self.inner.put_content(path, content)
 
     async def get_content(self, path: str) -> bytes:
         data = await self.inner.get_content(path)

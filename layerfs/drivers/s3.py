@@ -549,7 +549,10 @@ class _RangeReader(Reader):
             future = self._ahead.popleft()
             try:
                 self._chunk = await trio.to_thread.run_sync(future.result)
-            except (ClientError, BotoCoreError) as exc:
+            except ClientError as exc:
+                await self.aclose()
+                raise _driver_error(exc, self.key) from exc
+            except BotoCoreError as exc:
                 await self.aclose()
                 raise BackendUnavailableError(f"s3: reading {self.key}: {exc}") from exc
             self._pos = 0
@@ -674,7 +677,10 @@ class _MultipartWriter(FileWriter):
         number, size, future = self._inflight.pop(0)
         try:
             resp = await trio.to_thread.run_sync(future.result)
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            await self._drain(quiet=True)
+            raise _driver_error(exc, self.key) from exc
+        except BotoCoreError as exc:
             await self._drain(quiet=True)
             raise BackendUnavailableError(f"s3: part {number} of {self.key}: {exc}") from exc
         self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "Size": size})

@@ -32,7 +32,7 @@ from .hashstate import HashStateError, ResumableSha256
 from .links import decode_link
 from .manifests import Manifest, parse_manifest
 from .registry import Registry
-from .uploads import UUID_RE, parse_started_at
+from .uploads import UUID_RE, parse_started_at, stored_hash_states
 
 log = logging.getLogger(__name__)
 
@@ -451,12 +451,9 @@ class Fsck:
         return True
 
     async def _hash_states(self, name: str, upload_id: str) -> dict[int, str]:
-        states = {}
-        for path in await self._list(paths.upload_hash_states(name, upload_id, CANONICAL)):
-            try:
-                states[int(path.rsplit("/", 1)[1])] = path
-            except ValueError:
-                await self._found("upload-bad-hashstate", path, "name is not an offset", path)
+        states, odd = await stored_hash_states(self.driver, name, upload_id)
+        for path in odd:
+            await self._found("upload-bad-hashstate", path, "name is not an offset", path)
         return states
 
     async def _check_states(self, upload: _Upload) -> None:

@@ -76,6 +76,7 @@ class Upload:
         self._data_exists = data_exists
         self._writer: FileWriter | None = None
         self._hasher: ResumableSha256 | None = None
+        self._state_stored_at: int | None = None  # a hash state this upload knows is stored
         self._state = "open"
         self._lock = trio.Lock()
 
@@ -158,6 +159,7 @@ class Upload:
                 await self._writer.cancel()
                 self._writer = None
             await self.driver.delete_if_present(f"{self.dir_path}/hashstates")
+            self._state_stored_at = None
             self._writer = await self.driver.writer(self.data_path, append=False)
             self._data_exists = True
             self._size = 0
@@ -165,13 +167,9 @@ class Upload:
 
     # hash state -------------------------------------------------------------
     async def _stored_states(self) -> dict[int, str]:
-        directory = paths.upload_hash_states(self.repository, self.id, CANONICAL)
-        states = {}
-        for entry in await self.driver.list_if_present(directory):
-            try:
-                states[int(entry.rsplit("/", 1)[1])] = entry
-            except ValueError:
-                log.warning("upload %s: ignoring odd hash state %s", self.id, entry)
+        states, odd = await stored_hash_states(self.driver, self.repository, self.id)
+        for entry in odd:
+            log.warning("upload %s: ignoring odd hash state %s", self.id, entry)
         return states
 
     async def _sync_hasher(self) -> ResumableSha256:
@@ -190,6 +188,7 @@ class Upload:
                 log.warning("upload %s: unusable hash state %s: %s", self.id, path, exc)
                 continue
             if hasher.size == offset:
+                self._state_stored_at = offset
                 break
             hasher = ResumableSha256()
         if hasher.size < self._size:
@@ -207,9 +206,13 @@ class Upload:
         return hasher
 
     async def _store_hash_state(self) -> None:
+        """Store the state at the current size, unless it is known to be stored."""
+        if self._state_stored_at == self._size:
+            return
         if self._hasher is not None and self._hasher.size == self._size:
             path = paths.upload_hash_state(self.repository, self.id, CANONICAL, self._size)
             await self.driver.put_content(path, self._hasher.marshal())
+            self._state_stored_at = self._size
 
     # ending --------------------------------------------------------------------
     async def flush(self) -> None:
@@ -247,7 +250,7 @@ class Upload:
                 self._writer = await self.driver.writer(self.data_path, append=True)
             except PathNotFoundError:
                 self._data_exists = False  # moved by an interrupted finish: validate says
-        # No hash state here: the upload is about to go (a refused finish stores one).
+        # No hash state yet: a finish stores it once validated, before its move.
         await self._close_writer(commit=True, store_state=False)
 
     async def cancel(self) -> None:
@@ -342,6 +345,22 @@ class Upload:
             if canonical != EMPTY_SHA256:
                 raise
             await self.driver.put_content(target, b"")  # nothing was ever written
+
+
+async def stored_hash_states(
+    driver: StorageDriver, repository: str, upload_id: str
+) -> tuple[dict[int, str], list[str]]:
+    """An upload's sha256 hash states by offset, and the entries whose names are no
+    offset."""
+    states, odd = {}, []
+    directory = paths.upload_hash_states(repository, upload_id, CANONICAL)
+    for entry in await driver.list_if_present(directory):
+        name = entry.rsplit("/", 1)[1]
+        if name.isdigit():
+            states[int(name)] = entry
+        else:
+            odd.append(entry)
+    return states, odd
 
 
 def _hash_pieces(hasher: ResumableSha256, pieces: Sequence[bytes]) -> None:
@@ -450,15 +469,10 @@ class UploadStore:
         content addressed, so the blob is the upload's data, validated."""
         if await self.driver.exists(paths.upload_data(self.repository, upload_id)):
             return None
-        directory = paths.upload_hash_states(self.repository, upload_id, CANONICAL)
-        offsets = []
-        for entry in await self.driver.list_if_present(directory):
-            name = entry.rsplit("/", 1)[1]
-            if name.isdigit() and int(name) > 0:
-                offsets.append((int(name), entry))
-        if not offsets:
+        states, _ = await stored_hash_states(self.driver, self.repository, upload_id)
+        size, path = max(states.items(), default=(0, ""))
+        if size == 0:
             return None
-        size, path = max(offsets)
         try:
             state = ResumableSha256.unmarshal(await self.driver.get_content(path))
         except (HashStateError, PathNotFoundError):
