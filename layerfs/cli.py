@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -201,7 +202,7 @@ def umount(mountpoint: str, timeout: float) -> None:
 def status(mountpoint: str, as_json: bool) -> None:
     """List the uploads in progress on the mount at MOUNTPOINT."""
     try:
-        uploads = json.loads(os.getxattr(mountpoint, "user.layerfs.uploads"))
+        uploads = _mount_uploads(mountpoint)
     except OSError as exc:
         raise click.ClickException(f"{mountpoint} is not a layerfs mount: {exc.strerror}") from None
     if as_json:
@@ -216,6 +217,21 @@ def status(mountpoint: str, as_json: bool) -> None:
             f"{u['repository']:30} {u['name']:30} {u['bytes']:>14,} "
             f"{_human(u['rate'])+'/s':>12} {u['age']:>7.0f}s"
         )
+
+
+def _mount_uploads(mountpoint: str) -> list[dict]:
+    """The open uploads a mount lists in ``user.layerfs.uploads`` and its pages
+    ``user.layerfs.uploads.1``, ``.2``… (one xattr holds at most 64 KiB)."""
+    uploads = json.loads(os.getxattr(mountpoint, "user.layerfs.uploads"))
+    page = 1
+    while True:
+        try:
+            uploads += json.loads(os.getxattr(mountpoint, f"user.layerfs.uploads.{page}"))
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                return uploads
+            raise
+        page += 1
 
 
 @cli.command("purge-uploads")
@@ -354,7 +370,7 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     driver = _open_store(store)
-    mounts = writable_mounts_of(getattr(driver, "root", ""))
+    mounts = writable_mounts_of(driver.location)
     if mounts and not force and not dry_run:
         raise click.ClickException(
             f"{store} is mounted read-write at {', '.join(mounts)}; "

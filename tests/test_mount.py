@@ -120,13 +120,27 @@ def test_writes_must_append(mount: Mount, repo: Path) -> None:
     try:
         os.write(fd, b"hello")
         assert errno_of(os.pwrite, fd, b"X", 0) == errno.EINVAL
-        assert errno_of(os.pwrite, fd, b"X", 100) == errno.EINVAL
         assert os.pwrite(fd, b" world", 5) == 6
+        assert os.pwrite(fd, b"!", 20) == 1  # past the end: the gap reads as zeros
     finally:
         os.close(fd)
-    assert path.read_bytes() == b"hello world"
+    assert path.read_bytes() == b"hello world" + bytes(9) + b"!"
     assert "EINVAL" in os.getxattr(path, "user.layerfs.error").decode()
     assert errno_of(os.truncate, path, 3) == errno.EINVAL
+
+
+def test_cp_of_a_sparse_file(mount: Mount, repo: Path, tmp_path: Path) -> None:
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as f:  # data, a 4 MiB hole, data, and a hole at the end
+        f.write(b"head")
+        f.seek(4 << 20)
+        f.write(b"tail")
+        f.truncate(9 << 20)
+    sh(f"cp --sparse=always {sparse} _uploads/sparse", repo)
+    assert (repo / "_uploads/sparse").read_bytes() == sparse.read_bytes()
+    digest = hashlib.sha256(sparse.read_bytes()).hexdigest()
+    sh(f"mv _uploads/sparse _uploads/sha256:{digest}", repo)
+    assert (repo / f"_layers/sha256/{digest}/link").read_text() == f"sha256:{digest}"
 
 
 def test_truncate_restarts_and_rm_cancels(mount: Mount, repo: Path, store: Store) -> None:

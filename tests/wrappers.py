@@ -13,6 +13,18 @@ class Passthrough(StorageDriver):
     def __init__(self, inner: StorageDriver) -> None:
         self.inner = inner
         self.name = inner.name
+        self.reads_open_writes = inner.reads_open_writes
+        self.write_batch = inner.write_batch
+
+    @property
+    def location(self) -> str:
+        return self.inner.location
+
+    async def committed_size(self, path: str) -> int:
+        return await self.inner.committed_size(path)
+
+    async def committed_reader(self, path: str, offset: int = 0) -> Reader:
+        return await self.inner.committed_reader(path, offset)
 
     async def get_content(self, path: str) -> bytes:
         return await self.inner.get_content(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -147,6 +148,31 @@ class StorageDriver(abc.ABC):
     # Writers take data best in pieces of this size, each starting at a multiple of
     # it: S3 sends such a piece as one part with no copy.
     write_batch: int = 8 << 20
+    # Whether bytes given to a writer that is still open can be read back. On S3 they
+    # are parts of a multipart upload, readable only once it is completed.
+    reads_open_writes: bool = True
+
+    # capabilities: what a caller may ask of any driver ------------------------------
+    @property
+    def location(self) -> str:
+        """Where the store is, as a user names it (a directory, ``s3://…``)."""
+        return f"{self.name}://"
+
+    async def statvfs(self) -> os.statvfs_result | None:
+        """The space of the file system under the store, where there is one."""
+        return None
+
+    def counters(self) -> dict[str, int]:
+        """Running totals worth showing (``layerfs status``, the bench)."""
+        return {}
+
+    async def committed_size(self, path: str) -> int:
+        """The size of the bytes a reader sees without finishing any open write."""
+        return (await self.stat(path)).size
+
+    async def committed_reader(self, path: str, offset: int = 0) -> Reader:
+        """A reader of those bytes: unlike ``reader``, it completes nothing."""
+        return await self.reader(path, offset)
 
     @abc.abstractmethod
     async def get_content(self, path: str) -> bytes: ...

@@ -72,6 +72,13 @@ class FilesystemDriver(StorageDriver):
         self.root = os.path.abspath(os.fspath(root))
         os.makedirs(self.root, exist_ok=True)
 
+    @property
+    def location(self) -> str:
+        return self.root
+
+    async def statvfs(self) -> os.statvfs_result:
+        return await _run(os.statvfs, self.root)
+
     def full_path(self, path: str, allow_root: bool = False) -> str:
         check_path(path, self.name, allow_root)
         return self.root if path == "/" else self.root + path
@@ -164,10 +171,10 @@ class FilesystemDriver(StorageDriver):
         full = self.full_path(path)
 
         def open_for_writing() -> tuple[int, int]:
+            if append and not os.path.exists(full):  # never makes a directory for it
+                raise FileNotFoundError(errno.ENOENT, "no such file", full)
             os.makedirs(os.path.dirname(full), exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | (0 if append else os.O_TRUNC)
-            if append and not os.path.exists(full):
-                raise FileNotFoundError(errno.ENOENT, "no such file", full)
             fd = os.open(full, flags, 0o644)
             return fd, os.lseek(fd, 0, os.SEEK_END)
 

@@ -108,6 +108,7 @@ def _driver_error(exc: ClientError, key: str) -> StorageDriverError:
 
 class S3Driver(StorageDriver):
     name = "s3"
+    reads_open_writes = False
 
     def __init__(
         self,
@@ -158,6 +159,13 @@ class S3Driver(StorageDriver):
     @property
     def write_batch(self) -> int:  # type: ignore[override]
         return self.part_size
+
+    @property
+    def location(self) -> str:
+        return self.root
+
+    def counters(self) -> dict[str, int]:
+        return {"bytes-read": self.bytes_read}
 
     async def aclose(self) -> None:
         self.pool.shutdown(wait=False)
@@ -268,8 +276,17 @@ class S3Driver(StorageDriver):
     async def reader(self, path: str, offset: int = 0) -> Reader:
         if offset < 0:
             raise InvalidOffsetError(path, offset)
+        await self._materialize(self.key(path))  # a pending upload holds the newest bytes
+        return await self.committed_reader(path, offset)
+
+    async def committed_size(self, path: str) -> int:
+        head = await self._head(self.key(path))
+        return 0 if head is None else head["ContentLength"]
+
+    async def committed_reader(self, path: str, offset: int = 0) -> Reader:
+        if offset < 0:
+            raise InvalidOffsetError(path, offset)
         key = self.key(path)
-        await self._materialize(key)  # a pending upload holds the newest bytes
         head = await self._head(key)
         if head is None:
             raise PathNotFoundError(path, self.name)

@@ -32,6 +32,7 @@ IGNORED_OPTIONS = {
 FUSE_FLAGS = {"allow_other", "allow_root", "default_permissions", "auto_unmount"}
 FUSE_VALUES = ("fsname=", "subtype=", "max_read=")
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+STOP_GRACE = 10.0  # seconds a request may still run after SIGTERM
 
 
 class MountError(Exception):
@@ -137,12 +138,12 @@ async def serve(
             pyfuse3.init(ops, mountpoint, options)
         except RuntimeError as exc:
             raise MountError(f"cannot mount {mountpoint}: {exc}") from None
-        where = getattr(driver, "root", driver.name)
+        where = driver.location
         log.info("mounted %s at %s%s", where, mountpoint, " read-only" if read_only else "")
         try:
             on_ready()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_stop_on_signal)
+                nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
                 if not read_only:
                     nursery.start_soon(_complete_interrupted_finishes, ops)
                 if mount_options.purge_uploads is not None and not read_only:
@@ -159,7 +160,7 @@ async def serve(
 async def _complete_interrupted_finishes(ops: Operations) -> None:
     """At start, finish what finishes cut short between move and link left undone."""
     try:
-        done = await complete_interrupted_finishes(ops.registry, keep=ops.uploads.sessions)
+        done = await complete_interrupted_finishes(ops.registry, keep=ops.state.uploads.sessions)
     except Exception:
         log.exception("looking for finishes cut short failed; fsck --repair completes them")
         return
@@ -172,7 +173,7 @@ async def _purge_periodically(ops: Operations, older_than: timedelta) -> None:
     interval = min(max(older_than.total_seconds() / 4, 1.0), 3600.0)
     while True:
         try:
-            purged = await purge_uploads(ops.registry, older_than, keep=ops.uploads.sessions)
+            purged = await purge_uploads(ops.registry, older_than, keep=ops.state.uploads.sessions)
             if purged:
                 log.info("purged %d uploads older than %s", len(purged), older_than)
             await purge_interrupted_copies(ops.registry, older_than)
@@ -181,9 +182,16 @@ async def _purge_periodically(ops: Operations, older_than: timedelta) -> None:
         await trio.sleep(interval)
 
 
-async def _stop_on_signal() -> None:
+async def _stop_on_signal(serving: trio.CancelScope) -> None:
+    """Stop serving on a signal. pyfuse3's main loop returns once every request in
+    flight has been answered; one that is not within STOP_GRACE seconds (a store that
+    does not answer, a kernel connection that was aborted) is cancelled, so that the
+    daemon always ends: uploads are then closed and the mount taken down."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("%s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
-            return
+            break
+    await trio.sleep(STOP_GRACE)
+    log.warning("requests still open %.0f s after the signal: cancelling them", STOP_GRACE)
+    serving.cancel()

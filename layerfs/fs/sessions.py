@@ -1,5 +1,5 @@
 """Uploads as the mount sees them: found by the name a user gave them, shared by every
-open handle, with the figures ``layerfs status`` shows."""
+open handle, with the figures ``layerfs status`` shows (docs/DESIGN.md, "State")."""
 
 from __future__ import annotations
 
@@ -9,23 +9,34 @@ from dataclasses import dataclass, field
 import trio
 
 from ..storage import Registry, Upload
+from ..storage.errors import UploadClosedError
 from ..storage.writebehind import WriteBehind
+from .view import is_upload_name
 
 
 @dataclass
 class UploadSession:
-    """One upload opened through the mount; lives while a handle is open."""
+    """One upload opened through the mount; lives while a handle holds it.
+
+    ``handles`` counts the open file handles and the requests (truncate, finish) that
+    use the session without one. ``removed`` is set when the upload is cancelled or
+    replaced while handles remain: they then get ESTALE, never a wait."""
 
     upload: Upload
     pipe: WriteBehind
     name: str
     handles: int = 0
+    removed: bool = False
     opened: float = field(default_factory=time.monotonic)
     size_at_open: int = 0
 
     @property
     def repository(self) -> str:
         return self.upload.repository
+
+    def check_usable(self) -> None:
+        if self.removed or not self.upload.usable:
+            raise UploadClosedError(f"upload {self.name} was removed while open")
 
     def status(self) -> dict[str, object]:
         age = time.monotonic() - self.opened
@@ -41,7 +52,7 @@ class UploadSession:
 
 
 class UploadTable:
-    """Name → upload id per repository, and the sessions of open uploads."""
+    """Name → upload id per repository, and the sessions of open uploads by id."""
 
     def __init__(self, registry: Registry, nursery: trio.Nursery) -> None:
         self.registry = registry
@@ -50,24 +61,38 @@ class UploadTable:
         self.errors: dict[str, str] = {}  # last error by upload id
 
     async def names(self, repository: str) -> dict[str, str]:
-        """Every upload of ``repository`` by the name it shows under."""
+        """Every upload of ``repository`` by the name it shows under. An upload with
+        no usable name shows under its id; of uploads sharing a name (two mounts
+        creating it at once), the smallest id takes it and the others show under
+        their ids, so that every mount agrees and none is hidden."""
         uploads = self.registry.repository(repository).uploads
-        found = {}
-        for upload_id in await uploads.ids():
+        named: dict[str, list[str]] = {}
+        for upload_id in sorted(await uploads.ids()):
             session = self.sessions.get(upload_id)
             name = session.name if session else await uploads.name_of(upload_id)
-            found[name] = upload_id
+            named.setdefault(name if is_upload_name(name) else upload_id, []).append(upload_id)
+        found: dict[str, str] = {}
+        for name, ids in named.items():
+            found.setdefault(name, ids[0])
+            for other in ids[1:]:
+                found.setdefault(other, other)
         return found
 
     async def find(self, repository: str, name: str) -> str | None:
         return (await self.names(repository)).get(name)
 
-    async def create(self, repository: str, name: str) -> UploadSession:
+    async def create(self, repository: str, name: str) -> UploadSession | None:
+        """A new upload shown as ``name``; None when another upload took that name at
+        the same moment (the caller opens that one instead)."""
         uploads = self.registry.repository(repository).uploads
         upload = await uploads.create()
         await uploads.set_name(upload.id, name)
         session = UploadSession(upload, WriteBehind(upload, self.nursery), name)
         self.sessions[upload.id] = session
+        if await self.find(repository, name) != upload.id:
+            await self.forget(upload.id)
+            await upload.cancel()
+            return None
         return session
 
     async def open(self, repository: str, upload_id: str, name: str) -> UploadSession:
@@ -86,18 +111,29 @@ class UploadTable:
         return (await self.registry.repository(repository).uploads.resume(upload_id)).size
 
     async def release(self, session: UploadSession) -> None:
-        """Drop one handle; the last one stores data and hash state and ends the session."""
+        """Drop one holder; the last one stores data and hash state and ends the session."""
         session.handles -= 1
         await self.close_if_unused(session)
 
     async def close_if_unused(self, session: UploadSession) -> None:
-        """End a session no handle holds (one opened for a truncate, say)."""
-        if session.handles > 0:
+        """End a session nobody holds. An open that arrives while its data is being
+        stored gets this same session, which then stays."""
+        if session.handles > 0 or self.sessions.get(session.upload.id) is not session:
             return
         try:
-            await session.pipe.flush()
+            if not session.removed:
+                await session.pipe.flush()
         finally:
-            await self.forget(session.upload.id)
+            if session.handles == 0 and self.sessions.get(session.upload.id) is session:
+                await self.forget(session.upload.id)
+
+    async def cancel(self, session: UploadSession) -> None:
+        """Remove the upload; handles still open on it get ESTALE from now on."""
+        session.removed = True
+        await self.forget(session.upload.id)
+        await session.pipe.drain()
+        await session.upload.cancel()
+        self.errors.pop(session.upload.id, None)
 
     async def forget(self, upload_id: str) -> None:
         session = self.sessions.pop(upload_id, None)

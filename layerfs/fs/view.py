@@ -1,15 +1,20 @@
-"""Where a path of the mounted view points: the store's layout, with uploads shown
-as plain files (``_uploads/<name>``) instead of ``_uploads/<uuid>/...`` directories."""
+"""Where a path of the mounted view points: the store's layout (``storage.paths``),
+with uploads shown as plain files (``_uploads/<name>``) instead of
+``_uploads/<uuid>/...`` directories. See docs/DESIGN.md, "The view"."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import errno
+from dataclasses import dataclass, field
 
 from ..storage import Digest, paths
+from .errors import Refusal
 
 Parts = tuple[str, ...]
-SPECIAL_DIRS = ("_layers", "_manifests", "_uploads")
+SPECIAL_DIRS = paths.SPECIAL_DIRS
+NAME_MAX = 255  # bytes in one name, as every Linux file system has it
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 class Kind(enum.Enum):
@@ -29,14 +34,39 @@ class Kind(enum.Enum):
 
 LINK_KINDS = {Kind.LAYER_LINK, Kind.REVISION_LINK, Kind.TAG_LINK, Kind.TAG_INDEX_LINK}
 DIR_KINDS = {Kind.ROOT, Kind.BLOB_DIR, Kind.NAMESPACE, Kind.UPLOADS, Kind.LINK_DIR}
+FIXED_DIRS = {(), ("blobs",), ("repositories",)}  # always there, answered without the store
+_FILE_KINDS = {
+    "blob_data": Kind.BLOB_DATA,
+    "layer_link": Kind.LAYER_LINK,
+    "revision_link": Kind.REVISION_LINK,
+    "tag_link": Kind.TAG_LINK,
+    "tag_index_link": Kind.TAG_INDEX_LINK,
+}
+_DIR_KINDS = {
+    "blobs": Kind.BLOB_DIR,
+    "repositories": Kind.NAMESPACE,
+    "{name}": Kind.NAMESPACE,
+    "_uploads": Kind.UPLOADS,
+    "{upload}": Kind.UPLOAD,  # the view shows an upload as one file
+}
+# Directories every repository has in the view, stored or not.
+_ALWAYS_IN_A_REPOSITORY = {"_layers", "_manifests", "_uploads", "revisions", "tags"}
 
 
 @dataclass(frozen=True)
 class Place:
     kind: Kind
     parts: Parts
-    repository: str = ""  # the repository name, for places inside one
-    sub: Parts = ()  # components after _layers / _manifests / _uploads
+    fields: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    at: str = ""  # the layout segment a directory ends at
+
+    @property
+    def repository(self) -> str:
+        return self.fields.get("name", "")
+
+    @property
+    def where(self) -> str:
+        return "/".join(self.parts) or "/"
 
     @property
     def store_path(self) -> str:
@@ -48,83 +78,79 @@ class Place:
 
     @property
     def upload_name(self) -> str:
-        return self.sub[0]
+        return self.fields["upload"]
 
     @property
     def link_digest(self) -> Digest:
         """The digest a link's path names (the tag link names none)."""
-        if self.kind == Kind.LAYER_LINK:
-            return Digest.from_parts(self.sub[0], self.sub[1])
-        if self.kind == Kind.REVISION_LINK:
-            return Digest.from_parts(self.sub[1], self.sub[2])
-        if self.kind == Kind.TAG_INDEX_LINK:
-            return Digest.from_parts(self.sub[3], self.sub[4])
+        if self.kind == Kind.BLOB_DATA or self.kind in LINK_KINDS - {Kind.TAG_LINK}:
+            return Digest.from_parts(self.fields["alg"], self.fields["hex"])
         raise ValueError(f"{self.kind.value} names no digest in its path")
 
     @property
     def tag(self) -> str:
-        return self.sub[1]
+        return self.fields["tag"]
+
+    @property
+    def repository_parts(self) -> Parts:
+        """``repositories/<name>`` of a place inside a repository."""
+        return ("repositories", *self.repository.split("/"))
 
     @property
     def is_special_root(self) -> bool:
-        """``_layers``, ``_manifests``, ``_uploads`` and the fixed directories below
-        ``_manifests``: present in every repository, stored or not."""
-        return (self.kind == Kind.UPLOADS) or (
-            self.kind == Kind.LINK_DIR
-            and (self.sub == () or (self.parts[-2] == "_manifests" and len(self.sub) == 1))
-        )
+        """``_layers``, ``_manifests``, ``_uploads`` and ``_manifests``' revisions and
+        tags: present in every repository, stored or not."""
+        return self.kind in (Kind.UPLOADS, Kind.LINK_DIR) and self.at in _ALWAYS_IN_A_REPOSITORY
 
 
 def classify(parts: Parts) -> Place:
     if not parts:
         return Place(Kind.ROOT, parts)
-    if parts[0] == "blobs":
-        if len(parts) == 5 and parts[4] == "data":
-            return Place(Kind.BLOB_DATA, parts)
-        return Place(Kind.BLOB_DIR if len(parts) <= 4 else Kind.OTHER, parts)
-    if parts[0] != "repositories":
-        return Place(Kind.OTHER, parts)
-    rest = parts[1:]
-    for i, part in enumerate(rest):
-        if part in SPECIAL_DIRS:
-            return _inside_repository(parts, "/".join(rest[:i]), part, rest[i + 1 :])
-    return Place(Kind.NAMESPACE, parts, "/".join(rest))
+    found = paths.match(parts)
+    if found is None:
+        inside = paths.split_repository(parts)
+        return Place(Kind.OTHER, parts, {"name": inside[0]} if inside else {})
+    if not found.is_dir:
+        return Place(_FILE_KINDS.get(found.kind, Kind.OTHER), parts, found.fields)
+    kind = _DIR_KINDS.get(found.at)
+    if kind is None:
+        kind = Kind.BLOB_DIR if found.kind == "blob_data" else Kind.LINK_DIR
+        if found.kind.startswith("upload_"):
+            kind = Kind.OTHER  # an upload's own files and folders stay hidden
+    return Place(kind, parts, found.fields, found.at)
 
 
-def _inside_repository(parts: Parts, name: str, special: str, sub: Parts) -> Place:
-    kind = Kind.OTHER
-    if special == "_uploads":
-        kind = {0: Kind.UPLOADS, 1: Kind.UPLOAD}.get(len(sub), Kind.OTHER)
-    elif special == "_layers":
-        if len(sub) <= 2:
-            kind = Kind.LINK_DIR
-        elif len(sub) == 3 and sub[2] == "link":
-            kind = Kind.LAYER_LINK
-    elif not sub:
-        kind = Kind.LINK_DIR  # _manifests itself
-    elif sub[0] == "revisions":
-        if len(sub) <= 3:
-            kind = Kind.LINK_DIR
-        elif len(sub) == 4 and sub[3] == "link":
-            kind = Kind.REVISION_LINK
-    elif sub[0] == "tags":
-        kind = _tag_kind(sub)
-    if not name:  # _uploads etc. directly below repositories/: not a repository
-        kind = Kind.OTHER
-    return Place(kind, parts, name, sub)
+def decode(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
 
 
-def _tag_kind(sub: Parts) -> Kind:
-    # tags, tags/<t>, tags/<t>/current, tags/<t>/index, tags/<t>/index/<alg>[/<hex>]
-    if len(sub) <= 2:
-        return Kind.LINK_DIR
-    if sub[2] == "current":
-        if len(sub) == 3:
-            return Kind.LINK_DIR
-        return Kind.TAG_LINK if len(sub) == 4 and sub[3] == "link" else Kind.OTHER
-    if sub[2] == "index":
-        if len(sub) <= 5:
-            return Kind.LINK_DIR
-        if len(sub) == 6 and sub[5] == "link":
-            return Kind.TAG_INDEX_LINK
-    return Kind.OTHER
+def looked_up(name: bytes) -> str:
+    """A name to look up: one that no store entry can have is ENOENT, as on any file
+    system, and one longer than NAME_MAX is ENAMETOOLONG."""
+    if len(name) > NAME_MAX:
+        raise Refusal(errno.ENAMETOOLONG, f"name of {len(name)} bytes: at most {NAME_MAX}")
+    text = decode(name)
+    if not _storable(text):
+        raise Refusal(errno.ENOENT, f"no entry can be named {text!r}")
+    return text
+
+
+def new_name(name: bytes, what: str) -> str:
+    """A name to create: too long is ENAMETOOLONG, one the layout cannot store EINVAL."""
+    if len(name) > NAME_MAX:
+        raise Refusal(errno.ENAMETOOLONG, f"{what} name of {len(name)} bytes: at most {NAME_MAX}")
+    text = decode(name)
+    if not _storable(text):
+        raise Refusal(
+            errno.EINVAL, f"invalid {what} name {text!r}: use letters, digits, '.', '_', '-'"
+        )
+    return text
+
+
+def _storable(text: str) -> bool:
+    return bool(text) and text not in (".", "..") and set(text) <= NAME_CHARS
+
+
+def is_upload_name(text: str) -> bool:
+    """Whether a stored name file may show as an entry of ``_uploads``."""
+    return _storable(text) and len(text.encode()) <= NAME_MAX

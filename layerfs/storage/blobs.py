@@ -20,10 +20,13 @@ class BlobInfo:
 class BlobReader:
     """A seekable reader over one blob; re-opens the driver stream only on a jump."""
 
-    def __init__(self, driver: StorageDriver, path: str, size: int) -> None:
+    def __init__(
+        self, driver: StorageDriver, path: str, size: int, committed: bool = False
+    ) -> None:
         self._driver = driver
         self._path = path
         self.size = size
+        self._open = driver.committed_reader if committed else driver.reader
         self._offset = 0
         self._stream: Reader | None = None
         self._stream_offset = 0
@@ -44,7 +47,7 @@ class BlobReader:
             return b""
         if self._stream is None or self._stream_offset != self._offset:
             await self.aclose()
-            self._stream = await self._driver.reader(self._path, self._offset)
+            self._stream = await self._open(self._path, self._offset)
             self._stream_offset = self._offset
         parts = []
         want = min(size, self.size - self._offset)

@@ -1,9 +1,27 @@
 """Where the registry keeps each thing (distribution's registry/storage/paths.go).
 
+One table, :data:`LAYOUT`, serves both directions: :func:`path` turns a kind and its
+fields into a driver path, :func:`match` turns the components of a path back into the
+kind it has (the mount's view classifies its paths with it). The tree it describes::
+
+    /docker/registry/v2/
+      blobs/<alg>/<hh>/<hex>/data                        blob data (hh: hex[:2])
+      repositories/<name>/                               name: one or more components
+        _layers/<alg>/<hex>/link                         layer link
+        _manifests/revisions/<alg>/<hex>/link            revision link
+        _manifests/tags/<tag>/current/link               tag link
+        _manifests/tags/<tag>/index/<alg>/<hex>/link     tag index link (history)
+        _uploads/<id>/data                               upload data
+        _uploads/<id>/startedat                          RFC 3339 start time
+        _uploads/<id>/name                               the name a user gave it (layerfs)
+        _uploads/<id>/hashstates/<alg>/<offset>          hash state after offset bytes
+
 Every function returns a driver path; nothing here touches a driver.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from .digest import Digest
 
@@ -11,13 +29,105 @@ ROOT = "/docker/registry/v2"
 BLOBS = f"{ROOT}/blobs"
 REPOSITORIES = f"{ROOT}/repositories"
 
+Parts = tuple[str, ...]
+# The directories of a repository, below its name: no name component starts with "_".
+SPECIAL_DIRS = ("_layers", "_manifests", "_uploads")
 
+_REPO = ("repositories", "{name}")
+LAYOUT: dict[str, Parts] = {
+    "blob_data": ("blobs", "{alg}", "{hh}", "{hex}", "data"),
+    "layer_link": (*_REPO, "_layers", "{alg}", "{hex}", "link"),
+    "revision_link": (*_REPO, "_manifests", "revisions", "{alg}", "{hex}", "link"),
+    "tag_link": (*_REPO, "_manifests", "tags", "{tag}", "current", "link"),
+    "tag_index_link": (*_REPO, "_manifests", "tags", "{tag}", "index", "{alg}", "{hex}", "link"),
+    "upload_data": (*_REPO, "_uploads", "{upload}", "data"),
+    "upload_started_at": (*_REPO, "_uploads", "{upload}", "startedat"),
+    "upload_name": (*_REPO, "_uploads", "{upload}", "name"),
+    "upload_hash_state": (*_REPO, "_uploads", "{upload}", "hashstates", "{alg}", "{offset}"),
+}
+LINK_KINDS = ("layer_link", "revision_link", "tag_link", "tag_index_link")
+
+
+@dataclass(frozen=True)
+class Match:
+    """What a path is in :data:`LAYOUT`: a file of ``kind`` (``is_dir`` False), or a
+    directory on the way to one (``kind`` is then the first file kind below it, and
+    ``at`` the segment of that kind's pattern the directory ends at)."""
+
+    kind: str
+    fields: dict[str, str]
+    is_dir: bool
+    at: str = ""  # the pattern segment the path ends at
+
+    @property
+    def repository(self) -> str:
+        return self.fields.get("name", "")
+
+
+def path(kind: str, **fields: str) -> str:
+    """The driver path of a ``kind`` (a :data:`LAYOUT` key) with its fields."""
+    return "/".join((ROOT, *(_fill(segment, fields) for segment in LAYOUT[kind])))
+
+
+def _fill(segment: str, fields: dict[str, str]) -> str:
+    return fields[segment[1:-1]] if segment.startswith("{") else segment
+
+
+def split_repository(parts: Parts) -> tuple[str, Parts] | None:
+    """``repositories/<name>/<special>/...`` as (name, the components from the
+    special directory on); None outside a repository's special directories."""
+    if len(parts) < 2 or parts[0] != "repositories":
+        return None
+    for i, part in enumerate(parts[1:], start=1):
+        if part in SPECIAL_DIRS:
+            return "/".join(parts[1:i]), parts[i:]
+    return None
+
+
+def match(parts: Parts) -> Match | None:
+    """The kind of the path with these components (below :data:`ROOT`), or None when
+    the layout has no place for it. ``repositories/a/b`` (no special directory yet)
+    matches as a directory at ``{name}``."""
+    fixed: dict[str, str] = {}
+    if parts[:1] == ("repositories",):
+        inside = split_repository(parts)
+        if inside is None:  # repositories/ itself, or a name not yet ended by _layers etc.
+            name = "/".join(parts[1:])
+            return Match("layer_link", {"name": name}, True, "{name}" if name else "repositories")
+        name, rest = inside
+        if not name:
+            return None
+        parts, fixed = ("repositories", "{name}", *rest), {"name": name}
+    for kind, pattern in LAYOUT.items():
+        fields = _match_pattern(pattern, parts)
+        if fields is not None:
+            fields.update(fixed)
+            is_dir = len(parts) < len(pattern)
+            return Match(kind, fields, is_dir, pattern[len(parts) - 1] if parts else "")
+    return None
+
+
+def _match_pattern(pattern: Parts, parts: Parts) -> dict[str, str] | None:
+    if len(parts) > len(pattern):
+        return None
+    fields: dict[str, str] = {}
+    for segment, part in zip(pattern, parts, strict=False):
+        if segment == "{name}":
+            continue  # already split off by match()
+        if segment.startswith("{"):
+            fields[segment[1:-1]] = part
+        elif segment != part:
+            return None
+    return fields
+
+
+# name → path, for each kind --------------------------------------------------------
 def blob_dir(d: Digest) -> str:
-    return f"{BLOBS}/{d.algorithm}/{d.hex[:2]}/{d.hex}"
+    return blob_data(d).rsplit("/", 1)[0]
 
 
 def blob_data(d: Digest) -> str:
-    return f"{blob_dir(d)}/data"
+    return path("blob_data", alg=d.algorithm, hh=d.hex[:2], hex=d.hex)
 
 
 def repository(name: str) -> str:
@@ -29,7 +139,7 @@ def layers_dir(name: str) -> str:
 
 
 def layer_link(name: str, d: Digest) -> str:
-    return f"{layers_dir(name)}/{d.algorithm}/{d.hex}/link"
+    return path("layer_link", name=name, alg=d.algorithm, hex=d.hex)
 
 
 def uploads_dir(name: str) -> str:
@@ -41,16 +151,16 @@ def upload_dir(name: str, upload_id: str) -> str:
 
 
 def upload_data(name: str, upload_id: str) -> str:
-    return f"{upload_dir(name, upload_id)}/data"
+    return path("upload_data", name=name, upload=upload_id)
 
 
 def upload_started_at(name: str, upload_id: str) -> str:
-    return f"{upload_dir(name, upload_id)}/startedat"
+    return path("upload_started_at", name=name, upload=upload_id)
 
 
 def upload_name(name: str, upload_id: str) -> str:
     """The file name a user gave an upload (layerfs only; the registry ignores it)."""
-    return f"{upload_dir(name, upload_id)}/name"
+    return path("upload_name", name=name, upload=upload_id)
 
 
 def upload_hash_states(name: str, upload_id: str, algorithm: str) -> str:
@@ -58,7 +168,7 @@ def upload_hash_states(name: str, upload_id: str, algorithm: str) -> str:
 
 
 def upload_hash_state(name: str, upload_id: str, algorithm: str, offset: int) -> str:
-    return f"{upload_hash_states(name, upload_id, algorithm)}/{offset}"
+    return path("upload_hash_state", name=name, upload=upload_id, alg=algorithm, offset=str(offset))
 
 
 def manifests_dir(name: str) -> str:
@@ -70,7 +180,7 @@ def manifest_revisions(name: str) -> str:
 
 
 def manifest_revision_link(name: str, d: Digest) -> str:
-    return f"{manifest_revisions(name)}/{d.algorithm}/{d.hex}/link"
+    return path("revision_link", name=name, alg=d.algorithm, hex=d.hex)
 
 
 def tags_dir(name: str) -> str:
@@ -82,7 +192,7 @@ def tag_dir(name: str, tag: str) -> str:
 
 
 def tag_current_link(name: str, tag: str) -> str:
-    return f"{tag_dir(name, tag)}/current/link"
+    return path("tag_link", name=name, tag=tag)
 
 
 def tag_index_dir(name: str, tag: str) -> str:
@@ -90,4 +200,4 @@ def tag_index_dir(name: str, tag: str) -> str:
 
 
 def tag_index_link(name: str, tag: str, d: Digest) -> str:
-    return f"{tag_index_dir(name, tag)}/{d.algorithm}/{d.hex}/link"
+    return path("tag_index_link", name=name, tag=tag, alg=d.algorithm, hex=d.hex)

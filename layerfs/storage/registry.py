@@ -168,8 +168,11 @@ class TagStore:
         validate_tag(tag)
         if not await self.manifests.exists(digest):
             raise ManifestUnknownError(digest)
-        await write_link(self.driver, paths.tag_index_link(self.repository, tag, digest), digest)
+        # The current link first: a write cut short after it leaves a tag that serves,
+        # missing one history entry; the other order would leave a tag the registry
+        # lists and cannot resolve.
         await write_link(self.driver, paths.tag_current_link(self.repository, tag), digest)
+        await write_link(self.driver, paths.tag_index_link(self.repository, tag, digest), digest)
 
     async def resolve(self, tag: str) -> Digest:
         validate_tag(tag)
@@ -201,10 +204,62 @@ class Repository:
     def __init__(self, driver: StorageDriver, blobs: BlobStore, name: str) -> None:
         self.name = validate_name(name)
         self.driver = driver
+        self.blobs = blobs
         self.layers = LayerStore(driver, blobs, name)
         self.uploads = UploadStore(driver, blobs, self.layers.link, name)
         self.manifests = ManifestStore(driver, blobs, self.layers, name)
         self.tags = TagStore(driver, self.manifests, name)
+
+    async def write_link(
+        self, kind: str, target: Digest, named: Digest | None = None, tag: str = ""
+    ) -> None:
+        """Write the link of ``kind`` (a ``paths.LINK_KINDS`` name) at the path that
+        ``named`` (or ``tag``) gives, holding ``target``, as the registry's rules allow:
+
+        - every link holds a sha256 digest, the one the registry names blobs by;
+        - a revision link holds the digest its path names, and registers a manifest
+          whose blobs are all linked here;
+        - a layer link holds the digest its path names, or, at another algorithm's
+          path, the sha256 of a blob that hashes to that digest (an alias);
+        - a tag link names a revision of this repository; the index link beside it
+          is written by tagging, never on its own.
+        """
+        if kind == "tag_link":
+            await self.tags.tag(tag, target)
+            return
+        if kind not in ("layer_link", "revision_link") or named is None:
+            raise InvalidLinkError(f"{kind.replace('_', ' ')}s are written by tagging")
+        if target.algorithm != CANONICAL:
+            raise InvalidLinkError(f"a link names a blob by its sha256 digest, not {target}")
+        if kind == "revision_link":
+            if named != target:
+                raise InvalidLinkError(f"revision link of {named} must hold {named}, not {target}")
+            await self.manifests.register(target)
+        elif named.algorithm == CANONICAL:
+            if named != target:
+                raise InvalidLinkError(f"layer link of {named} must hold {named}, not {target}")
+            await self.layers.link(target)
+        else:
+            await self.blobs.stat(target)
+            actual = await self.driver.hash_file(paths.blob_data(target), [named.algorithm])
+            if actual[named.algorithm] != named.hex:
+                raise InvalidLinkError(f"blob {target} does not hash to {named}")
+            await self.layers.link(target, [named])
+
+    async def remove_link(self, kind: str, named: Digest | None = None, tag: str = "") -> None:
+        """Remove a link as the registry's API does: a revision goes with the tags
+        that name it; a tag's current link goes with the whole tag (a tag without it
+        is one the registry lists and cannot serve); other links alone."""
+        if kind == "revision_link" and named is not None:
+            await self.manifests.delete(named, self.tags)
+        elif kind == "tag_link":
+            await self.tags.untag(tag)
+        elif kind == "layer_link" and named is not None:
+            await self.driver.delete(paths.layer_link(self.name, named))
+        elif kind == "tag_index_link" and named is not None:
+            await self.driver.delete(paths.tag_index_link(self.name, tag, named))
+        else:
+            raise InvalidLinkError(f"no {kind.replace('_', ' ')} to remove")
 
 
 class Registry:

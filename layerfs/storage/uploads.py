@@ -93,6 +93,16 @@ class Upload:
     def size(self) -> int:
         return self._size
 
+    @property
+    def writing(self) -> bool:
+        """A writer is open: on S3 its bytes are parts not yet readable."""
+        return self._writer is not None
+
+    @property
+    def usable(self) -> bool:
+        """Open for writes: not closed, finished, cancelled or found removed."""
+        return self._state == "open"
+
     def _check_usable(self) -> None:
         if self._state != "open":
             raise UploadClosedError(f"upload {self.id} is {self._state}")
@@ -220,11 +230,26 @@ class Upload:
         if self._state != "open":
             return
         async with self._lock:
+            wrote = self._writer is not None
             try:
                 await self._close_writer(commit=False)
             except BaseException:
                 await self._drop_writer()
                 raise
+            if wrote:
+                await self._check_still_there()
+
+    async def _check_still_there(self) -> None:
+        """Raise UploadUnknownError, leaving nothing behind, when the upload was removed
+        (rm in another mount, purge-uploads, a registry DELETE) while this one wrote:
+        what was just stored would otherwise be an upload directory without its
+        ``startedat``. Checked after the write, so a removal at any moment before it
+        is seen; one after it removes what was written too."""
+        if await self.driver.exists(paths.upload_started_at(self.repository, self.id)):
+            return
+        await self.driver.delete_if_present(self.dir_path)
+        self._state = "removed"
+        raise UploadUnknownError(self.id)
 
     async def close(self) -> None:
         """Persist the data and the hash state; the upload can be resumed by id."""
@@ -315,6 +340,7 @@ class Upload:
         except PathNotFoundError:
             if digest.algorithm == CANONICAL and await self.blobs.exists(digest):
                 return None  # a finish that crashed after its move: link and clean up
+            await self._check_still_there()  # removed meanwhile: not an empty upload
             if self._size != 0:
                 raise
             stored = 0

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import trio
 
-from .errors import InvalidOffsetWriteError
+from .errors import InvalidOffsetWriteError, UploadClosedError
 from .uploads import Upload
 
 DEFAULT_DEPTH = 16
+ZEROS = bytes(1 << 20)  # what a gap is filled with, in pieces of this size
 
 
 class WriteBehind:
@@ -34,13 +35,39 @@ class WriteBehind:
         return self.upload.size + self._queued
 
     async def write_at(self, offset: int, data: bytes) -> int:
+        """Queue ``data`` at ``offset``: the end, or past it, where the gap is filled
+        with zeros (the bytes a sparse file's hole reads as, so ``cp`` of one works)."""
+        if self._closed:
+            raise UploadClosedError(f"upload {self.upload.id} is closed")
         self._raise_pending()
-        if offset != self.size:
+        if offset < self.size:
             raise InvalidOffsetWriteError(self.upload.id, offset, self.size)
+        gap = offset - self.size
+        while gap > 0:
+            zeros = ZEROS if gap >= len(ZEROS) else ZEROS[:gap]
+            await self._queue(zeros)
+            gap -= len(zeros)
+        if data:
+            await self._queue(data)
+        return len(data)
+
+    @property
+    def queued(self) -> int:
+        """Bytes accepted and not yet stored."""
+        return self._queued
+
+    async def _queue(self, data: bytes) -> None:
+        if self._closed:  # closed while this write waited for room
+            raise UploadClosedError(f"upload {self.upload.id} is closed")
         self._queued += len(data)
         self._idle = trio.Event() if self._idle.is_set() else self._idle
-        await self._send.send(data)
-        return len(data)
+        try:
+            await self._send.send(data)
+        except BaseException:
+            self._queued -= len(data)
+            if self._queued == 0:
+                self._idle.set()
+            raise
 
     async def drain(self) -> None:
         """Wait until every queued buffer is stored (or failed)."""
@@ -53,9 +80,8 @@ class WriteBehind:
         await self.upload.flush()
 
     async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            await self._send.aclose()
+        self._closed = True
+        await self._send.aclose()  # idempotent; the consumer stores what is queued
 
     def _raise_pending(self) -> None:
         if self._error is not None:
@@ -68,20 +94,23 @@ class WriteBehind:
         than one per 1 MiB FUSE request, and the batch's buffers go down as they are
         (a writev on disk, a part read across them on S3), never joined."""
         batch_size = self.upload.driver.write_batch
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                size = len(first)
-                target = batch_size - self.upload.size % batch_size
-                while size < target:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                    size += len(batch[-1])
-                await self._store(batch, size)
-        self._queued = 0
-        self._idle.set()
+        try:
+            async with receive:
+                async for first in receive:
+                    batch = [first]
+                    size = len(first)
+                    target = batch_size - self.upload.size % batch_size
+                    while size < target:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        size += len(batch[-1])
+                    await self._store(batch, size)
+        finally:  # ended or cancelled: nothing will be stored, so nobody may wait for it
+            self._closed = True
+            self._queued = 0
+            self._idle.set()
 
     async def _store(self, batch: list[bytes], size: int) -> None:
         if self._error is None:

@@ -1,0 +1,159 @@
+"""Directories of the view: which exist, what they list, mkdir and rmdir.
+
+A directory exists when the store has it, when the mount made it (``mkdir``, kept in
+:class:`~.state.MountState`), or when it is one every repository has (``_layers``,
+``_manifests``, ``_uploads``, ``revisions``, ``tags``). See docs/DESIGN.md, "The view".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from collections.abc import Awaitable, Callable
+
+import pyfuse3
+
+from ..drivers import PathNotFoundError
+from ..storage import Digest
+from ..storage.digest import check_algorithm
+from ..storage.errors import RegistryError
+from ..storage.reference import validate_name, validate_tag
+from .errors import Refusal
+from .state import DirHandle, MountState
+from .view import FIXED_DIRS, SPECIAL_DIRS, Kind, Place, classify
+
+GetAttr = Callable[[Place], Awaitable[pyfuse3.EntryAttributes]]
+ReaddirReply = Callable[[pyfuse3.ReaddirToken, bytes, pyfuse3.EntryAttributes, int], bool]
+
+
+class Directories:
+    def __init__(self, state: MountState, getattr_of: GetAttr) -> None:
+        self.state = state
+        self._getattr_of = getattr_of  # attributes of any kind, for readdirplus
+
+    async def present(self, place: Place) -> bool:
+        if place.parts in FIXED_DIRS or place.parts in self.state.created_dirs:
+            return True
+        found = await self.state.stat(place)
+        if found is not None:
+            return found[2]
+        if place.is_special_root:
+            return await self.present(classify(place.repository_parts))
+        return False
+
+    async def getattr(self, place: Place) -> pyfuse3.EntryAttributes:
+        if place.parts in FIXED_DIRS:
+            # always there, answered without the store (which may be unreachable)
+            return self.state.dir_attrs(place.parts, self.state.started)
+        found = await self.state.stat(place)
+        if found is not None and found[2]:
+            return self.state.dir_attrs(place.parts, found[1])
+        if await self.present(place):
+            return self.state.dir_attrs(place.parts, self.state.started)
+        raise Refusal(errno.ENOENT, f"no directory {place.where}")
+
+    async def names(self, place: Place) -> set[str]:
+        state = self.state
+        if place.kind == Kind.ROOT:
+            return {"blobs", "repositories"}
+        if place.kind == Kind.UPLOADS:
+            return set(await state.uploads.names(place.repository))
+        names: set[str] = set()
+        with contextlib.suppress(PathNotFoundError):
+            names.update(p.rsplit("/", 1)[1] for p in await state.driver.list(place.store_path))
+        depth = len(place.parts) + 1
+        for made in (*state.created_dirs, *state.pending_links):
+            if len(made) == depth and made[:-1] == place.parts:
+                names.add(made[-1])
+        if place.kind == Kind.NAMESPACE and (
+            place.parts in state.repository_marks or names & set(SPECIAL_DIRS)
+        ):
+            names.update(SPECIAL_DIRS)
+        if place.kind == Kind.LINK_DIR and place.at == "_manifests":
+            names.update(("revisions", "tags"))
+        return names
+
+    async def opendir(self, place: Place) -> int:
+        if not (place.is_dir and await self.present(place)):
+            found = await self.state.stat(place)
+            if not (found and found[2]):
+                raise Refusal(errno.ENOTDIR, f"not a directory: {place.where}")
+        return self.state.handles.add(DirHandle(place.parts, sorted(await self.names(place))))
+
+    async def readdir(
+        self, handle: DirHandle, start_id: int, token: pyfuse3.ReaddirToken, reply: ReaddirReply
+    ) -> None:
+        for index in range(start_id, len(handle.names)):
+            name = handle.names[index]
+            try:
+                attrs = await self._getattr_of(classify((*handle.parts, name)))
+            except (Refusal, RegistryError, PathNotFoundError):
+                continue  # gone since opendir
+            if not reply(token, name.encode("utf-8", "surrogateescape"), attrs, index + 1):
+                return
+            self.state.inodes.remember(attrs.st_ino)
+
+    # changes -----------------------------------------------------------------------
+    async def mkdir(self, place: Place) -> None:
+        state = self.state
+        state.check_writable("mkdir")
+        if not await self.present(classify(place.parts[:-1])):
+            raise Refusal(errno.ENOENT, f"no directory {'/'.join(place.parts[:-1])}")
+        if await self.present(place) or await state.stat(place) is not None:
+            raise Refusal(errno.EEXIST, f"{place.where} exists")
+        check_new_dir(place)
+        state.created_dirs.add(place.parts)
+        if place.kind == Kind.NAMESPACE:
+            state.repository_marks.discard(place.parts[:-1])
+            state.repository_marks.add(place.parts)
+
+    async def rmdir(self, place: Place) -> None:
+        state = self.state
+        state.check_writable("rmdir")
+        if place.kind in (Kind.ROOT, Kind.BLOB_DIR) or place.parts in FIXED_DIRS:
+            raise Refusal(errno.EPERM, f"rmdir {place.where}: not removable")
+        if not place.is_dir or place.kind == Kind.UPLOAD:
+            raise Refusal(errno.ENOTDIR, f"not a directory: {place.where}")
+        if not await self.present(place):
+            raise Refusal(errno.ENOENT, f"no directory {place.where}")
+        if await self._names_for_rmdir(place):
+            raise Refusal(errno.ENOTEMPTY, f"{place.where} is not empty")
+        # A directory may exist only implicitly (object stores) or only in this mount.
+        await state.driver.delete_if_present(place.store_path)
+        state.created_dirs.discard(place.parts)
+        state.repository_marks.discard(place.parts)
+
+    async def _names_for_rmdir(self, place: Place) -> set[str]:
+        """What keeps ``place`` from being removed: the always-there directories count
+        only when they hold something."""
+        names = await self.names(place)
+        implicit = {
+            Kind.NAMESPACE: SPECIAL_DIRS,
+            Kind.LINK_DIR: ("revisions", "tags") if place.at == "_manifests" else (),
+        }.get(place.kind, ())
+        for name in set(implicit) & names:
+            child = classify((*place.parts, name))
+            names.discard(name)
+            if await self._names_for_rmdir(child):
+                names.add(name)
+        return names
+
+
+def check_new_dir(place: Place) -> None:
+    """Refuse a directory the layout has no place for, with the reason: EINVAL for a
+    bad name where the layout has a name, EPERM where it has no directory at all."""
+    where = place.where
+    if place.kind == Kind.NAMESPACE:
+        validate_name(place.repository)
+        return
+    if len(place.parts) == 2 and place.parts[0] == "repositories":
+        validate_name(place.parts[1])  # repositories/_layers: a bad repository name
+    if place.kind != Kind.LINK_DIR or place.is_special_root:
+        raise Refusal(errno.EPERM, f"mkdir {where}: the layout has no directory here")
+    fields = place.fields
+    if place.at == "{alg}":
+        check_algorithm(fields["alg"])
+    elif place.at == "{hex}":
+        Digest.from_parts(fields["alg"], fields["hex"])
+    elif place.at == "{tag}":
+        validate_tag(fields["tag"])

@@ -1,0 +1,177 @@
+"""Link files (``_layers``, ``_manifests/revisions``, ``_manifests/tags``): bytes in a
+handle until they are a whole digest, then written under the registry's rules
+(``Repository.write_link``). This module only parses bytes and keeps the errors.
+
+A link is checked as soon as its content is whole (a digest, a line, or longer than
+any digest), because shells ignore errors of close(): ``printf … > link`` sees the
+refusal at write (docs/DESIGN.md, "Link files").
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+
+import pyfuse3
+
+from ..storage import Digest
+from ..storage.errors import RegistryError
+from ..storage.links import decode_link
+from .errors import Refusal, errno_of
+from .state import DIR_TIMEOUT, LinkHandle, MountState
+from .view import Kind, Place
+
+log = logging.getLogger("layerfs.fs")
+LONGEST_DIGEST = len("sha512:") + 128
+LAYOUT_KIND = {
+    Kind.LAYER_LINK: "layer_link",
+    Kind.REVISION_LINK: "revision_link",
+    Kind.TAG_LINK: "tag_link",
+    Kind.TAG_INDEX_LINK: "tag_index_link",
+}
+
+
+class LinkFiles:
+    def __init__(self, state: MountState) -> None:
+        self.state = state
+
+    async def getattr(self, place: Place) -> pyfuse3.EntryAttributes:
+        state = self.state
+        pending = state.pending_links.get(place.parts)
+        if pending is not None:
+            mode = stat.S_IFREG | 0o644
+            return state.attrs(place.parts, mode, len(pending.content), time.time_ns(), 0)
+        found = await state.stat(place)
+        if found is None:
+            raise Refusal(errno.ENOENT, f"no file {place.where}")
+        size, mtime, is_dir = found
+        if is_dir:  # a directory where the layout has a link: shown read-only
+            return state.dir_attrs(place.parts, mtime, writable=False)
+        writable = place.kind != Kind.TAG_INDEX_LINK and not state.read_only
+        mode = stat.S_IFREG | (0o644 if writable else 0o444)
+        return state.attrs(place.parts, mode, size, mtime, DIR_TIMEOUT)
+
+    # opening -----------------------------------------------------------------------
+    async def create(self, place: Place, flags: int) -> pyfuse3.FileInfo:
+        if await self.state.stat(place) is not None or place.parts in self.state.pending_links:
+            if flags & os.O_EXCL:
+                raise Refusal(errno.EEXIST, f"{place.where} exists")
+            return await self.open(place, flags | os.O_WRONLY)
+        self._check_writable_kind(place)
+        handle = LinkHandle(place, bytearray(), writable=True)
+        self.state.pending_links[place.parts] = handle
+        return self._file_info(handle)
+
+    async def open(self, place: Place, flags: int) -> pyfuse3.FileInfo:
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            self.state.check_writable("open for writing")
+            self._check_writable_kind(place)
+        pending = self.state.pending_links.get(place.parts)
+        if flags & os.O_TRUNC:
+            content = bytearray()
+        elif pending is not None:
+            content = bytearray(pending.content)
+        else:
+            content = bytearray(await self.state.driver.get_content(place.store_path))
+        handle = LinkHandle(place, content, writable, dirty=bool(flags & os.O_TRUNC))
+        return self._file_info(handle)
+
+    @staticmethod
+    def _check_writable_kind(place: Place) -> None:
+        if place.kind == Kind.TAG_INDEX_LINK:
+            raise Refusal(errno.EPERM, "tag index links are written by tagging")
+
+    def _file_info(self, handle: LinkHandle) -> pyfuse3.FileInfo:
+        return pyfuse3.FileInfo(fh=self.state.handles.add(handle), direct_io=True)
+
+    # data --------------------------------------------------------------------------
+    @staticmethod
+    def read(handle: LinkHandle, offset: int, size: int) -> bytes:
+        return bytes(handle.content[offset : offset + size])
+
+    async def write(self, handle: LinkHandle, offset: int, data: bytes) -> int:
+        if not handle.writable:
+            raise Refusal(errno.EBADF, "file is not open for writing")
+        if offset > len(handle.content):
+            handle.content.extend(b"\0" * (offset - len(handle.content)))
+        handle.content[offset : offset + len(data)] = data
+        handle.dirty = True
+        if is_whole(handle.content):
+            await self.apply(handle)  # shells ignore close() errors: refuse here
+        return len(data)
+
+    async def flush(self, handle: LinkHandle) -> None:
+        if handle.dirty:
+            await self.apply(handle)
+
+    async def release(self, handle: LinkHandle) -> None:
+        if self.state.pending_links.get(handle.place.parts) is handle:
+            del self.state.pending_links[handle.place.parts]
+        if handle.dirty:  # nobody flushed: apply now; errors can only be logged
+            try:
+                await self.apply(handle)
+            except Exception as exc:
+                log.warning("link %s not written: %s", handle.place.where, exc)
+
+    def truncate(self, place: Place, size: int, handle: LinkHandle | None) -> None:
+        """Truncate the content of the handle given (an ``ftruncate`` or an open with
+        ``O_TRUNC``) or of the link being created; a stored link is replaced by
+        writing, never shortened in place."""
+        if handle is None:
+            handle = self.state.pending_links.get(place.parts)
+        if handle is None or not handle.writable:
+            raise Refusal(errno.EPERM, f"cannot resize {place.where}: open it for writing")
+        del handle.content[size:]
+        handle.dirty = True
+
+    # storing -----------------------------------------------------------------------
+    async def apply(self, handle: LinkHandle) -> None:
+        state, place = self.state, handle.place
+        try:
+            target = decode_link(place.where, bytes(handle.content).rstrip(b"\n"))
+            repository = state.registry.repository(place.repository)
+            named = None if place.kind == Kind.TAG_LINK else place.link_digest
+            tag = place.fields.get("tag", "")
+            await repository.write_link(LAYOUT_KIND[place.kind], target, named, tag)
+        except Exception as exc:
+            state.link_errors[place.parts] = f"{errno.errorcode[errno_of(exc)]}: {exc}"
+            raise
+        handle.dirty = False
+        state.link_errors.pop(place.parts, None)
+        if state.pending_links.get(place.parts) is handle:
+            del state.pending_links[place.parts]
+        state.stored_below(place.parts)
+        log.info("%s %s -> %s", place.kind.value, place.where, target)
+
+    async def remove(self, place: Place) -> None:
+        state = self.state
+        if state.pending_links.pop(place.parts, None) is not None:
+            return
+        repository = state.registry.repository(place.repository)
+        named = None if place.kind == Kind.TAG_LINK else place.link_digest
+        tag = place.fields.get("tag", "")
+        await repository.remove_link(LAYOUT_KIND[place.kind], named, tag)
+        if place.kind == Kind.TAG_LINK:
+            # The whole tag is gone from the store; its directories stay in the view
+            # (as mkdir'ed ones do) so that the rest of an ``rm -r`` finds them.
+            tag_dir = place.parts[:-2]
+            state.created_dirs.update({tag_dir, (*tag_dir, "current"), (*tag_dir, "index")})
+
+    def xattrs(self, place: Place) -> dict[str, bytes]:
+        error = self.state.link_errors.get(place.parts)
+        return {} if error is None else {"error": error.encode()}
+
+
+def is_whole(content: bytearray) -> bool:
+    """A link's content is whole once it parses, ends a line or is longer than any digest."""
+    if b"\n" in content or len(content) > LONGEST_DIGEST:
+        return True
+    try:
+        Digest.parse(content.decode("ascii"))
+    except (UnicodeDecodeError, RegistryError):
+        return False
+    return True

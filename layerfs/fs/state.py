@@ -1,0 +1,199 @@
+"""Everything the mount keeps that the store does not, in one place.
+
+The store is the truth; the mount remembers only what no store can say
+(docs/DESIGN.md, "State kept by the mount"):
+
+``inodes``
+    path ↔ inode number, until the kernel forgets the inode.
+``handles``
+    open files and directories by file handle number (:class:`Handle`).
+``uploads``
+    sessions of open uploads (shared by every handle on one upload) and the last
+    error of each, for ``user.layerfs.error``.
+``created_dirs``
+    directories made by ``mkdir`` (or kept after an upload's ``rm``) with nothing
+    stored below them yet: an object store has no empty directories. They live
+    until ``rmdir``, until something is stored below them, or until unmount.
+``repository_marks``
+    repositories made by ``mkdir``: they show ``_layers``, ``_manifests`` and
+    ``_uploads`` at once.
+``pending_links``
+    link files created and not yet holding a whole digest, by path.
+``link_errors``
+    the last refusal of a link write, by path, for ``user.layerfs.error``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass, field
+
+import pyfuse3
+import trio
+
+from ..drivers import PathNotFoundError, StorageDriver
+from ..storage import Registry
+from ..storage.blobs import BlobReader
+from .errors import Refusal
+from .inodes import InodeTable
+from .sessions import UploadSession, UploadTable
+from .view import Parts, Place
+
+BLOCK_SIZE = 1 << 20  # st_blksize: makes cp write 1 MiB at a time
+BLOB_TIMEOUT = 300.0  # blobs never change
+DIR_TIMEOUT = 1.0  # a registry may change the store beside us
+UPLOAD_TIMEOUT = 0.0
+
+
+@dataclass
+class StoredFileReader:
+    """Positional reads of one stored file through one seekable stream, so the 128 KiB
+    reads of a ``cat`` continue a single driver stream instead of opening one each
+    (on S3 a request and a ranged GET per read). The kernel sends read-ahead
+    concurrently: one seek and read at a time. ``committed`` reads only what the
+    store holds without completing an open write (an upload a writer still fills)."""
+
+    driver: StorageDriver
+    path: str
+    committed: bool = False
+    reader: BlobReader | None = None
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+    async def read_at(self, offset: int, size: int, file_size: int) -> bytes:
+        async with self.lock:
+            if self.reader is None or self.reader.size != file_size:  # an upload grew
+                await self.aclose()
+                self.reader = BlobReader(self.driver, self.path, file_size, self.committed)
+            self.reader.seek(offset)
+            return await self.reader.read(size)
+
+    async def aclose(self) -> None:
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            await reader.aclose()
+
+
+@dataclass
+class StoreFileHandle:
+    """A read-only stored file: a blob's data (``immutable``) or any other file."""
+
+    stream: StoredFileReader
+    size: int
+
+
+@dataclass
+class UploadHandle:
+    session: UploadSession
+    writable: bool
+    stream: StoredFileReader | None = None
+
+
+@dataclass
+class LinkHandle:
+    place: Place
+    content: bytearray
+    writable: bool
+    dirty: bool = False
+
+
+@dataclass
+class DirHandle:
+    parts: Parts
+    names: list[str] = field(default_factory=list)
+
+
+Handle = StoreFileHandle | UploadHandle | LinkHandle | DirHandle
+
+
+class HandleTable:
+    def __init__(self) -> None:
+        self._open: dict[int, Handle] = {}
+        self._next = 1
+
+    def add(self, handle: Handle) -> int:
+        fh, self._next = self._next, self._next + 1
+        self._open[fh] = handle
+        return fh
+
+    def get(self, fh: int) -> Handle:
+        try:
+            return self._open[fh]
+        except KeyError:
+            raise Refusal(errno.EBADF, f"file handle {fh} is not open") from None
+
+    def pop(self, fh: int) -> Handle | None:
+        return self._open.pop(fh, None)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def values(self) -> list[Handle]:
+        return list(self._open.values())
+
+
+class MountState:
+    """The collaborators every path kind's module shares (see the module docstring)."""
+
+    def __init__(self, driver: StorageDriver, nursery: trio.Nursery, read_only: bool) -> None:
+        self.driver = driver
+        self.registry = Registry(driver)
+        self.read_only = read_only
+        self.inodes = InodeTable()
+        self.handles = HandleTable()
+        self.uploads = UploadTable(self.registry, nursery)
+        self.created_dirs: set[Parts] = set()
+        self.repository_marks: set[Parts] = set()
+        self.pending_links: dict[Parts, LinkHandle] = {}
+        self.link_errors: dict[Parts, str] = {}
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.started = time.time_ns()
+
+    def check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise Refusal(errno.EROFS, f"{what}: the mount is read-only")
+
+    def attrs(
+        self, parts: Parts, mode: int, size: int, mtime_ns: int, timeout: float
+    ) -> pyfuse3.EntryAttributes:
+        attrs = pyfuse3.EntryAttributes()
+        attrs.st_ino = self.inodes.ino(parts)
+        attrs.st_mode = mode
+        attrs.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        attrs.st_uid, attrs.st_gid = self.uid, self.gid
+        attrs.st_size = size
+        attrs.st_blksize = BLOCK_SIZE
+        attrs.st_blocks = (size + 511) // 512
+        attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = mtime_ns
+        attrs.entry_timeout = attrs.attr_timeout = timeout
+        return attrs
+
+    def dir_attrs(
+        self, parts: Parts, mtime_ns: int, writable: bool = True
+    ) -> pyfuse3.EntryAttributes:
+        mode = 0o755 if writable and not self.read_only else 0o555
+        return self.attrs(parts, stat.S_IFDIR | mode, 0, mtime_ns, DIR_TIMEOUT)
+
+    async def stat(self, place: Place) -> tuple[int, int, bool] | None:
+        """(size, mtime_ns, is_dir) of a place in the store, None when absent."""
+        try:
+            info = await self.driver.stat(place.store_path)
+        except PathNotFoundError:
+            return None
+        return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
+
+    def keep_visible(self, repository: Parts) -> None:
+        """Show ``repository`` (and the directories of its name) until rmdir or
+        unmount, with nothing stored: after the ``rm`` of its last upload on an object
+        store, say. Asking the store first would cost a request per level, and its
+        failure would turn a done ``rm`` into an error."""
+        self.created_dirs.update(repository[:depth] for depth in range(2, len(repository) + 1))
+        self.repository_marks.add(repository)
+
+    def stored_below(self, parts: Parts) -> None:
+        """Something is stored below ``parts`` now: its directories need no memory."""
+        for made in list(self.created_dirs):
+            if parts[: len(made)] == made:
+                self.created_dirs.discard(made)

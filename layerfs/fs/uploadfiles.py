@@ -1,0 +1,241 @@
+"""``_uploads/<name>``: an upload shown as one regular file.
+
+Create starts an upload, writes append (a gap past the end reads as zeros), truncate
+to 0 restarts it, ``rm`` cancels it, a rename to another name renames it and a rename
+to ``<alg>:<hex>`` finishes it. Every handle on one upload shares one
+:class:`~.sessions.UploadSession`; a session whose upload was removed while open
+answers ESTALE at once, so no request waits for it (docs/DESIGN.md, "Uploads").
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import pyfuse3
+
+from ..storage import Digest
+from ..storage.reference import validate_name
+from .errors import Refusal, errno_of
+from .sessions import UploadSession
+from .state import UPLOAD_TIMEOUT, MountState, StoredFileReader, UploadHandle
+from .view import Place
+
+log = logging.getLogger("layerfs.fs")
+T = TypeVar("T")
+
+
+class UploadFiles:
+    def __init__(self, state: MountState) -> None:
+        self.state = state
+
+    @property
+    def table(self):  # type: ignore[no-untyped-def]
+        return self.state.uploads
+
+    async def upload_id(self, place: Place) -> str:
+        upload_id = await self.table.find(place.repository, place.upload_name)
+        if upload_id is None:
+            raise Refusal(errno.ENOENT, f"no upload {place.upload_name} in {place.repository}")
+        return upload_id
+
+    async def getattr(self, place: Place) -> pyfuse3.EntryAttributes:
+        size = await self.table.size(place.repository, await self.upload_id(place))
+        mode = stat.S_IFREG | (0o444 if self.state.read_only else 0o644)
+        return self.state.attrs(place.parts, mode, size, time.time_ns(), UPLOAD_TIMEOUT)
+
+    async def call(self, session: UploadSession, call: Awaitable[T]) -> T:
+        """Await a storage call on an upload, keeping its error for the xattr."""
+        try:
+            return await call
+        except Exception as exc:
+            code = errno.errorcode[errno_of(exc)]
+            self.table.errors[session.upload.id] = f"{code}: {exc}"
+            raise
+
+    # opening -----------------------------------------------------------------------
+    async def create(self, place: Place, flags: int) -> pyfuse3.FileInfo:
+        validate_name(place.repository)
+        existing = await self.table.find(place.repository, place.upload_name)
+        if existing is None:
+            session = await self.table.create(place.repository, place.upload_name)
+            if session is not None:
+                session.handles += 1
+                log.info(
+                    "upload %s started in %s as %s",
+                    session.upload.id,
+                    place.repository,
+                    place.upload_name,
+                )
+                return self._file_info(UploadHandle(session, True))
+            # another mount created the same name at this moment: that upload is it
+        if flags & os.O_EXCL:
+            raise Refusal(errno.EEXIST, f"upload {place.upload_name} exists")
+        return await self.open(place, flags)
+
+    async def open(self, place: Place, flags: int) -> pyfuse3.FileInfo:
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            self.state.check_writable("open for writing")
+        upload_id = await self.upload_id(place)
+        session = await self.table.open(place.repository, upload_id, place.upload_name)
+        session.handles += 1
+        try:
+            if flags & os.O_TRUNC and writable:
+                await session.pipe.drain()
+                await session.upload.restart()
+                log.info("upload %s restarted (O_TRUNC)", upload_id)
+        except BaseException:
+            await self._release_session(session)
+            raise
+        return self._file_info(UploadHandle(session, writable))
+
+    def _file_info(self, handle: UploadHandle) -> pyfuse3.FileInfo:
+        return pyfuse3.FileInfo(fh=self.state.handles.add(handle), direct_io=True)
+
+    # data --------------------------------------------------------------------------
+    async def read(self, handle: UploadHandle, offset: int, size: int) -> bytes:
+        """The bytes uploaded so far. Where the store can read what an open writer
+        holds (a file system), queued writes are stored first; where it cannot (S3,
+        whose parts are readable only once completed), the read sees what was stored
+        before the writer began rather than completing the upload: that would cost a
+        server-side copy of the whole object on every read of a growing upload."""
+        session = handle.session
+        session.check_usable()
+        driver = self.state.driver
+        filling = session.upload.writing or session.pipe.queued > 0
+        committed = not driver.reads_open_writes and filling
+        if not committed:
+            await self.call(session, session.pipe.flush())
+            end = session.pipe.size
+        else:
+            end = await driver.committed_size(session.upload.data_path)
+        if handle.stream is None or handle.stream.committed != committed:
+            if handle.stream is not None:
+                await handle.stream.aclose()
+            handle.stream = StoredFileReader(driver, session.upload.data_path, committed)
+        return await handle.stream.read_at(offset, size, end)
+
+    async def write(self, handle: UploadHandle, offset: int, data: bytes) -> int:
+        if not handle.writable:
+            raise Refusal(errno.EBADF, "file is not open for writing")
+        session = handle.session
+        session.check_usable()
+        return await self.call(session, session.pipe.write_at(offset, data))
+
+    async def flush(self, handle: UploadHandle) -> None:
+        if handle.writable:
+            handle.session.check_usable()
+            await self.call(handle.session, handle.session.pipe.flush())
+
+    async def release(self, handle: UploadHandle) -> None:
+        if handle.stream is not None:
+            await handle.stream.aclose()
+        await self._release_session(handle.session)
+
+    async def _release_session(self, session: UploadSession) -> None:
+        try:
+            await self.table.release(session)
+        except Exception as exc:  # release cannot report errors; flush did, if it could
+            log.warning("upload %s: keeping its data failed: %s", session.upload.id, exc)
+
+    async def truncate(self, place: Place, size: int, handle: UploadHandle | None) -> None:
+        """To 0 restarts the upload; to its size changes nothing; past it appends zeros
+        (``cp`` of a sparse file ending in a hole); anything else is refused."""
+        if handle is not None:
+            session = handle.session
+        else:
+            upload_id = await self.upload_id(place)
+            session = await self.table.open(place.repository, upload_id, place.upload_name)
+        session.handles += 1
+        try:
+            session.check_usable()
+            if size == 0:
+                await session.pipe.drain()
+                await self.call(session, session.upload.restart())
+            elif size > session.pipe.size:
+                await self.call(session, session.pipe.write_at(size, b""))
+            elif size != session.pipe.size:
+                raise Refusal(
+                    errno.EINVAL,
+                    f"upload {place.upload_name}: truncate to {size} bytes refused;"
+                    f" it holds {session.pipe.size}: only 0 (restart) or more is allowed",
+                )
+        finally:
+            await self._release_session(session)
+
+    # removing, renaming, finishing -----------------------------------------------------
+    async def remove(self, place: Place) -> None:
+        upload_id = await self.upload_id(place)
+        session = self.table.sessions.get(upload_id)
+        if session is not None:
+            await self.table.cancel(session)
+        else:
+            await self.state.registry.repository(place.repository).uploads.cancel(upload_id)
+            self.table.errors.pop(upload_id, None)
+        self.state.keep_visible(place.repository_parts)
+
+    async def rename(self, source: Place, target: Place, target_name: str, flags: int) -> None:
+        upload_id = await self.upload_id(source)
+        if ":" in target_name:
+            await self._finish(source, upload_id, target_name)
+        else:
+            await self._rename(source, target, upload_id, flags)
+
+    async def _finish(self, source: Place, upload_id: str, digest_text: str) -> None:
+        digest = Digest.parse(digest_text)
+        table = self.table
+        session = await table.open(source.repository, upload_id, source.upload_name)
+        session.handles += 1
+        try:
+            session.check_usable()
+            await self.call(session, session.pipe.flush())
+            info = await self.call(session, session.upload.finish(digest))
+            session.removed = True  # the upload is a blob now: handles left get ESTALE
+        finally:
+            session.handles -= 1
+            if session.removed:
+                await table.forget(upload_id)
+            else:
+                await table.close_if_unused(session)
+        table.errors.pop(upload_id, None)
+        log.info(
+            "upload %s finished as %s (%d bytes) in %s",
+            upload_id,
+            info.digest,
+            info.size,
+            source.repository,
+        )
+
+    async def _rename(self, source: Place, target: Place, upload_id: str, flags: int) -> None:
+        existing = await self.table.find(target.repository, target.upload_name)
+        if existing == upload_id:
+            return
+        if existing is not None:
+            if flags & pyfuse3.RENAME_NOREPLACE:
+                raise Refusal(errno.EEXIST, f"upload {target.upload_name} exists")
+            await self.remove(target)
+        uploads = self.state.registry.repository(source.repository).uploads
+        await uploads.set_name(upload_id, target.upload_name)
+        session = self.table.sessions.get(upload_id)
+        if session is not None:
+            session.name = target.upload_name
+
+    # extended attributes ---------------------------------------------------------------
+    async def xattrs(self, place: Place) -> dict[str, bytes]:
+        upload_id = await self.upload_id(place)
+        uploads = self.state.registry.repository(place.repository).uploads
+        started = await uploads.started_at(upload_id)
+        values = {
+            "uuid": upload_id.encode(),
+            "offset": str(await self.table.size(place.repository, upload_id)).encode(),
+            "startedat": started.strftime("%Y-%m-%dT%H:%M:%SZ").encode(),
+        }
+        if upload_id in self.table.errors:
+            values["error"] = self.table.errors[upload_id].encode()
+        return values

@@ -1,0 +1,347 @@
+"""Interleavings that once hung or raced, called on Operations without the kernel
+(tests/fsops.py), each kept as the example that showed it."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from datetime import timedelta
+
+import pytest
+import trio
+
+from layerfs.drivers import MemoryDriver
+from layerfs.storage import Digest, Registry, paths
+from layerfs.storage.maintenance import purge_uploads
+
+from .fsops import Errno, Kernel, context, mounted
+from .wrappers import Passthrough
+
+UP = "repositories/r/_uploads"
+DATA = b"layer bytes " * 1000
+LONG = "upload-with-a-long-name-" * 4
+
+
+async def uploads_in_store(driver: MemoryDriver, repository: str = "r") -> list[str]:
+    return await Registry(driver).repository(repository).uploads.ids()
+
+
+async def errno_of(call) -> int:  # type: ignore[no-untyped-def]
+    with pytest.raises(Errno) as info:
+        await call
+    return info.value.errno
+
+
+async def new_repo(k: Kernel) -> None:
+    await k.makedirs("repositories/r")
+
+
+async def stored_repo(driver: MemoryDriver) -> MemoryDriver:
+    """A repository every mount of ``driver`` sees: one holding a layer."""
+    registry = Registry(driver)
+    await registry.repository("r").layers.link(await registry.blobs.put(b"seed"))
+    return driver
+
+
+# removed while open ----------------------------------------------------------------------
+@pytest.mark.parametrize("how", ["rm", "rename over it"])
+async def test_a_write_to_an_upload_removed_while_open_is_estale_and_close_returns(
+    how: str,
+) -> None:
+    driver = MemoryDriver()
+    async with mounted(driver) as k:
+        await new_repo(k)
+        fh = await k.create(f"{UP}/a")
+        await k.write(fh, 0, b"first")
+        if how == "rm":
+            await k.unlink(f"{UP}/a")
+        else:
+            await k.write_file(f"{UP}/b", b"other")
+            await k.rename(f"{UP}/b", f"{UP}/a")
+        assert await errno_of(k.write(fh, 5, b"second")) == errno.ESTALE
+        assert await errno_of(k.flush(fh)) == errno.ESTALE
+        await k.release(fh)  # returns (under the deadline)
+        assert len(k.ops.state.handles) == 0
+        names = await k.listdir(UP)
+        assert names == ([] if how == "rm" else ["a"])
+        if how != "rm":
+            assert await k.read_file(f"{UP}/a") == b"other"
+    assert len(await uploads_in_store(driver)) == (0 if how == "rm" else 1)
+
+
+async def test_a_handle_left_on_a_finished_upload_is_estale() -> None:
+    async with mounted(MemoryDriver()) as k:
+        await new_repo(k)
+        fh = await k.create(f"{UP}/a")
+        await k.write(fh, 0, DATA)
+        await k.rename(f"{UP}/a", f"{UP}/{Digest.of(DATA)}")
+        assert await errno_of(k.write(fh, len(DATA), b"more")) == errno.ESTALE
+        await k.release(fh)
+        assert len(k.ops.state.uploads.sessions) == 0
+
+
+class GatedPuts(Passthrough):
+    """Holds every put of a path ending in ``suffix`` until ``gate`` is set."""
+
+    def __init__(self, inner: MemoryDriver, suffix: str) -> None:
+        super().__init__(inner)
+        self.suffix = suffix
+        self.gate = trio.Event()
+        self.waiting = trio.Event()
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        if "/hashstates/" in path and self.suffix in path:
+            self.waiting.set()
+            await self.gate.wait()
+        await self.inner.put_content(path, content)
+
+
+async def test_an_open_during_the_last_close_keeps_the_session() -> None:
+    driver = GatedPuts(MemoryDriver(), "/hashstates/sha256/")
+    async with mounted(driver) as k:
+        await new_repo(k)
+        first = await k.create(f"{UP}/a")
+        await k.write(first, 0, b"abc")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(k.release, first)  # stores the state: waits at the gate
+            await driver.waiting.wait()
+            second = await k.open(f"{UP}/a", os.O_WRONLY)  # arrives during that close
+            driver.gate.set()
+        session = k.ops.state.uploads.sessions[next(iter(k.ops.state.uploads.sessions))]
+        assert session.handles == 1
+        await k.write(second, 3, b"def")
+        await k.close(second)
+        assert await k.read_file(f"{UP}/a") == b"abcdef"
+        assert k.ops.state.uploads.sessions == {}
+
+
+async def test_truncate_changes_the_handle_it_was_given() -> None:
+    blob = Digest.of(DATA)
+    async with mounted(MemoryDriver()) as k:
+        await new_repo(k)
+        await k.write_file(f"{UP}/a", DATA)
+        await k.rename(f"{UP}/a", f"{UP}/{blob}")
+        link = f"repositories/r/_layers/sha256/{blob.hex}/link"
+        writer = await k.open(link, os.O_WRONLY | os.O_TRUNC)
+        await k.write(writer, 0, b"sha256:")
+        other = await k.open(link, os.O_RDWR)
+        await k.truncate(link, 0, other)
+        assert await k.read(writer, 0, 100) == b"sha256:"
+        assert await k.read(other, 0, 100) == b""
+        await k.release(other)  # an empty link is refused, logged, and nothing stored
+        await k.release(writer)
+        assert await k.read_file(link) == str(blob).encode()
+
+
+# two mounts of one store ---------------------------------------------------------------
+async def test_rm_in_one_mount_racing_mv_in_another_is_enoent_and_leaves_nothing() -> None:
+    driver = await stored_repo(MemoryDriver())
+    async with mounted(driver) as a, mounted(driver) as b:
+        await a.write_file(f"{UP}/x", DATA)
+        held = await b.open(f"{UP}/x", os.O_WRONLY)  # b's session exists
+        await a.unlink(f"{UP}/x")
+        code = await errno_of(b.rename(f"{UP}/x", f"{UP}/{Digest.of(DATA)}"))
+        assert code == errno.ENOENT
+        with pytest.raises(Errno) as info:  # at the write, or the flush after it
+            await b.write(held, len(DATA), b"more")
+            await b.flush(held)
+        assert info.value.errno in (errno.ENOENT, errno.ESTALE)
+        await b.release(held)
+    assert await driver.list_if_present(paths.uploads_dir("r")) == []
+    assert not await driver.exists(paths.blob_data(Digest.of(DATA)))
+
+
+async def test_a_write_after_rm_in_another_mount_leaves_no_upload_directory() -> None:
+    driver = await stored_repo(MemoryDriver())
+    async with mounted(driver) as a, mounted(driver) as b:
+        fh = await b.create(f"{UP}/x")
+        await b.write(fh, 0, b"abc")
+        await b.flush(fh)
+        await a.unlink(f"{UP}/x")
+        with pytest.raises(Errno):
+            await b.write(fh, 3, b"def")
+            await b.flush(fh)
+        await b.release(fh)
+    assert await driver.list_if_present(paths.uploads_dir("r")) == []
+
+
+async def test_purge_uploads_while_open_leaves_no_empty_upload_directory() -> None:
+    driver = MemoryDriver()
+    async with mounted(driver) as k:
+        await new_repo(k)
+        fh = await k.create(f"{UP}/x")
+        await k.write(fh, 0, b"abc")
+        await purge_uploads(Registry(driver), timedelta(0))  # from outside the mount
+        with pytest.raises(Errno) as info:
+            await k.close(fh)
+        assert info.value.errno == errno.ENOENT
+    assert await driver.list_if_present(paths.uploads_dir("r")) == []
+
+
+async def test_two_mounts_creating_one_name_at_once_show_one_upload_by_it() -> None:
+    driver = await stored_repo(MemoryDriver())
+    async with mounted(driver) as a, mounted(driver) as b:
+        handles: dict[str, int] = {}
+
+        async def create(name: str, k: Kernel) -> None:
+            handles[name] = await k.create(f"{UP}/same")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(create, "a", a)
+            nursery.start_soon(create, "b", b)
+        for k in (a, b):
+            names = await k.listdir(UP)
+            assert names.count("same") == 1
+            assert len(names) == len(await uploads_in_store(driver))  # none hidden
+        await a.write(handles["a"], 0, b"from a")
+        await a.close(handles["a"])
+        await b.close(handles["b"])
+
+
+async def test_an_upload_whose_name_file_is_empty_shows_under_its_id() -> None:
+    driver = MemoryDriver()
+    async with mounted(driver) as k:
+        await new_repo(k)
+        await k.write_file(f"{UP}/good", b"x")
+        (upload_id,) = await uploads_in_store(driver)
+        await driver.put_content(paths.upload_name("r", upload_id), b"")
+        assert await k.listdir(UP) == [upload_id]
+        await driver.put_content(paths.upload_name("r", upload_id), b"bad\nname")
+        assert await k.listdir(UP) == [upload_id]
+
+
+# sparse files ---------------------------------------------------------------------------
+async def test_a_write_past_the_end_fills_the_gap_with_zeros() -> None:
+    async with mounted(MemoryDriver()) as k:
+        await new_repo(k)
+        fh = await k.create(f"{UP}/sparse")
+        await k.write(fh, 0, b"head")
+        await k.write(fh, (3 << 20) + 5, b"tail")  # cp seeks over a hole of 3 MiB
+        assert await errno_of(k.write(fh, 2, b"back")) == errno.EINVAL
+        await k.truncate(f"{UP}/sparse", (3 << 20) + 20, fh)  # a hole at the end
+        await k.close(fh)
+        expected = b"head" + bytes((3 << 20) + 1) + b"tail" + bytes(11)
+        assert await k.read_file(f"{UP}/sparse") == expected
+        await k.rename(f"{UP}/sparse", f"{UP}/{Digest.of(expected)}")
+        assert await errno_of(k.truncate("repositories/r/_uploads/none", 0)) == errno.ENOENT
+
+
+# names ----------------------------------------------------------------------------------
+async def test_odd_names_get_the_errno_a_file_system_gives() -> None:
+    async with mounted(MemoryDriver()) as k:
+        await new_repo(k)
+        uploads = await k.walk(UP)
+        ctx = context()
+
+        async def lookup(name: bytes) -> int:
+            return await errno_of(k.call("lookup", uploads, name, ctx))
+
+        assert await lookup(b"x" * 256) == errno.ENAMETOOLONG
+        assert await lookup(b"new\nline") == errno.ENOENT
+        assert await lookup(b"\xff\xfe") == errno.ENOENT
+        assert await lookup(b"sha256:abc") == errno.ENOENT
+        for size in (256, 1000):
+            assert await errno_of(k.create(f"{UP}/{'n' * size}")) == errno.ENAMETOOLONG
+        await k.create(f"{UP}/{'n' * 255}")  # the longest name there is
+        assert await errno_of(k.create(f"{UP}/new\nline")) == errno.EINVAL
+        assert await errno_of(k.call("symlink", uploads, b"s", b"/etc", ctx)) == errno.EPERM
+        assert await errno_of(k.call("mknod", uploads, b"n", 0o10644, 0, ctx)) == errno.EPERM
+        root_ino = await k.walk("repositories")
+        assert await errno_of(k.call("link", root_ino, uploads, b"h", ctx)) == errno.EPERM
+
+
+async def test_mkdir_where_the_layout_has_no_directory_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with mounted(MemoryDriver()) as k:
+        await new_repo(k)
+        assert await errno_of(k.mkdir("repositories/r/_manifests/foo")) == errno.EPERM
+        assert "the layout has no directory here" in caplog.text
+        assert "repository name" not in caplog.text
+        assert await errno_of(k.mkdir("repositories/Bad")) == errno.EINVAL
+
+
+# tags ----------------------------------------------------------------------------------
+async def test_rm_of_a_tags_current_link_untags() -> None:
+    driver = MemoryDriver()
+    registry = Registry(driver)
+    repo = registry.repository("r")
+    config = await registry.blobs.put(b"{}")
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": str(config),
+                "size": 2,
+            },
+            "layers": [],
+        }
+    ).encode()
+    await repo.layers.link(config)
+    digest = await repo.manifests.put(manifest)
+    await repo.tags.tag("v1", digest)
+    async with mounted(driver) as k:
+        await k.unlink("repositories/r/_manifests/tags/v1/current/link")
+        assert await k.listdir("repositories/r/_manifests/tags") == []
+    assert await repo.tags.list() == []
+
+
+class FailingIndexPut(Passthrough):
+    async def put_content(self, path: str, content: bytes) -> None:
+        if "/index/" in path:
+            raise OSError("killed here")
+        await self.inner.put_content(path, content)
+
+
+async def test_a_tag_cut_short_after_its_current_link_still_serves() -> None:
+    inner = MemoryDriver()
+    registry = Registry(inner)
+    repo = registry.repository("r")
+    config = await registry.blobs.put(b"{}")
+    await repo.layers.link(config)
+    manifest = (
+        b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+        b'"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"'
+        + str(config).encode()
+        + b'","size":2},"layers":[]}'
+    )
+    digest = await repo.manifests.put(manifest)
+    with pytest.raises(OSError):
+        await Registry(FailingIndexPut(inner)).repository("r").tags.tag("v1", digest)
+    assert await repo.tags.resolve("v1") == digest
+
+
+# status --------------------------------------------------------------------------------
+async def test_the_status_of_many_open_uploads_is_split_into_pages() -> None:
+    async with mounted(MemoryDriver()) as k:
+        await new_repo(k)
+        handles = [await k.create(f"{UP}/{LONG}{n:04}") for n in range(400)]
+        pages, page = [], 0
+        while True:
+            name = "user.layerfs.uploads" + (f".{page}" if page else "")
+            try:
+                value = await k.getxattr("", name)
+            except Errno as exc:
+                assert exc.errno == errno.ENODATA
+                break
+            assert len(value) <= 65536
+            pages.append(json.loads(value))
+            page += 1
+        assert len(pages) > 1
+        listed = sorted(u["name"] for p in pages for u in p)
+        assert listed == sorted(f"{LONG}{n:04}" for n in range(400))
+        for fh in handles:
+            await k.release(fh)
+
+
+async def test_a_repository_made_only_by_mkdir_lives_until_unmount() -> None:
+    """README, the view: such a repository is kept by the mount alone."""
+    driver = MemoryDriver()
+    async with mounted(driver) as k:
+        await k.makedirs("repositories/only/made")
+        assert "_uploads" in await k.listdir("repositories/only/made")
+    async with mounted(driver) as k:
+        assert await k.listdir("repositories") == []
