@@ -285,8 +285,14 @@ async def test_rm_of_a_tags_current_link_untags() -> None:
     await repo.tags.tag("v1", digest)
     async with mounted(driver) as k:
         await k.unlink("repositories/r/_manifests/tags/v1/current/link")
+        # the tag is gone from the store; its folders stay in view for the rest of rm -r
+        assert await repo.tags.list() == []
+        assert await k.listdir("repositories/r/_manifests/tags/v1/current") == []
+        assert await k.listdir("repositories/r/_manifests/tags/v1/index") == []
+        await k.rmdir("repositories/r/_manifests/tags/v1/current")
+        await k.rmdir("repositories/r/_manifests/tags/v1/index")
+        await k.rmdir("repositories/r/_manifests/tags/v1")
         assert await k.listdir("repositories/r/_manifests/tags") == []
-    assert await repo.tags.list() == []
 
 
 class FailingIndexPut(Passthrough):

@@ -32,7 +32,7 @@ class Directories:
         self._getattr_of = getattr_of  # attributes of any kind, for readdirplus
 
     async def present(self, place: Place) -> bool:
-        if place.parts in FIXED_DIRS or place.parts in self.state.created_dirs:
+        if place.parts in FIXED_DIRS or self._holds_made(place):
             return True
         found = await self.state.stat(place)
         if found is not None:
@@ -40,6 +40,13 @@ class Directories:
         if place.is_special_root:
             return await self.present(classify(place.repository_parts))
         return False
+
+    def _holds_made(self, place: Place) -> bool:
+        """Whether the mount made ``place`` or keeps something below it: a directory
+        that holds a made one stays, even when the store no longer has it."""
+        depth, parts = len(place.parts), place.parts
+        state = self.state
+        return any(made[:depth] == parts for made in (*state.created_dirs, *state.pending_links))
 
     async def getattr(self, place: Place) -> pyfuse3.EntryAttributes:
         if place.parts in FIXED_DIRS:

@@ -64,7 +64,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 # errno values that are answers, not events worth a log line
-_QUIET = {errno.ENOENT: "lookup", errno.ENODATA: "xattr"}
+_QUIET = {errno.ENOENT: "lookup", errno.ENODATA: "xattr", errno.EEXIST: "mkdir -p"}
 
 
 def fuse_handler(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

@@ -155,11 +155,9 @@ class LinkFiles:
         named = None if place.kind == Kind.TAG_LINK else place.link_digest
         tag = place.fields.get("tag", "")
         await repository.remove_link(LAYOUT_KIND[place.kind], named, tag)
-        if place.kind == Kind.TAG_LINK:
-            # The whole tag is gone from the store; its directories stay in the view
-            # (as mkdir'ed ones do) so that the rest of an ``rm -r`` finds them.
-            tag_dir = place.parts[:-2]
-            state.created_dirs.update({tag_dir, (*tag_dir, "current"), (*tag_dir, "index")})
+        state.keep_visible(place.parts, place.repository_parts)
+        if place.kind == Kind.TAG_LINK:  # the whole tag went: its index/ stays in view too
+            state.created_dirs.add((*place.parts[:-2], "index"))
 
     def xattrs(self, place: Place) -> dict[str, bytes]:
         error = self.state.link_errors.get(place.parts)

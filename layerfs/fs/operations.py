@@ -264,8 +264,6 @@ class Operations(pyfuse3.Operations):
             target = classify((*self.state.inodes.path(parent_inode_new), text))
         else:
             target = self._new_child(parent_inode_new, name_new, "upload")
-        if target.kind != Kind.UPLOAD or target.repository != source.repository:
-            raise Refusal(errno.EXDEV, "an upload moves only within its _uploads directory")
         await self.uploads.rename(source, target, text, flags)
         self.state.inodes.move(source.parts, target.parts)
 

@@ -68,8 +68,8 @@ class UploadTable:
         uploads = self.registry.repository(repository).uploads
         named: dict[str, list[str]] = {}
         for upload_id in sorted(await uploads.ids()):
-            session = self.sessions.get(upload_id)
-            name = session.name if session else await uploads.name_of(upload_id)
+            # the store's name, not a session's: another mount may have renamed it
+            name = await uploads.name_of(upload_id)
             named.setdefault(name if is_upload_name(name) else upload_id, []).append(upload_id)
         found: dict[str, str] = {}
         for name, ids in named.items():

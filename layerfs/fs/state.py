@@ -184,12 +184,14 @@ class MountState:
             return None
         return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
 
-    def keep_visible(self, repository: Parts) -> None:
-        """Show ``repository`` (and the directories of its name) until rmdir or
-        unmount, with nothing stored: after the ``rm`` of its last upload on an object
-        store, say. Asking the store first would cost a request per level, and its
-        failure would turn a done ``rm`` into an error."""
-        self.created_dirs.update(repository[:depth] for depth in range(2, len(repository) + 1))
+    def keep_visible(self, removed: Parts, repository: Parts) -> None:
+        """Show the directories above a ``removed`` entry, up to and including its
+        ``repository``, until rmdir or unmount, though the store may hold nothing
+        there now (an object store has no empty directories): the rest of an ``rm -r``
+        finds them, and the repository does not vanish with its last upload. Asking
+        the store first would cost a request per level, and its failure would turn a
+        done ``rm`` into an error."""
+        self.created_dirs.update(removed[:depth] for depth in range(2, len(removed)))
         self.repository_marks.add(repository)
 
     def stored_below(self, parts: Parts) -> None:

@@ -24,7 +24,7 @@ from ..storage.reference import validate_name
 from .errors import Refusal, errno_of
 from .sessions import UploadSession
 from .state import UPLOAD_TIMEOUT, MountState, StoredFileReader, UploadHandle
-from .view import Place
+from .view import Kind, Place
 
 log = logging.getLogger("layerfs.fs")
 T = TypeVar("T")
@@ -178,10 +178,12 @@ class UploadFiles:
         else:
             await self.state.registry.repository(place.repository).uploads.cancel(upload_id)
             self.table.errors.pop(upload_id, None)
-        self.state.keep_visible(place.repository_parts)
+        self.state.keep_visible(place.parts, place.repository_parts)
 
     async def rename(self, source: Place, target: Place, target_name: str, flags: int) -> None:
         upload_id = await self.upload_id(source)
+        if target.kind != Kind.UPLOAD or target.repository != source.repository:
+            raise Refusal(errno.EXDEV, "an upload moves only within its _uploads directory")
         if ":" in target_name:
             await self._finish(source, upload_id, target_name)
         else:
