@@ -183,7 +183,9 @@ class S3Driver(StorageDriver):
             return fn(*args, **kwargs)
 
         try:
-            return await trio.to_thread.run_sync(run, limiter=self._threads)
+            # A cancelled call (an unmount giving up on a store that does not answer)
+            # returns at once; its thread ends on its own, its answer unread.
+            return await trio.to_thread.run_sync(run, limiter=self._threads, abandon_on_cancel=True)
         except ClientError as exc:
             raise _driver_error(exc, kwargs.get("Key", kwargs.get("Prefix", ""))) from exc
         except BotoCoreError as exc:
