@@ -11,7 +11,6 @@ import trio
 from ..storage import Registry, Upload
 from ..storage.errors import UploadClosedError
 from ..storage.writebehind import WriteBehind
-from .view import is_upload_name
 
 
 @dataclass
@@ -61,22 +60,10 @@ class UploadTable:
         self.errors: dict[str, str] = {}  # last error by upload id
 
     async def names(self, repository: str) -> dict[str, str]:
-        """Every upload of ``repository`` by the name it shows under. An upload with
-        no usable name shows under its id; of uploads sharing a name (two mounts
-        creating it at once), the smallest id takes it and the others show under
-        their ids, so that every mount agrees and none is hidden."""
-        uploads = self.registry.repository(repository).uploads
-        named: dict[str, list[str]] = {}
-        for upload_id in sorted(await uploads.ids()):
-            # the store's name, not a session's: another mount may have renamed it
-            name = await uploads.name_of(upload_id)
-            named.setdefault(name if is_upload_name(name) else upload_id, []).append(upload_id)
-        found: dict[str, str] = {}
-        for name, ids in named.items():
-            found.setdefault(name, ids[0])
-            for other in ids[1:]:
-                found.setdefault(other, other)
-        return found
+        """Every upload of ``repository`` by the name it shows under
+        (``storage.walk.uploads_by_name``: every mount agrees, none is hidden)."""
+        # the store's names, not the sessions': another mount may have renamed one
+        return await self.registry.repository(repository).uploads.by_name()
 
     async def find(self, repository: str, name: str) -> str | None:
         return (await self.names(repository)).get(name)

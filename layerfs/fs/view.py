@@ -13,8 +13,7 @@ from .errors import Refusal
 
 Parts = tuple[str, ...]
 SPECIAL_DIRS = paths.SPECIAL_DIRS
-NAME_MAX = 255  # bytes in one name, as every Linux file system has it
-NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+NAME_MAX = paths.NAME_MAX
 
 
 class Kind(enum.Enum):
@@ -130,7 +129,7 @@ def looked_up(name: bytes) -> str:
     if len(name) > NAME_MAX:
         raise Refusal(errno.ENAMETOOLONG, f"name of {len(name)} bytes: at most {NAME_MAX}")
     text = decode(name)
-    if not _storable(text):
+    if not paths.is_file_name(text):
         raise Refusal(errno.ENOENT, f"no entry can be named {text!r}")
     return text
 
@@ -140,17 +139,8 @@ def new_name(name: bytes, what: str) -> str:
     if len(name) > NAME_MAX:
         raise Refusal(errno.ENAMETOOLONG, f"{what} name of {len(name)} bytes: at most {NAME_MAX}")
     text = decode(name)
-    if not _storable(text):
+    if not paths.is_file_name(text):
         raise Refusal(
             errno.EINVAL, f"invalid {what} name {text!r}: use letters, digits, '.', '_', '-'"
         )
     return text
-
-
-def _storable(text: str) -> bool:
-    return bool(text) and text not in (".", "..") and set(text) <= NAME_CHARS
-
-
-def is_upload_name(text: str) -> bool:
-    """Whether a stored name file may show as an entry of ``_uploads``."""
-    return _storable(text) and len(text.encode()) <= NAME_MAX

@@ -113,13 +113,6 @@ class BlobStore:
 
     async def digests(self) -> list[Digest]:
         """Every blob in the store (walks ``blobs/``)."""
-        found = []
-        for alg_dir in await self.driver.list_if_present(paths.BLOBS):
-            algorithm = alg_dir.rsplit("/", 1)[1]
-            for prefix in await self.driver.list_if_present(alg_dir):
-                for blob_dir in await self.driver.list_if_present(prefix):
-                    try:
-                        found.append(Digest.from_parts(algorithm, blob_dir.rsplit("/", 1)[1]))
-                    except Exception:
-                        continue
-        return found
+        from .walk import blob_dirs  # walk knows uploads, which know blobs
+
+        return [digest for digest, _ in await blob_dirs(self.driver)]

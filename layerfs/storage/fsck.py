@@ -25,14 +25,14 @@ import trio
 
 from ..drivers import PathNotFoundError, StorageDriver
 from ..drivers.base import HASH_CHUNK
-from . import paths
-from .digest import ALGORITHMS, CANONICAL, Digest
-from .errors import InvalidDigestError, InvalidLinkError, ManifestInvalidError
+from . import paths, walk
+from .digest import CANONICAL, Digest
+from .errors import InvalidLinkError, ManifestInvalidError
 from .hashstate import HashStateError, ResumableSha256
 from .links import decode_link
 from .manifests import Manifest, parse_manifest
 from .registry import Registry
-from .uploads import UUID_RE, parse_started_at, stored_hash_states
+from .uploads import parse_started_at
 
 log = logging.getLogger(__name__)
 
@@ -169,30 +169,18 @@ class Fsck:
         return sorted(await self.driver.list_if_present(path))
 
     # blobs -----------------------------------------------------------------
+    async def _odd(self, path: str, why: str) -> None:
+        await self._found("odd-entry", path, why)
+
     async def _list_blobs(self) -> list[_Blob]:
         found = []
-        for alg_dir in await self._list(paths.BLOBS):
-            algorithm = alg_dir.rsplit("/", 1)[1]
-            if algorithm not in ALGORITHMS:
-                await self._found("odd-entry", alg_dir, "not a digest algorithm")
-                continue
-            for prefix in await self._list(alg_dir):
-                for blob_dir in await self._list(prefix):
-                    blob = await self._blob_at(algorithm, prefix, blob_dir)
-                    if blob is not None:
-                        found.append(blob)
+        for digest, blob_dir in await walk.blob_dirs(self.driver, self._odd):
+            blob = await self._blob_at(digest, blob_dir)
+            if blob is not None:
+                found.append(blob)
         return found
 
-    async def _blob_at(self, algorithm: str, prefix: str, blob_dir: str) -> _Blob | None:
-        hexpart = blob_dir.rsplit("/", 1)[1]
-        try:
-            digest = Digest.from_parts(algorithm, hexpart)
-        except InvalidDigestError:
-            await self._found("odd-entry", blob_dir, "not a blob directory (name is no digest)")
-            return None
-        if prefix.rsplit("/", 1)[1] != hexpart[:2]:
-            await self._found("odd-entry", blob_dir, "blob directory under the wrong prefix")
-            return None
+    async def _blob_at(self, digest: Digest, blob_dir: str) -> _Blob | None:
         if paths.blob_data(digest) in self.pending:
             self._normal("write-in-progress")  # a copy under way, or cut short: no blob yet
             return None
@@ -247,16 +235,7 @@ class Fsck:
 
     async def _link_dirs(self, directory: str) -> list[tuple[Digest, str]]:
         """``<alg>/<hex>`` directories below ``directory`` (odd names reported)."""
-        found = []
-        for alg_dir in await self._list(directory):
-            for entry in await self._list(alg_dir):
-                try:
-                    digest = Digest.from_parts(alg_dir.rsplit("/", 1)[1], entry.rsplit("/", 1)[1])
-                except InvalidDigestError:
-                    await self._found("odd-entry", entry, "not a digest directory")
-                    continue
-                found.append((digest, entry))
-        return found
+        return await walk.digest_dirs(self.driver, directory, self._odd)
 
     async def _links(self, directory: str) -> list[tuple[Digest, str, Digest]]:
         """(digest, link directory, target) of each usable link below
@@ -389,11 +368,7 @@ class Fsck:
     async def _list_uploads(self) -> list[_Upload]:
         found = []
         for name in await self.registry.repositories():
-            for entry in await self._list(paths.uploads_dir(name)):
-                upload_id = entry.rsplit("/", 1)[1]
-                if not UUID_RE.fullmatch(upload_id):
-                    await self._found("odd-entry", entry, "not an upload directory")
-                    continue
+            for upload_id in await walk.upload_ids(self.driver, name, self._odd):
                 data = paths.upload_data(name, upload_id)
                 readable = data not in self.pending  # else reading would complete it
                 if not readable:
@@ -451,10 +426,10 @@ class Fsck:
         return True
 
     async def _hash_states(self, name: str, upload_id: str) -> dict[int, str]:
-        states, odd = await stored_hash_states(self.driver, name, upload_id)
-        for path in odd:
-            await self._found("upload-bad-hashstate", path, "name is not an offset", path)
-        return states
+        async def odd(path: str, why: str) -> None:
+            await self._found("upload-bad-hashstate", path, why, path)
+
+        return await walk.hash_states(self.driver, name, upload_id, odd)
 
     async def _check_states(self, upload: _Upload) -> None:
         """Hash the data once, comparing each stored state at its offset."""

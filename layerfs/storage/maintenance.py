@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ..drivers import PathNotFoundError, PendingWrite, StorageDriver
-from . import paths
+from . import paths, walk
 from .digest import Digest
 from .registry import Registry
-from .uploads import UUID_RE, parse_started_at
+from .uploads import parse_started_at
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,15 @@ async def _date_upload(driver: StorageDriver, name: str, upload_id: str) -> Uplo
     return UploadAge(name, upload_id, made.astimezone(UTC), "directory")
 
 
+async def _leave_alone(path: str, why: str) -> None:
+    log.warning("%s: %s, left alone", path, why)
+
+
 async def upload_ages(registry: Registry) -> list[UploadAge]:
     """Every upload of every repository with the time it started."""
     found = []
     for name in await registry.repositories():
-        for entry in await registry.driver.list_if_present(paths.uploads_dir(name)):
-            upload_id = entry.rsplit("/", 1)[1]
-            if not UUID_RE.fullmatch(upload_id):
-                log.warning("%s: not an upload directory, left alone", entry)
-                continue
+        for upload_id in await walk.upload_ids(registry.driver, name, _leave_alone):
             age = await _date_upload(registry.driver, name, upload_id)
             if age is not None:
                 found.append(age)

@@ -21,6 +21,7 @@ Every function returns a driver path; nothing here touches a driver.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .digest import Digest
@@ -30,6 +31,9 @@ BLOBS = f"{ROOT}/blobs"
 REPOSITORIES = f"{ROOT}/repositories"
 
 Parts = tuple[str, ...]
+NAME_MAX = 255  # bytes in one name, as every Linux file system has it
+COMPONENT_RE = re.compile(r"[A-Za-z0-9._-]+")  # distribution's path rule, per component
+UPLOAD_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # The directories of a repository, below its name: no name component starts with "_".
 SPECIAL_DIRS = ("_layers", "_manifests", "_uploads")
 
@@ -62,6 +66,15 @@ class Match:
     @property
     def repository(self) -> str:
         return self.fields.get("name", "")
+
+
+def is_file_name(text: str) -> bool:
+    """Whether ``text`` can name one entry of the store (and of the mount)."""
+    return (
+        COMPONENT_RE.fullmatch(text) is not None
+        and text not in (".", "..")
+        and len(text.encode()) <= NAME_MAX
+    )
 
 
 def path(kind: str, **fields: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..drivers import PathNotFoundError, StorageDriver
-from . import paths
+from . import paths, walk
 from .blobs import BlobInfo, BlobReader, BlobStore
 from .digest import CANONICAL, Digest
 from .errors import (
@@ -28,15 +28,12 @@ async def _list_names(driver: StorageDriver, path: str) -> list[str]:
 
 
 async def _linked_digests(driver: StorageDriver, directory: str) -> list[Digest]:
-    """Digests ``<alg>/<hex>`` that have a link file below ``directory``."""
-    found = []
-    for algorithm in await _list_names(driver, directory):
-        for hexpart in await _list_names(driver, f"{directory}/{algorithm}"):
-            try:
-                found.append(Digest.from_parts(algorithm, hexpart))
-            except Exception:
-                log.warning("ignoring odd entry %s/%s/%s", directory, algorithm, hexpart)
-    return sorted(found)
+    """Digests of the ``<alg>/<hex>`` directories below ``directory``."""
+
+    async def odd(path: str, why: str) -> None:
+        log.warning("ignoring %s: %s", path, why)
+
+    return sorted(digest for digest, _ in await walk.digest_dirs(driver, directory, odd))
 
 
 class LayerStore:

@@ -10,7 +10,6 @@ what is on disk at each step and what a crash there leaves.
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 import trio
 
 from ..drivers import FileWriter, PathNotFoundError, StorageDriver
-from . import paths
+from . import paths, walk
 from .blobs import BlobInfo, BlobStore
 from .digest import CANONICAL, EMPTY_SHA256, Digest
 from .errors import (
@@ -33,7 +32,7 @@ from .hashstate import HashStateError, ResumableSha256
 
 log = logging.getLogger(__name__)
 
-UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+UUID_RE = paths.UPLOAD_ID_RE
 # Buffers at least this large are hashed in a worker thread while the driver writes them.
 PARALLEL_HASH = 256 << 10
 VALIDATE_RETRIES = 3
@@ -177,10 +176,10 @@ class Upload:
 
     # hash state -------------------------------------------------------------
     async def _stored_states(self) -> dict[int, str]:
-        states, odd = await stored_hash_states(self.driver, self.repository, self.id)
-        for entry in odd:
-            log.warning("upload %s: ignoring odd hash state %s", self.id, entry)
-        return states
+        async def odd(path: str, why: str) -> None:
+            log.warning("upload %s: ignoring hash state %s: %s", self.id, path, why)
+
+        return await walk.hash_states(self.driver, self.repository, self.id, odd)
 
     async def _sync_hasher(self) -> ResumableSha256:
         """The sha256 of the data so far: kept in memory, else the newest stored
@@ -373,22 +372,6 @@ class Upload:
             await self.driver.put_content(target, b"")  # nothing was ever written
 
 
-async def stored_hash_states(
-    driver: StorageDriver, repository: str, upload_id: str
-) -> tuple[dict[int, str], list[str]]:
-    """An upload's sha256 hash states by offset, and the entries whose names are no
-    offset."""
-    states, odd = {}, []
-    directory = paths.upload_hash_states(repository, upload_id, CANONICAL)
-    for entry in await driver.list_if_present(directory):
-        name = entry.rsplit("/", 1)[1]
-        if name.isdigit():
-            states[int(name)] = entry
-        else:
-            odd.append(entry)
-    return states, odd
-
-
 def _hash_pieces(hasher: ResumableSha256, pieces: Sequence[bytes]) -> None:
     for piece in pieces:
         hasher.update(piece)
@@ -479,8 +462,11 @@ class UploadStore:
             return upload_id
 
     async def ids(self) -> list[str]:
-        entries = await self.driver.list_if_present(paths.uploads_dir(self.repository))
-        return [e.rsplit("/", 1)[1] for e in entries if UUID_RE.fullmatch(e.rsplit("/", 1)[1])]
+        return await walk.upload_ids(self.driver, self.repository)
+
+    async def by_name(self) -> dict[str, str]:
+        """Upload ids by the name each shows under (``walk.uploads_by_name``)."""
+        return await walk.uploads_by_name(self)
 
     async def cancel(self, upload_id: str) -> None:
         upload = await self.resume(upload_id)
@@ -495,7 +481,7 @@ class UploadStore:
         content addressed, so the blob is the upload's data, validated."""
         if await self.driver.exists(paths.upload_data(self.repository, upload_id)):
             return None
-        states, _ = await stored_hash_states(self.driver, self.repository, upload_id)
+        states = await walk.hash_states(self.driver, self.repository, upload_id)
         size, path = max(states.items(), default=(0, ""))
         if size == 0:
             return None

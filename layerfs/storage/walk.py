@@ -1,0 +1,114 @@
+"""The walks of the store, one each: blob directories, digest directories below a
+link directory, upload directories, an upload's hash states and uploads by name.
+
+Every walk returns what fits the layout (``paths.LAYOUT``) in lexical order and hands
+each entry that does not to ``on_odd`` with the reason: fsck reports them, the other
+callers leave them alone. Nothing here changes the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..drivers import StorageDriver
+from . import paths
+from .digest import ALGORITHMS, CANONICAL, Digest
+from .errors import InvalidDigestError
+
+if TYPE_CHECKING:
+    from .uploads import UploadStore
+
+OnOdd = Callable[[str, str], Awaitable[None]]
+
+
+async def _ignore(path: str, why: str) -> None:
+    """The default for ``on_odd``: an odd entry is skipped."""
+
+
+async def _entries(driver: StorageDriver, path: str) -> list[str]:
+    return sorted(await driver.list_if_present(path))
+
+
+def _name(path: str) -> str:
+    return path.rsplit("/", 1)[1]
+
+
+async def blob_dirs(driver: StorageDriver, on_odd: OnOdd = _ignore) -> list[tuple[Digest, str]]:
+    """Every ``blobs/<alg>/<hh>/<hex>`` directory with the digest it names."""
+    found = []
+    for alg_dir in await _entries(driver, paths.BLOBS):
+        algorithm = _name(alg_dir)
+        if algorithm not in ALGORITHMS:
+            await on_odd(alg_dir, "not a digest algorithm")
+            continue
+        for prefix in await _entries(driver, alg_dir):
+            for blob_dir in await _entries(driver, prefix):
+                try:
+                    digest = Digest.from_parts(algorithm, _name(blob_dir))
+                except InvalidDigestError:
+                    await on_odd(blob_dir, "not a blob directory (name is no digest)")
+                    continue
+                if _name(prefix) != digest.hex[:2]:
+                    await on_odd(blob_dir, "blob directory under the wrong prefix")
+                    continue
+                found.append((digest, blob_dir))
+    return found
+
+
+async def digest_dirs(
+    driver: StorageDriver, directory: str, on_odd: OnOdd = _ignore
+) -> list[tuple[Digest, str]]:
+    """Every ``<alg>/<hex>`` directory below ``directory`` (``_layers``, revisions, a
+    tag's index) with the digest it names; its ``link`` may be missing."""
+    found = []
+    for alg_dir in await _entries(driver, directory):
+        for entry in await _entries(driver, alg_dir):
+            try:
+                found.append((Digest.from_parts(_name(alg_dir), _name(entry)), entry))
+            except InvalidDigestError:
+                await on_odd(entry, "not a digest directory")
+    return found
+
+
+async def upload_ids(driver: StorageDriver, repository: str, on_odd: OnOdd = _ignore) -> list[str]:
+    """The ids of the upload directories of ``repository``."""
+    found = []
+    for entry in await _entries(driver, paths.uploads_dir(repository)):
+        if paths.UPLOAD_ID_RE.fullmatch(_name(entry)):
+            found.append(_name(entry))
+        else:
+            await on_odd(entry, "not an upload directory")
+    return found
+
+
+async def hash_states(
+    driver: StorageDriver, repository: str, upload_id: str, on_odd: OnOdd = _ignore
+) -> dict[int, str]:
+    """An upload's sha256 hash states by the offset they were stored at."""
+    states = {}
+    directory = paths.upload_hash_states(repository, upload_id, CANONICAL)
+    for entry in await _entries(driver, directory):
+        if _name(entry).isdigit():
+            states[int(_name(entry))] = entry
+        else:
+            await on_odd(entry, "name is not an offset")
+    return states
+
+
+async def uploads_by_name(uploads: UploadStore) -> dict[str, str]:
+    """Every upload of a repository by the name it shows under: the one it was given
+    (``_uploads/<id>/name``), or its id when it has none that can be a file name.
+    Of uploads sharing one name (two creators at one moment), the smallest id takes
+    it and the others show under their ids, so that every reader agrees and none is
+    hidden."""
+    named: dict[str, list[str]] = {}
+    for upload_id in await upload_ids(uploads.driver, uploads.repository):
+        name = await uploads.name_of(upload_id)
+        named.setdefault(name if paths.is_file_name(name) else upload_id, []).append(upload_id)
+    found: dict[str, str] = {}
+    for name, ids in named.items():
+        found.setdefault(name, ids[0])
+        for other in ids[1:]:
+            found.setdefault(other, other)
+    return found
