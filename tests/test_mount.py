@@ -1,5 +1,5 @@
 """The mounted view on a real kernel FUSE mount, driven with real tools: every row of
-DESIGN.md's table and the errno it names."""
+the README's view table (docs/DESIGN.md) and the errno it names."""
 
 from __future__ import annotations
 
