@@ -9,7 +9,7 @@ import os
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from .viewmodel import FaultyViewMachine, ViewMachine
+from .viewmodel import FaultyViewMachine, TwoMountsMachine, ViewMachine
 
 EXAMPLES = int(os.environ.get("LAYERFS_MODEL_EXAMPLES", "40"))
 BUDGET = settings(
@@ -28,3 +28,7 @@ def test_the_view_follows_its_model() -> None:
 
 def test_faults_below_the_view_end_in_an_errno_and_leave_a_sound_store() -> None:
     run_state_machine_as_test(FaultyViewMachine, settings=BUDGET)
+
+
+def test_two_mounts_of_one_store_agree() -> None:
+    run_state_machine_as_test(TwoMountsMachine, settings=BUDGET)

@@ -351,3 +351,37 @@ async def test_a_repository_made_only_by_mkdir_lives_until_unmount() -> None:
         assert "_uploads" in await k.listdir("repositories/only/made")
     async with mounted(driver) as k:
         assert await k.listdir("repositories") == []
+
+
+# found by the model (tests/viewmodel.py) --------------------------------------------------
+async def test_a_folder_holding_one_the_mount_made_stays_when_the_store_drops_it() -> None:
+    """unlink the last layer link, with a refused link's folder made beside it."""
+    driver = await stored_repo(MemoryDriver())
+    seed = Digest.of(b"seed")
+    unknown = Digest.of(b"unknown")
+    async with mounted(driver) as k:
+        folder = f"repositories/r/_layers/sha256/{unknown.hex}"
+        await k.makedirs(folder)
+        with pytest.raises(Errno):
+            await k.write_file(f"{folder}/link", str(unknown).encode())
+        await k.unlink(f"repositories/r/_layers/sha256/{seed.hex}/link")
+        listed = await k.listdir("repositories/r/_layers/sha256")
+        assert listed == sorted([seed.hex, unknown.hex])  # both folders: kept, and made
+
+
+async def test_renaming_a_missing_upload_is_enoent_before_exdev() -> None:
+    async with mounted(await stored_repo(MemoryDriver())) as k:
+        await k.makedirs("repositories/s")
+        code = await errno_of(k.rename(f"{UP}/missing", "repositories/s/_uploads/x"))
+        assert code == errno.ENOENT
+
+
+async def test_a_rename_in_another_mount_shows_while_this_one_holds_the_upload() -> None:
+    driver = await stored_repo(MemoryDriver())
+    async with mounted(driver) as a, mounted(driver) as b:
+        fh = await a.create(f"{UP}/old")
+        await a.write(fh, 0, b"abc")
+        await b.rename(f"{UP}/old", f"{UP}/new")
+        assert await a.listdir(UP) == ["new"]
+        await a.close(fh)
+        assert await a.read_file(f"{UP}/new") == b"abc"
