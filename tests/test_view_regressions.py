@@ -385,3 +385,17 @@ async def test_a_rename_in_another_mount_shows_while_this_one_holds_the_upload()
         assert await a.listdir(UP) == ["new"]
         await a.close(fh)
         assert await a.read_file(f"{UP}/new") == b"abc"
+
+
+async def test_a_link_removed_while_being_written_stores_nothing() -> None:
+    async with mounted(await stored_repo(MemoryDriver())) as k:
+        seed = Digest.of(b"seed")
+        await k.makedirs("repositories/s")
+        folder = f"repositories/s/_layers/sha256/{seed.hex}"
+        await k.makedirs(folder)
+        fh = await k.create(f"{folder}/link")
+        await k.write(fh, 0, b"sha256:")
+        await k.unlink(f"{folder}/link")
+        assert await errno_of(k.write(fh, 7, seed.hex.encode())) == errno.ESTALE
+        await k.close(fh)
+        assert await errno_of(k.stat(f"{folder}/link")) == errno.ENOENT

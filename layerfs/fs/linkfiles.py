@@ -96,6 +96,8 @@ class LinkFiles:
     async def write(self, handle: LinkHandle, offset: int, data: bytes) -> int:
         if not handle.writable:
             raise Refusal(errno.EBADF, "file is not open for writing")
+        if handle.removed:
+            raise Refusal(errno.ESTALE, f"{handle.place.where} was removed while open")
         if offset > len(handle.content):
             handle.content.extend(b"\0" * (offset - len(handle.content)))
         handle.content[offset : offset + len(data)] = data
@@ -105,13 +107,13 @@ class LinkFiles:
         return len(data)
 
     async def flush(self, handle: LinkHandle) -> None:
-        if handle.dirty:
+        if handle.dirty and not handle.removed:
             await self.apply(handle)
 
     async def release(self, handle: LinkHandle) -> None:
         if self.state.pending_links.get(handle.place.parts) is handle:
             del self.state.pending_links[handle.place.parts]
-        if handle.dirty:  # nobody flushed: apply now; errors can only be logged
+        if handle.dirty and not handle.removed:  # nobody flushed: apply now, log errors
             try:
                 await self.apply(handle)
             except Exception as exc:
@@ -149,7 +151,9 @@ class LinkFiles:
 
     async def remove(self, place: Place) -> None:
         state = self.state
-        if state.pending_links.pop(place.parts, None) is not None:
+        pending = state.pending_links.pop(place.parts, None)
+        if pending is not None:  # created, never stored: its handle stores nothing now
+            pending.removed = True
             return
         repository = state.registry.repository(place.repository)
         named = None if place.kind == Kind.TAG_LINK else place.link_digest

@@ -317,15 +317,6 @@ class Operations(pyfuse3.Operations):
         data.f_namemax = NAME_MAX
         return data
 
-    # shutting down ----------------------------------------------------------------------
     async def close_uploads(self) -> None:
         """Store data and hash state of every open upload (before unmounting)."""
-        table = self.state.uploads
-        for session in list(table.sessions.values()):
-            try:
-                await session.pipe.flush()
-                log.info("upload %s closed at %d bytes", session.upload.id, session.pipe.size)
-            except Exception as exc:
-                log.warning("upload %s: closing failed: %s", session.upload.id, exc)
-            finally:
-                await table.forget(session.upload.id)
+        await self.state.uploads.close_all()

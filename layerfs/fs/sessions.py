@@ -3,6 +3,7 @@ open handle, with the figures ``layerfs status`` shows (docs/DESIGN.md, "State")
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ import trio
 from ..storage import Registry, Upload
 from ..storage.errors import UploadClosedError
 from ..storage.writebehind import WriteBehind
+
+log = logging.getLogger("layerfs.fs")
 
 
 @dataclass
@@ -126,6 +129,17 @@ class UploadTable:
         session = self.sessions.pop(upload_id, None)
         if session is not None:
             await session.pipe.aclose()
+
+    async def close_all(self) -> None:
+        """Store data and hash state of every open upload and end its session."""
+        for session in list(self.sessions.values()):
+            try:
+                await session.pipe.flush()
+                log.info("upload %s closed at %d bytes", session.upload.id, session.pipe.size)
+            except Exception as exc:
+                log.warning("upload %s: closing failed: %s", session.upload.id, exc)
+            finally:
+                await self.forget(session.upload.id)
 
     def status(self) -> list[dict[str, object]]:
         return [s.status() for s in self.sessions.values()]

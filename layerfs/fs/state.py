@@ -97,6 +97,7 @@ class LinkHandle:
     content: bytearray
     writable: bool
     dirty: bool = False
+    removed: bool = False  # rm'ed while being written: nothing more is stored
 
 
 @dataclass
