@@ -13,7 +13,7 @@ from layerfs.fs.errors import Refusal, fuse_handler
 from layerfs.fs.inodes import InodeTable
 from layerfs.fs.mount import MountError, parse_options, parse_size
 from layerfs.fs.view import Kind, classify
-from layerfs.storage import Digest
+from layerfs.storage import Digest, paths
 from layerfs.storage import errors as se
 
 D = Digest.of(b"x")
@@ -113,3 +113,22 @@ def test_sizes(text: str, size: int) -> None:
 def test_bad_s3_mount_options_are_refused(option: str) -> None:
     with pytest.raises(MountError, match="mount option"):
         parse_options(option)
+
+
+@pytest.mark.parametrize("kind", sorted(paths.LAYOUT))
+def test_the_layout_table_serves_both_directions(kind: str) -> None:
+    fields = {"name": "a/b", "alg": "sha256", "hh": D.hex[:2], "hex": D.hex, "tag": "v1",
+              "upload": "0" * 8 + "-0000-0000-0000-" + "0" * 12, "offset": "42"}  # fmt: skip
+    wanted = {f[1:-1] for f in paths.LAYOUT[kind] if f.startswith("{")}
+    built = paths.path(kind, **{k: v for k, v in fields.items() if k in wanted})
+    parts = tuple(built[len(paths.ROOT) + 1 :].split("/"))
+    found = paths.match(parts)
+    assert found is not None and found.kind == kind and not found.is_dir
+    assert found.fields == {k: v for k, v in fields.items() if k in wanted}
+    assert paths.match(parts[:-1]).is_dir  # type: ignore[union-attr]
+
+
+def test_paths_the_layout_has_no_place_for() -> None:
+    assert paths.match(("repositories", "a", "_manifests", "other")) is None
+    assert paths.match(("repositories", "_layers")) is None
+    assert paths.match(("elsewhere",)) is None
