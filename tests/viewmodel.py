@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import os
 import random
 import threading
@@ -51,6 +52,27 @@ NEW_REPO = "new"  # made by mkdir during a run
 NAMES = ("a", "b", "c")
 BAD_NAMES = {"x" * 256: errno.ENAMETOOLONG, "has space": errno.EINVAL}
 SEED = {repo: f"seed of {repo}".encode() for repo in REPOS}
+CONFIG = b'{"architecture":"amd64","os":"linux"}'
+MANIFEST = json.dumps(
+    {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": str(Digest.of(CONFIG)),
+            "size": len(CONFIG),
+        },
+        "layers": [
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                "digest": str(Digest.of(SEED["r"])),
+                "size": len(SEED["r"]),
+            }
+        ],
+    }
+).encode()  # stored as a blob from the start; registering it needs CONFIG and r's seed
+M = Digest.of(MANIFEST).hex
+TAGS = ("v1", "v2")
 
 
 # the model -----------------------------------------------------------------------------
@@ -72,14 +94,27 @@ class Model:
     def __init__(self) -> None:
         self.uploads: dict[tuple[str, str], MUpload] = {}
         self.blobs: dict[str, bytes] = {Digest.of(s).hex: s for s in SEED.values()}
+        self.blobs.update({Digest.of(CONFIG).hex: CONFIG, M: MANIFEST})
         self.layers: dict[str, set[str]] = {r: {Digest.of(SEED[r]).hex} for r in REPOS}
+        self.layers["r"].add(Digest.of(CONFIG).hex)
+        self.revisions: dict[str, set[str]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self.phantom_revisions: dict[str, set[str]] = {}  # folders kept or made, no link
+        self.phantom_tags: dict[str, set[str]] = {}
         self.handles: dict[int, MHandle] = {}
         self.made: set[str] = set()  # repositories this mount made or keeps in view
         self.phantom_links: dict[str, set[str]] = {}  # mkdir'ed _layers/sha256/<hex> dirs
 
     def stored_repos(self) -> set[str]:
         held = {r for r, digests in self.layers.items() if digests}
+        held |= {r for r, digests in self.revisions.items() if digests}
+        held |= {r for r, tags in self.tags.items() if tags}
         return held | {repo for repo, _ in self.uploads}
+
+    def can_register(self, repo: str) -> bool:
+        """The seeded manifest's config and layer are linked in ``repo``."""
+        needed = {Digest.of(CONFIG).hex, Digest.of(SEED["r"]).hex}
+        return needed <= self.layers.get(repo, set())
 
     def visible_repos(self) -> set[str]:
         return self.stored_repos() | self.made
@@ -94,6 +129,8 @@ class Model:
         self.handles.clear()
         self.made.clear()
         self.phantom_links.clear()
+        self.phantom_revisions.clear()
+        self.phantom_tags.clear()
 
 
 Result = tuple[str, Any]  # ("ok", value) or ("errno", code)
@@ -270,6 +307,8 @@ class ViewMachine(RuleBasedStateMachine):
         registry = Registry(self.store)
         for repo, content in SEED.items():
             await registry.repository(repo).layers.link(await registry.blobs.put(content))
+        await registry.repository("r").layers.link(await registry.blobs.put(CONFIG))
+        await registry.blobs.put(MANIFEST)
 
     @property
     def k(self) -> Kernel:
@@ -314,17 +353,19 @@ class ViewMachine(RuleBasedStateMachine):
         flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else 0)
         flags |= os.O_TRUNC if trunc else 0
         got = self.do("create", f"repositories/{repo}/_uploads/{name}", flags)
+        self._created(got, repo, name, exclusive, trunc)
+
+    def _created(self, got: Result, repo: str, name: str, exclusive: bool, trunc: bool) -> None:
         existing = self.model.uploads.get((repo, name))
         if repo not in self.model.visible_repos():
-            self.expect(got, ("errno", errno.ENOENT))
+            succeeded = self.expect(got, ("errno", errno.ENOENT))
+        elif existing is not None and exclusive:
+            succeeded = self.expect(got, ("errno", errno.EEXIST))
+        else:
+            succeeded = self.expect(got, *([got] if got[0] == "ok" else []))
+        if not succeeded:
             return
-        if existing is not None and exclusive:
-            self.expect(got, ("errno", errno.EEXIST))
-            return
-        if got[0] != "ok":
-            self.expect(got, ("ok", None))
-            return
-        upload = existing or MUpload(repo)
+        upload = existing or MUpload(repo)  # under faults, whatever the model thought
         if trunc:
             upload.content.clear()
         self.model.uploads[(repo, name)] = upload
@@ -343,9 +384,10 @@ class ViewMachine(RuleBasedStateMachine):
         got = self.do("open", f"repositories/{repo}/_uploads/{name}", flags)
         upload = self.model.uploads.get((repo, name))
         if upload is None:
-            self.expect(got, ("errno", errno.ENOENT))
-            return
-        if not self.expect(got, *([got] if got[0] == "ok" else [])):
+            if not self.expect(got, ("errno", errno.ENOENT)):
+                return
+            upload = self.model.uploads[(repo, name)] = MUpload(repo)  # under faults
+        elif not self.expect(got, *([got] if got[0] == "ok" else [])):
             return
         if trunc and mode != os.O_RDONLY:
             upload.content.clear()
@@ -455,6 +497,7 @@ class ViewMachine(RuleBasedStateMachine):
             "rename", f"repositories/{repo}/_uploads/{name}", f"repositories/{other}/_uploads/x"
         )
         missing = (repo, name) not in self.model.uploads
+        missing |= other not in self.model.visible_repos()  # no directory to rename into
         self.expect(got, ("errno", errno.ENOENT if missing else errno.EXDEV))
 
     @rule(repo=repos, name=names, right=st.booleans())
@@ -503,6 +546,61 @@ class ViewMachine(RuleBasedStateMachine):
             self.model.made.add(repo)  # an rm keeps the folders above it in the view
             self.model.phantom_links.setdefault(repo, set()).add(digest)
 
+    @rule(repo=repos)
+    def write_revision_link(self, repo: str) -> None:
+        folder = f"repositories/{repo}/_manifests/revisions/sha256/{M}"
+        if not self.expect(self.do("makedirs", folder), ("ok", None)):
+            return
+        model = self.model
+        model.made.add(repo) if repo not in model.visible_repos() else None
+        got = self.do("write_file", f"{folder}/link", f"sha256:{M}".encode())
+        if not model.can_register(repo):
+            self.expect(got, ("errno", errno.ENOENT))  # the manifest's blobs are not linked
+            if M not in model.revisions.get(repo, set()):
+                model.phantom_revisions.setdefault(repo, set()).add(M)
+        elif self.expect(got, ("ok", None)):
+            model.revisions.setdefault(repo, set()).add(M)
+            model.phantom_revisions.get(repo, set()).discard(M)
+
+    @rule(repo=repos)
+    def delete_revision(self, repo: str) -> None:
+        got = self.do("unlink", f"repositories/{repo}/_manifests/revisions/sha256/{M}/link")
+        model = self.model
+        if M not in model.revisions.get(repo, set()):
+            self.expect(got, ("errno", errno.ENOENT))
+        elif self.expect(got, ("ok", None)):  # the tags that name it go with it
+            model.revisions[repo].discard(M)
+            model.tags[repo] = {t: d for t, d in model.tags.get(repo, {}).items() if d != M}
+            model.phantom_revisions.setdefault(repo, set()).add(M)
+            model.made.add(repo)
+
+    @rule(repo=repos, tag=st.sampled_from(TAGS))
+    def tag(self, repo: str, tag: str) -> None:
+        folder = f"repositories/{repo}/_manifests/tags/{tag}/current"
+        if not self.expect(self.do("makedirs", folder), ("ok", None)):
+            return
+        model = self.model
+        model.made.add(repo) if repo not in model.visible_repos() else None
+        got = self.do("write_file", f"{folder}/link", f"sha256:{M}".encode())
+        if M not in model.revisions.get(repo, set()):
+            self.expect(got, ("errno", errno.ENOENT))
+            if tag not in model.tags.get(repo, {}):
+                model.phantom_tags.setdefault(repo, set()).add(tag)
+        elif self.expect(got, ("ok", None)):
+            model.tags.setdefault(repo, {})[tag] = M
+            model.phantom_tags.get(repo, set()).discard(tag)
+
+    @rule(repo=repos, tag=st.sampled_from(TAGS))
+    def untag(self, repo: str, tag: str) -> None:
+        got = self.do("unlink", f"repositories/{repo}/_manifests/tags/{tag}/current/link")
+        model = self.model
+        if tag not in model.tags.get(repo, {}):
+            self.expect(got, ("errno", errno.ENOENT))
+        elif self.expect(got, ("ok", None)):  # the whole tag goes; its folders stay in view
+            del model.tags[repo][tag]
+            model.phantom_tags.setdefault(repo, set()).add(tag)
+            model.made.add(repo)
+
     @rule()
     def mkdir_repository(self) -> None:
         got = self.do("mkdir", f"repositories/{NEW_REPO}")
@@ -514,13 +612,7 @@ class ViewMachine(RuleBasedStateMachine):
     @rule(name=names)
     def create_in_new_repository(self, name: str) -> None:
         got = self.do("create", f"repositories/{NEW_REPO}/_uploads/{name}")
-        if NEW_REPO not in self.model.visible_repos():
-            self.expect(got, ("errno", errno.ENOENT))
-            return
-        upload = self.model.uploads.get((NEW_REPO, name)) or MUpload(NEW_REPO)
-        if self.expect(got, *([got] if got[0] == "ok" else [])):
-            self.model.uploads[(NEW_REPO, name)] = upload
-            self.model.handles[got[1]] = MHandle(got[1], upload, True)
+        self._created(got, NEW_REPO, name, exclusive=False, trunc=False)
 
     @rule()
     def rmdir_new_repository(self) -> None:
@@ -582,6 +674,12 @@ class ViewMachine(RuleBasedStateMachine):
             linked = model.layers.get(repo, set()) | model.phantom_links.get(repo, set())
             got = self.do("listdir", f"repositories/{repo}/_layers/sha256")
             assert got == ("ok", sorted(linked)) or (not linked and got[0] == "errno"), got
+            revisions = model.revisions.get(repo, set()) | model.phantom_revisions.get(repo, set())
+            got = self.do("listdir", f"repositories/{repo}/_manifests/revisions/sha256")
+            assert got == ("ok", sorted(revisions)) or (not revisions and got[0] == "errno"), got
+            tags = set(model.tags.get(repo, {})) | model.phantom_tags.get(repo, set())
+            got = self.do("listdir", f"repositories/{repo}/_manifests/tags")
+            assert got == ("ok", sorted(tags)), got
 
     @invariant()
     def the_store_is_sound(self) -> None:
@@ -637,6 +735,13 @@ async def check_store(store: MemoryDriver) -> None:
             if await store.exists(link):
                 target = (await store.get_content(link)).decode()
                 assert target.split(":", 1)[1] in blobs, f"{link} names {target}, not stored"
+        registry = Registry(store).repository(repo)
+        for revision in await registry.manifests.digests():
+            link = paths.manifest_revision_link(repo, revision)
+            if await store.exists(link):
+                assert (await store.get_content(link)).decode().split(":")[1] in blobs, link
+        for tag in await registry.tags.list():  # every tag the registry lists, it serves
+            assert await registry.manifests.exists(await registry.tags.resolve(tag)), tag
         for upload_dir in await store.list_if_present(paths.uploads_dir(repo)):
             upload_id = upload_dir.rsplit("/", 1)[1]
             assert UUID_RE.fullmatch(upload_id), upload_dir
