@@ -188,3 +188,23 @@ def test_sigterm_ends_the_daemon_though_a_request_never_returns(
             mount.process.kill()
         subprocess.run(["fusermount3", "-u", "-z", str(tmp_path / "mnt")], capture_output=True)
         mount.process = None
+
+
+def test_odd_names_and_special_files_through_the_kernel(mount: Mount, repo: Path) -> None:
+    uploads = repo / "_uploads"
+
+    def code(call, *args) -> int:  # type: ignore[no-untyped-def]
+        with pytest.raises(OSError) as info:
+            call(*args)
+        return info.value.errno
+
+    assert code(os.stat, uploads / ("n" * 256)) == errno.ENAMETOOLONG
+    assert code(os.stat, uploads / "new\nline") == errno.ENOENT
+    assert code(os.stat, os.fsencode(str(uploads)) + b"/\xff\xfe") == errno.ENOENT
+    assert code(os.open, uploads / ("n" * 256), os.O_CREAT | os.O_WRONLY) == errno.ENAMETOOLONG
+    assert code(os.open, uploads / "new\nline", os.O_CREAT | os.O_WRONLY) == errno.EINVAL
+    assert code(os.symlink, "/etc/shadow", uploads / "s") == errno.EPERM
+    assert code(os.mkfifo, uploads / "f") == errno.EPERM
+    assert code(os.mkdir, repo / "_manifests/foo") == errno.EPERM
+    (uploads / "x").write_bytes(b"x")
+    assert code(os.link, uploads / "x", uploads / "h") == errno.EPERM
