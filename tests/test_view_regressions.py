@@ -399,3 +399,17 @@ async def test_a_link_removed_while_being_written_stores_nothing() -> None:
         assert await errno_of(k.write(fh, 7, seed.hex.encode())) == errno.ESTALE
         await k.close(fh)
         assert await errno_of(k.stat(f"{folder}/link")) == errno.ENOENT
+
+
+async def test_an_upload_grown_through_another_mount_shows_its_new_size_here() -> None:
+    """Found by the two-mount model: a reader's session kept the size it opened at."""
+    driver = await stored_repo(MemoryDriver())
+    async with mounted(driver) as a, mounted(driver) as b:
+        writer = await b.create(f"{UP}/x")
+        reader = await a.open(f"{UP}/x")
+        await b.write(writer, 0, b"grown")
+        await b.flush(writer)
+        assert (await a.stat(f"{UP}/x")).st_size == 5
+        assert await a.read(reader, 0, 100) == b"grown"
+        await a.release(reader)
+        await b.close(writer)

@@ -404,10 +404,10 @@ class ViewMachine(RuleBasedStateMachine):
         if where == "before" and not content:
             return
         got = self.do("write", handle.fh, offset[where], data)
-        if handle.upload.gone:
-            self.expect(got, ("errno", errno.ESTALE))
-        elif not handle.writable:
+        if not handle.writable:  # the kernel itself refuses a read-only descriptor first
             self.expect(got, ("errno", errno.EBADF))
+        elif handle.upload.gone:
+            self.expect(got, ("errno", errno.ESTALE))
         elif where == "before":
             self.expect(got, ("errno", errno.EINVAL))
         elif self.expect(got, ("ok", len(data))):

@@ -97,6 +97,8 @@ class UploadTable:
     async def size(self, repository: str, upload_id: str) -> int:
         session = self.sessions.get(upload_id)
         if session is not None:
+            if session.pipe.queued == 0:  # nothing of ours in flight: ask the store
+                await session.upload.refresh()
             return session.pipe.size
         return (await self.registry.repository(repository).uploads.resume(upload_id)).size
 

@@ -112,6 +112,8 @@ class UploadFiles:
         committed = not driver.reads_open_writes and filling
         if not committed:
             await self.call(session, session.pipe.flush())
+            if offset + size > session.pipe.size:  # past what we know: another mount's?
+                await session.upload.refresh()
             end = session.pipe.size
         else:
             end = await driver.committed_size(session.upload.data_path)

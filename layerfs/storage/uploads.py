@@ -92,6 +92,17 @@ class Upload:
     def size(self) -> int:
         return self._size
 
+    async def refresh(self) -> None:
+        """Take the size from the store when no writer is open here: another mount may
+        have appended since. (A writer, when opened, takes its size from the store.)"""
+        if self._writer is not None:
+            return
+        try:
+            self._size = (await self.driver.stat(self.data_path)).size
+            self._data_exists = True
+        except PathNotFoundError:
+            pass  # removed elsewhere: the next write or finish says so
+
     @property
     def writing(self) -> bool:
         """A writer is open: on S3 its bytes are parts not yet readable."""
