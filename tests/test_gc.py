@@ -247,6 +247,9 @@ async def test_refuses_a_read_write_mount(store_dir: Path, tmp_path: Path) -> No
         assert refused.returncode == 1
         assert "mounted read-write at" in refused.stderr and str(tmp_path / "mnt") in refused.stderr
         assert layerfs_gc(store, "--dry-run").returncode == 0
+        (tmp_path / "alias").symlink_to(store_dir)  # the same store by another name
+        through_link = layerfs_gc(FilesystemStore(tmp_path / "alias"))
+        assert through_link.returncode == 1 and "mounted read-write at" in through_link.stderr
         assert layerfs_gc(store, "--force").returncode == 0
     finally:
         mounted.stop()

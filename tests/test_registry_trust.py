@@ -338,3 +338,20 @@ def test_a_bad_store_is_a_usage_error(args: list[str]) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "unsupported store 'ftp://host/store'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["fsck", "gc", "purge-uploads", "mount"])
+def test_a_file_where_a_directory_belongs_is_a_usage_error(command: str, tmp_path: Path) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("not a store")
+    args = [command, str(file)] + ([str(tmp_path / "mnt")] if command == "mount" else [])
+    result = layerfs(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"STORE {file} is not a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+    if command == "mount":  # and a file as the mount point
+        store = tmp_path / "store"
+        result = layerfs("mount", "-f", str(store), str(file))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"MOUNTPOINT {file} is not a directory" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -38,6 +38,8 @@ def default_log_file(mountpoint: str) -> str:
 
 def open_store(store: str, s3: dict | None = None):  # type: ignore[no-untyped-def]
     """The driver for a STORE argument; a store that cannot be opened is a usage error."""
+    if "://" not in store and os.path.exists(store) and not os.path.isdir(store):
+        raise click.UsageError(f"STORE {store} is not a directory")
     try:
         return driver_from_url(store, s3)
     except ValueError as exc:

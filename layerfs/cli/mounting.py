@@ -69,6 +69,8 @@ def mount(
         store = args[0] if args else DEFAULT_STORE
         mountpoint = args[1] if len(args) > 1 else DEFAULT_MOUNTPOINT
         driver = open_store(store, mount_options.s3)
+    if os.path.exists(mountpoint) and not os.path.isdir(mountpoint):
+        raise click.UsageError(f"MOUNTPOINT {mountpoint} is not a directory")
     os.makedirs(mountpoint, exist_ok=True)
     if is_mounted(mountpoint):
         raise click.ClickException(f"{mountpoint} is already mounted")

@@ -118,9 +118,16 @@ def writable_mounts_of(store_root: str) -> list[str]:
                 served = os.getxattr(mountpoint, "user.layerfs.store").decode()
             except OSError:
                 continue
-            if served.rstrip("/") == store_root.rstrip("/"):
+            if _same_store(served, store_root):
                 found.append(mountpoint)
     return found
+
+
+def _same_store(served: str, store: str) -> bool:
+    """One store named two ways: a directory through a symbolic link, say."""
+    if "://" in served or "://" in store:
+        return served.rstrip("/") == store.rstrip("/")
+    return os.path.realpath(served) == os.path.realpath(store)
 
 
 async def serve(
