@@ -76,6 +76,7 @@ class Upload:
         self._writer: FileWriter | None = None
         self._hasher: ResumableSha256 | None = None
         self._state_stored_at: int | None = None  # a hash state this upload knows is stored
+        self._wrote = False  # written or restarted through this object: it knows its size
         self._state = "open"
         self._lock = trio.Lock()
 
@@ -93,9 +94,10 @@ class Upload:
         return self._size
 
     async def refresh(self) -> None:
-        """Take the size from the store when no writer is open here: another mount may
-        have appended since. (A writer, when opened, takes its size from the store.)"""
-        if self._writer is not None:
+        """Take the size from the store, for an upload only read through this object:
+        another mount may have appended since. One written here knows its size better
+        than a listing that may lag behind its own last part (S3)."""
+        if self._writer is not None or self._wrote:
             return
         try:
             self._size = (await self.driver.stat(self.data_path)).size
@@ -149,6 +151,7 @@ class Upload:
                 raise
             self._size += size
             self._data_exists = True
+            self._wrote = True
         return size
 
     async def _open_writer(self) -> FileWriter:
@@ -184,6 +187,7 @@ class Upload:
             self._data_exists = True
             self._size = 0
             self._hasher = ResumableSha256()
+            self._wrote = True
 
     # hash state -------------------------------------------------------------
     async def _stored_states(self) -> dict[int, str]:
