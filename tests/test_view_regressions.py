@@ -16,7 +16,7 @@ from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.maintenance import purge_uploads
 
 from .fsops import Errno, Kernel, context, mounted
-from .wrappers import Passthrough
+from .wrappers import LaggingStatDriver, Passthrough
 
 UP = "repositories/r/_uploads"
 DATA = b"layer bytes " * 1000
@@ -413,3 +413,18 @@ async def test_an_upload_grown_through_another_mount_shows_its_new_size_here() -
         assert await a.read(reader, 0, 100) == b"grown"
         await a.release(reader)
         await b.close(writer)
+
+
+async def test_an_upload_written_here_keeps_its_size_when_a_listing_lags() -> None:
+    """Found by the S3 gateway test: a getattr between two closes took a lagging size
+    from the store, and the next write met a hash state of another size."""
+    driver = LaggingStatDriver(await stored_repo(MemoryDriver()), "/data", lag=50)
+    async with mounted(driver) as k:
+        fh = await k.create(f"{UP}/x")
+        await k.write(fh, 0, b"first")
+        await k.flush(fh)  # the writer closes, as each dd's close does
+        assert (await k.stat(f"{UP}/x")).st_size == 5
+        await k.write(fh, 5, b"second")
+        await k.close(fh)
+        driver.lag = 0
+        assert await k.read_file(f"{UP}/x") == b"firstsecond"
