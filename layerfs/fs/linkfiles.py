@@ -22,16 +22,10 @@ from ..storage.errors import RegistryError
 from ..storage.links import decode_link
 from .errors import Refusal, errno_of
 from .state import DIR_TIMEOUT, LinkHandle, MountState
-from .view import Kind, Place
+from .view import LAYOUT_KIND, Kind, Place
 
 log = logging.getLogger("layerfs.fs")
 LONGEST_DIGEST = len("sha512:") + 128
-LAYOUT_KIND = {
-    Kind.LAYER_LINK: "layer_link",
-    Kind.REVISION_LINK: "revision_link",
-    Kind.TAG_LINK: "tag_link",
-    Kind.TAG_INDEX_LINK: "tag_index_link",
-}
 
 
 class LinkFiles:

@@ -131,9 +131,6 @@ class HandleTable:
     def __len__(self) -> int:
         return len(self._open)
 
-    def values(self) -> list[Handle]:
-        return list(self._open.values())
-
 
 class MountState:
     """The collaborators every path kind's module shares (see the module docstring)."""

@@ -41,6 +41,8 @@ _FILE_KINDS = {
     "tag_link": Kind.TAG_LINK,
     "tag_index_link": Kind.TAG_INDEX_LINK,
 }
+# the layout's name (``paths.LAYOUT``) of each kind of file the view shows
+LAYOUT_KIND = {kind: name for name, kind in _FILE_KINDS.items()}
 _DIR_KINDS = {
     "blobs": Kind.BLOB_DIR,
     "repositories": Kind.NAMESPACE,
