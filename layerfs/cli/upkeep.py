@@ -156,17 +156,19 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
     result = trio.run(GarbageCollector(driver, delete_untagged, grace_period, dry_run).run)
     if not result.complete:
         for what in result.unreadable:
-            click.echo(f"unreadable manifest {what}", err=True)
+            click.echo(f"unreadable: {what}", err=True)
         raise click.ClickException(
             f"{'would delete' if dry_run else 'deleted'} nothing: {len(result.unreadable)}"
-            " manifests could not be read, so what they reference is unknown"
-            " (layerfs fsck tells more)"
+            " manifests or repositories could not be read, so what they reference is"
+            " unknown (layerfs fsck tells more)"
         )
     verb = "would delete" if dry_run else "deleted"
     for deletion in result.deleted:
         click.echo(f"{verb} {deletion}")
     for kept in result.kept_young:
         click.echo(f"kept {kept} (younger than {grace})")
+    for skipped in result.skipped:
+        click.echo(f"kept {skipped}")
     kinds = [d.kind for d in result.deleted]
     click.echo(
         f"{len(result.marked)} blobs marked; {verb} {kinds.count('blob')} blobs,"

@@ -16,6 +16,9 @@ from .base import (
     Reader,
     StorageDriver,
     StorageDriverError,
+    StoreFullError,
+    StoreReadOnlyError,
+    UnsafeEntryError,
     WriterClosedError,
 )
 from .filesystem import FilesystemDriver
@@ -35,6 +38,9 @@ __all__ = [
     "Reader",
     "StorageDriver",
     "StorageDriverError",
+    "StoreFullError",
+    "StoreReadOnlyError",
+    "UnsafeEntryError",
     "WriterClosedError",
     "driver_from_url",
 ]

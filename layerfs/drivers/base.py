@@ -50,6 +50,24 @@ class WriterClosedError(StorageDriverError):
     """A FileWriter was used after close, commit or cancel."""
 
 
+class UnsafeEntryError(StorageDriverError):
+    """An entry the driver will not follow or open: a symbolic link, a device, a
+    FIFO (maps to EACCES). The store's writers could point it anywhere."""
+
+    def __init__(self, path: str, what: str, driver: str = "") -> None:
+        prefix = f"{driver}: " if driver else ""
+        super().__init__(f"{prefix}{path}: {what}")
+        self.path = path
+
+
+class StoreFullError(StorageDriverError):
+    """The store's disk or quota is full (maps to ENOSPC)."""
+
+
+class StoreReadOnlyError(StorageDriverError):
+    """The store's file system is read-only (maps to EROFS)."""
+
+
 class BackendUnavailableError(StorageDriverError):
     """The backend kept failing after retries (maps to EIO)."""
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import hashlib
 import mmap
 import os
 import shutil
 import stat as statmode
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -28,9 +29,15 @@ from .base import (
     Reader,
     StorageDriver,
     StorageDriverError,
+    StoreFullError,
+    StoreReadOnlyError,
+    UnsafeEntryError,
     WriterClosedError,
     check_path,
 )
+from .beneath import Beneath, SymlinkError
+
+T = TypeVar("T")
 
 # digest_file reports progress after each step of this many bytes.
 MMAP_HASH_STEP = 16 << 20
@@ -41,14 +48,6 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 async def _run(fn, *args):  # type: ignore[no-untyped-def]
     return await trio.to_thread.run_sync(fn, *args)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -66,11 +65,17 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 
 class FilesystemDriver(StorageDriver):
+    """Paths are resolved below ``root`` by :mod:`.beneath`: no symbolic link in the
+    store is ever followed, and a symlink, FIFO or device is an
+    :class:`UnsafeEntryError`, never opened for what it points at."""
+
     name = "filesystem"
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], create: bool = True) -> None:
         self.root = os.path.abspath(os.fspath(root))
-        os.makedirs(self.root, exist_ok=True)
+        if create:
+            os.makedirs(self.root, exist_ok=True)
+        self._beneath = Beneath(self.root)
 
     @property
     def location(self) -> str:
@@ -80,44 +85,91 @@ class FilesystemDriver(StorageDriver):
         return await _run(os.statvfs, self.root)
 
     def full_path(self, path: str, allow_root: bool = False) -> str:
+        """The path a person would type for ``path`` (for messages; never opened)."""
         check_path(path, self.name, allow_root)
         return self.root if path == "/" else self.root + path
 
-    def _not_found(self, path: str, exc: OSError) -> StorageDriverError:
+    def _error(self, path: str, exc: OSError) -> StorageDriverError:
+        if isinstance(exc, SymlinkError) or exc.errno == errno.ELOOP:
+            return UnsafeEntryError(path, "a symbolic link, not followed", self.name)
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return PathNotFoundError(path, self.name)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StoreFullError(f"{self.name}: {path}: {exc.strerror} on the store's disk")
+        if exc.errno == errno.EROFS:
+            return StoreReadOnlyError(f"{self.name}: {path}: the store is read-only")
         return StorageDriverError(f"{self.name}: {path}: {exc.strerror}")
+
+    async def _call(self, path: str, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a worker thread with its OSError named for ``path``."""
+        try:
+            return await _run(fn)
+        except OSError as exc:
+            raise self._error(path, exc) from None
+
+    # descriptors (worker threads only) -------------------------------------------
+    def _open_file(self, path: str) -> int:
+        """A read descriptor of the regular file at ``path``. O_NONBLOCK keeps a FIFO
+        from hanging the open; the mode check then refuses it."""
+        check_path(path, self.name)
+        parent, name = self._beneath.open_parent(path)
+        try:
+            fd = os.open(name, _READ | os.O_NONBLOCK, dir_fd=parent)
+        finally:
+            os.close(parent)
+        try:
+            mode = os.fstat(fd).st_mode
+            if statmode.S_ISDIR(mode):
+                raise PathNotFoundError(path, self.name)
+            if not statmode.S_ISREG(mode):
+                raise UnsafeEntryError(path, f"{_kind(mode)}, not opened", self.name)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _lstat(self, path: str) -> os.stat_result:
+        parent, name = self._beneath.open_parent(check_path(path, self.name))
+        try:
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        finally:
+            os.close(parent)
 
     # content -------------------------------------------------------------
     async def get_content(self, path: str) -> bytes:
-        full = self.full_path(path)
-        try:
-            return await _run(Path(full).read_bytes)
-        except IsADirectoryError:
-            raise PathNotFoundError(path, self.name) from None
-        except OSError as exc:
-            raise self._not_found(path, exc) from None
+        def read() -> bytes:
+            with open(self._open_file(path), "rb", closefd=True) as f:
+                return f.read()
+
+        return await self._call(path, read)
 
     async def put_content(self, path: str, content: bytes) -> None:
-        full = self.full_path(path)
-        await _run(self._put_atomic, full, bytes(content))
+        check_path(path, self.name)
+        await self._call(path, functools.partial(self._put_atomic, path, bytes(content)))
 
-    @staticmethod
-    def _put_atomic(full: str, content: bytes) -> None:
-        parent = os.path.dirname(full)
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{full}.tmp-{uuid.uuid4().hex}"
+    def _put_atomic(self, path: str, content: bytes) -> None:
+        """A temporary file beside ``path``, fsynced, renamed over it, the directory
+        fsynced: readers see the old bytes or the new. A symlink at ``path`` is
+        replaced, never written through."""
+        parent, name = self._beneath.open_parent(path, create=True)
+        tmp = f"{name}.tmp-{uuid.uuid4().hex}"
         try:
-            with open(tmp, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, full)
+            fd = os.open(tmp, _CREATE | os.O_EXCL, 0o666, dir_fd=parent)
+            try:
+                with open(fd, "wb", closefd=False) as f:
+                    f.write(content)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            os.fsync(parent)
         except BaseException:
             with _suppress_oserror():
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=parent)
             raise
-        _fsync_dir(parent)
+        finally:
+            os.close(parent)
 
     async def digest_file(
         self, path: str, algorithm: str, progress: Callable[[int], None] | None = None
@@ -126,11 +178,10 @@ class FilesystemDriver(StorageDriver):
         to trio per chunk, so this runs at the speed of the hash itself. Meant for
         blobs, which nobody truncates: a file cut short under the mapping would
         raise SIGBUS, so the mount never calls this (fsck does)."""
-        full = self.full_path(path)
 
         def run() -> str:
             hasher = hashlib.new(algorithm)
-            with open(full, "rb") as f:
+            with open(self._open_file(path), "rb", closefd=True) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
                     return hasher.hexdigest()
@@ -147,53 +198,61 @@ class FilesystemDriver(StorageDriver):
                                 )
             return hasher.hexdigest()
 
-        try:
-            return await _run(run)
-        except IsADirectoryError:
-            raise PathNotFoundError(path, self.name) from None
-        except OSError as exc:
-            raise self._not_found(path, exc) from None
+        return await self._call(path, run)
 
     # streams ---------------------------------------------------------------
     async def reader(self, path: str, offset: int = 0) -> Reader:
-        full = self.full_path(path)
         if offset < 0:
             raise InvalidOffsetError(path, offset, self.name)
-        try:
-            f = await _run(open, full, "rb", 0)
-        except IsADirectoryError:
-            raise PathNotFoundError(path, self.name) from None
-        except OSError as exc:
-            raise self._not_found(path, exc) from None
-        return _FileReader(f, offset)
+        fd = await self._call(path, functools.partial(self._open_file, path))
+        return _FileReader(fd, offset)
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
-        full = self.full_path(path)
+        check_path(path, self.name)
 
         def open_for_writing() -> tuple[int, int]:
-            if append and not os.path.exists(full):  # never makes a directory for it
-                raise FileNotFoundError(errno.ENOENT, "no such file", full)
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            flags = os.O_WRONLY | os.O_CREAT | (0 if append else os.O_TRUNC)
-            fd = os.open(full, flags, 0o644)
+            # appending never makes a directory or a file: the upload must be there
+            parent, name = self._beneath.open_parent(path, create=not append)
+            try:
+                flags = (_WRITE if append else _CREATE | os.O_TRUNC) | os.O_NONBLOCK
+                fd = os.open(name, flags, 0o644, dir_fd=parent)
+            finally:
+                os.close(parent)
+            mode = os.fstat(fd).st_mode
+            if not statmode.S_ISREG(mode):
+                os.close(fd)
+                raise UnsafeEntryError(path, f"{_kind(mode)}, not written", self.name)
+            os.set_blocking(fd, True)
             return fd, os.lseek(fd, 0, os.SEEK_END)
 
         try:
-            fd, size = await _run(open_for_writing)
-        except IsADirectoryError:
-            raise StorageDriverError(f"{self.name}: {path} is a directory") from None
-        except OSError as exc:
-            raise self._not_found(path, exc) from None
-        return _FileWriter(fd, full, size)
+            fd, size = await self._call(path, open_for_writing)
+        except PathNotFoundError:
+            raise
+        except StorageDriverError as exc:
+            if "Is a directory" in str(exc):
+                raise StorageDriverError(f"{self.name}: {path} is a directory") from None
+            raise
+        return _FileWriter(
+            fd, path, size, functools.partial(self._call, path), self._remove_quietly
+        )
+
+    def _remove_quietly(self, path: str) -> None:
+        with _suppress_oserror():
+            parent, name = self._beneath.open_parent(path)
+            try:
+                os.unlink(name, dir_fd=parent)
+            finally:
+                os.close(parent)
 
     # metadata --------------------------------------------------------------
     async def stat(self, path: str) -> FileInfo:
-        full = self.full_path(path)
-        try:
-            st = await _run(os.stat, full)
-        except OSError as exc:
-            raise self._not_found(path, exc) from None
+        st = await self._call(path, functools.partial(self._lstat, path))
+        if statmode.S_ISLNK(st.st_mode):
+            raise UnsafeEntryError(path, "a symbolic link, not followed", self.name)
         is_dir = statmode.S_ISDIR(st.st_mode)
+        if not is_dir and not statmode.S_ISREG(st.st_mode):
+            raise UnsafeEntryError(path, f"{_kind(st.st_mode)}, not a file", self.name)
         return FileInfo(
             path,
             0 if is_dir else st.st_size,
@@ -202,43 +261,84 @@ class FilesystemDriver(StorageDriver):
         )
 
     async def list(self, path: str) -> list[str]:
-        full = self.full_path(path, allow_root=True)
+        check_path(path, self.name, allow_root=True)
+        parts = [] if path == "/" else path.strip("/").split("/")
+
+        def names() -> list[str]:
+            fd = self._beneath.open_dir(parts)
+            try:
+                return os.listdir(fd)
+            finally:
+                os.close(fd)
+
         try:
-            names = await _run(os.listdir, full)
-        except OSError as exc:
-            if path == "/" and exc.errno == errno.ENOENT:
+            found = await self._call(path, names)
+        except PathNotFoundError:
+            if path == "/":
                 return []
-            raise self._not_found(path, exc) from None
+            raise
         prefix = "" if path == "/" else path
-        return sorted(f"{prefix}/{n}" for n in names if ".tmp-" not in n)
+        return sorted(f"{prefix}/{n}" for n in found if ".tmp-" not in n)
 
     async def move(self, source: str, dest: str) -> None:
-        src, dst = self.full_path(source), self.full_path(dest)
+        check_path(source, self.name)
+        check_path(dest, self.name)
 
         def do_move() -> None:
-            if not os.path.exists(src):
-                raise FileNotFoundError(errno.ENOENT, "no such file", src)
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            os.replace(src, dst)
+            src_dir, src_name = self._beneath.open_parent(source)
+            try:
+                src = os.stat(src_name, dir_fd=src_dir, follow_symlinks=False)
+                if statmode.S_ISLNK(src.st_mode):
+                    raise UnsafeEntryError(source, "a symbolic link, not moved", self.name)
+                dst_dir, dst_name = self._beneath.open_parent(dest, create=True)
+                try:
+                    os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+                finally:
+                    os.close(dst_dir)
+            finally:
+                os.close(src_dir)
 
-        try:
-            await _run(do_move)
-        except OSError as exc:
-            raise self._not_found(source, exc) from None
+        await self._call(source, do_move)
 
     async def delete(self, path: str) -> None:
-        full = self.full_path(path)
+        """A file, or a directory with all below it (``rmtree`` by descriptors: a
+        symlink inside is removed, never followed). A symlink named directly is
+        left alone: whatever put it there may still want it."""
+        check_path(path, self.name)
 
         def do_delete() -> None:
-            if os.path.isdir(full) and not os.path.islink(full):
-                shutil.rmtree(full)
-            else:
-                os.unlink(full)
+            parent, name = self._beneath.open_parent(path)
+            try:
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                if statmode.S_ISLNK(mode):
+                    raise UnsafeEntryError(path, "a symbolic link, not deleted", self.name)
+                if statmode.S_ISDIR(mode):
+                    shutil.rmtree(name, dir_fd=parent)
+                else:
+                    os.unlink(name, dir_fd=parent)
+            finally:
+                os.close(parent)
 
-        try:
-            await _run(do_delete)
-        except OSError as exc:
-            raise self._not_found(path, exc) from None
+        await self._call(path, do_delete)
+
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE = _WRITE | os.O_CREAT
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular entry is, in words for a message."""
+    for test, word in (
+        (statmode.S_ISLNK, "a symbolic link"),
+        (statmode.S_ISFIFO, "a FIFO"),
+        (statmode.S_ISSOCK, "a socket"),
+        (statmode.S_ISCHR, "a character device"),
+        (statmode.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return word
+    return "not a regular file"
 
 
 class _suppress_oserror:
@@ -250,25 +350,36 @@ class _suppress_oserror:
 
 
 class _FileReader(Reader):
-    def __init__(self, f, offset: int) -> None:  # type: ignore[no-untyped-def]
-        self._f = f
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
         self._offset = offset
 
     async def read(self, size: int) -> bytes:
-        data = await _run(os.pread, self._f.fileno(), size, self._offset)
+        data = await _run(os.pread, self._fd, size, self._offset)
         self._offset += len(data)
         return data
 
     async def aclose(self) -> None:
-        await _run(self._f.close)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            await _run(os.close, fd)
 
 
 class _FileWriter(FileWriter):
     """Appends through one descriptor; small writes are gathered up to WRITE_BUFFER."""
 
-    def __init__(self, fd: int, full: str, size: int) -> None:
+    def __init__(
+        self,
+        fd: int,
+        path: str,
+        size: int,
+        call: Callable[[Callable[[], object]], Awaitable[object]],
+        remove: Callable[[str], None],
+    ) -> None:
         self._fd = fd
-        self._full = full
+        self._full = path
+        self._call = call  # runs a system call in a thread, its OSError named for path
+        self._remove = remove
         self._flushed = size
         self._buffer = bytearray()
         self._state = "open"
@@ -309,7 +420,7 @@ class _FileWriter(FileWriter):
                     views[0] = views[0][written:]
             start_writeback(self._fd, start, size)
 
-        await _run(write_all)
+        await self._call(write_all)
         self._flushed += size
 
     async def _flush(self) -> None:
@@ -322,8 +433,10 @@ class _FileWriter(FileWriter):
             raise WriterClosedError(f"writer for {self._full} is already closed")
         async with self._lock:
             if self._state != "cancelled":
-                await self._flush()
-                await _run(os.close, self._fd)
+                try:
+                    await self._flush()
+                finally:
+                    await _run(os.close, self._fd)
             self._state = "closed"
 
     async def cancel(self) -> None:
@@ -332,16 +445,11 @@ class _FileWriter(FileWriter):
             self._state = "cancelled"
             self._buffer.clear()
             await _run(os.close, self._fd)
-
-            def remove() -> None:
-                with _suppress_oserror():
-                    os.unlink(self._full)
-
-            await _run(remove)
+            await _run(self._remove, self._full)
 
     async def commit(self) -> None:
         self._check_open()
         async with self._lock:
             await self._flush()
-            await _run(os.fsync, self._fd)
+            await self._call(functools.partial(os.fsync, self._fd))
             self._state = "committed"

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 from collections.abc import Awaitable, Callable
 
 import pyfuse3
 
-from ..drivers import PathNotFoundError
+from ..drivers import PathNotFoundError, UnsafeEntryError
 from ..storage import Digest
 from ..storage.digest import check_algorithm
 from ..storage.errors import RegistryError
@@ -21,6 +22,8 @@ from ..storage.reference import validate_name, validate_tag
 from .errors import Refusal
 from .state import DirHandle, MountState
 from .view import FIXED_DIRS, SPECIAL_DIRS, Kind, Place, classify
+
+log = logging.getLogger("layerfs.fs")
 
 GetAttr = Callable[[Place], Awaitable[pyfuse3.EntryAttributes]]
 ReaddirReply = Callable[[pyfuse3.ReaddirToken, bytes, pyfuse3.EntryAttributes, int], bool]
@@ -92,8 +95,12 @@ class Directories:
     ) -> None:
         for index in range(start_id, len(handle.names)):
             name = handle.names[index]
+            parts = (*handle.parts, name)
             try:
-                attrs = await self._getattr_of(classify((*handle.parts, name)))
+                attrs = await self._getattr_of(classify(parts))
+            except UnsafeEntryError as exc:
+                log.warning("listing %s as unreadable: %s", "/".join(parts), exc)
+                attrs = self.state.unreadable_attrs(parts)
             except (Refusal, RegistryError, PathNotFoundError):
                 continue  # gone since opendir
             if not reply(token, name.encode("utf-8", "surrogateescape"), attrs, index + 1):

@@ -21,6 +21,9 @@ from ..drivers import (
     InvalidPathError,
     PathNotFoundError,
     StorageDriverError,
+    StoreFullError,
+    StoreReadOnlyError,
+    UnsafeEntryError,
 )
 from ..storage import errors as se
 
@@ -38,6 +41,9 @@ ERRNO_OF: list[tuple[type[BaseException], int]] = [
     (PathNotFoundError, errno.ENOENT),
     (InvalidPathError, errno.EINVAL),
     (InvalidOffsetError, errno.EINVAL),
+    (UnsafeEntryError, errno.EACCES),  # a symlink or device in the store: never followed
+    (StoreFullError, errno.ENOSPC),
+    (StoreReadOnlyError, errno.EROFS),
     (BackendUnavailableError, errno.EIO),
     (StorageDriverError, errno.EIO),
 ]

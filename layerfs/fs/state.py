@@ -174,6 +174,12 @@ class MountState:
         mode = 0o755 if writable and not self.read_only else 0o555
         return self.attrs(parts, stat.S_IFDIR | mode, 0, mtime_ns, DIR_TIMEOUT)
 
+    def unreadable_attrs(self, parts: Parts) -> pyfuse3.EntryAttributes:
+        """A listing's entry for what the store holds but the mount will not open (a
+        symbolic link): mode 0, trusted for no time, so that every look at it comes
+        back here and is refused (EACCES)."""
+        return self.attrs(parts, stat.S_IFREG, 0, self.started, 0)
+
     async def stat(self, place: Place) -> tuple[int, int, bool] | None:
         """(size, mtime_ns, is_dir) of a place in the store, None when absent."""
         try:

@@ -23,9 +23,18 @@ from ..storage import (
     Registry,
     parse_manifest,
 )
+from ..storage.errors import SizeMismatchError
 from ..storage.manifests import Manifest
 from .destinations import ImageDestination
-from .sources import CHUNK, ImageSource, SourceError, verified
+from .sources import (
+    CHUNK,
+    MAX_INDEX_DEPTH,
+    MAX_REFERENCES,
+    ImageSource,
+    SourceError,
+    bounded,
+    verified,
+)
 from .transfer import TransferManager
 
 log = logging.getLogger(__name__)
@@ -33,9 +42,15 @@ log = logging.getLogger(__name__)
 UPLOAD_PREFIX = "import "
 
 
-def _copyable(payload: bytes, digest: Digest) -> Manifest:
-    """The parsed manifest, unless it is one no image copy can carry whole."""
+def _copyable(payload: bytes, digest: Digest, depth: int = 0) -> Manifest:
+    """The parsed manifest, unless it is one no image copy can carry whole, or one
+    beyond the bounds a source is held to (its size, its references, its depth)."""
+    bounded(payload, f"manifest {digest}")
+    if depth > MAX_INDEX_DEPTH:
+        raise SourceError(f"manifest {digest}: indexes nested over {MAX_INDEX_DEPTH} deep")
     manifest = parse_manifest(payload)
+    if len(manifest.blob_references()) + len(manifest.manifests) > MAX_REFERENCES:
+        raise SourceError(f"manifest {digest} names over {MAX_REFERENCES} blobs: refused")
     if manifest.is_schema1:
         raise ManifestInvalidError(
             f"manifest {digest} is Docker schema1 ({manifest.media_type}), which names no"
@@ -45,14 +60,14 @@ def _copyable(payload: bytes, digest: Digest) -> Manifest:
     return manifest
 
 
-async def _each_reference(manifest: Manifest, blob, child) -> None:  # type: ignore[no-untyped-def]
-    """Run ``blob(digest, size)`` for every blob and ``child(digest)`` for every child
-    manifest of ``manifest``, all at once (the transfer manager bounds them)."""
+async def _each_reference(manifest: Manifest, blob, child, depth: int = 0) -> None:  # type: ignore[no-untyped-def]
+    """Run ``blob(digest, size)`` for every blob and ``child(digest, depth)`` for every
+    child manifest of ``manifest``, all at once (the transfer manager bounds them)."""
     async with trio.open_nursery() as nursery:
         for ref in manifest.blob_references():
             nursery.start_soon(blob, ref.digest, ref.size)
         for entry in manifest.manifests:
-            nursery.start_soon(child, entry.digest)
+            nursery.start_soon(child, entry.digest, depth + 1)
 
 
 async def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
@@ -73,15 +88,16 @@ class Importer:
         await self.repo.tags.tag(tag, top.digest)
         return top.digest
 
-    async def _manifest(self, payload: bytes, digest: Digest) -> None:
-        await _each_reference(_copyable(payload, digest), self._blob, self._child)
+    async def _manifest(self, payload: bytes, digest: Digest, depth: int = 0) -> None:
+        manifest = _copyable(payload, digest, depth)
+        await _each_reference(manifest, self._blob, self._child, depth)
         stored = await self.repo.manifests.put(payload)
         if stored != digest:  # only when the source names manifests by another algorithm
             log.info("manifest %s stored as %s", digest, stored)
 
-    async def _child(self, digest: Digest) -> None:
+    async def _child(self, digest: Digest, depth: int) -> None:
         payload = await trio.to_thread.run_sync(self.source.manifest, digest)
-        await self._manifest(verified(payload, digest).payload, digest)
+        await self._manifest(verified(payload, digest).payload, digest, depth)
 
     async def _blob(self, digest: Digest, size: int) -> None:
         async def job(report) -> str:  # type: ignore[no-untyped-def]
@@ -112,12 +128,13 @@ class Importer:
             chunks = await trio.to_thread.run_sync(self.source.blob, digest, upload.size)
             report(upload.size)
             while (chunk := await _next_chunk(chunks)) is not None:
+                if upload.size + len(chunk) > size:
+                    raise SizeMismatchError(size, upload.size + len(chunk))  # and more to come
                 await upload.write(chunk)
                 report(upload.size)
             await upload.finish(digest, size)
-        except DigestMismatchError as exc:
-            await upload.restart()
-            await upload.close()
+        except (DigestMismatchError, SizeMismatchError) as exc:
+            await upload.cancel()  # what arrived is not the blob: no copy of it is kept
             raise SourceError(f"blob {digest} from {self.source.description}: {exc}") from None
         except BaseException:
             with trio.CancelScope(shield=True):  # keep what arrived, for the next attempt
@@ -149,17 +166,17 @@ class Exporter:
         )
         return digest
 
-    async def _manifest(self, payload: bytes, digest: Digest) -> Manifest:
+    async def _manifest(self, payload: bytes, digest: Digest, depth: int = 0) -> Manifest:
         verified(payload, digest)
-        manifest = _copyable(payload, digest)
-        await _each_reference(manifest, self._blob, self._child)
+        manifest = _copyable(payload, digest, depth)
+        await _each_reference(manifest, self._blob, self._child, depth)
         await trio.to_thread.run_sync(
             self.destination.put_manifest, payload, digest, manifest.media_type
         )
         return manifest
 
-    async def _child(self, digest: Digest) -> None:
-        await self._manifest(await self.repo.manifests.get(digest), digest)
+    async def _child(self, digest: Digest, depth: int) -> None:
+        await self._manifest(await self.repo.manifests.get(digest), digest, depth)
 
     async def _blob(self, digest: Digest, size: int) -> None:
         async def job(report) -> str:  # type: ignore[no-untyped-def]

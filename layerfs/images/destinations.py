@@ -8,24 +8,29 @@ half-written blob under a digest name."""
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..drivers.beneath import Beneath
 from ..storage.digest import Digest
 from ..storage.manifests import Manifest, parse_manifest
-from .sources import REF_NAME, SourceError
+from .sources import REF_NAME, SourceError, json_document, read_below
 
 if TYPE_CHECKING:  # requests loads only for docker:// locations
     from .registry_client import RegistryClient
 
 OCI_LAYOUT = json.dumps({"imageLayoutVersion": "1.0.0"}).encode()
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ImageDestination(abc.ABC):
@@ -60,43 +65,79 @@ def _checked_copy(body: Iterable[bytes], out: io.BufferedIOBase, digest: Digest,
         raise SourceError(f"blob {digest}: got {written} bytes hashing to {hasher.hexdigest()}")
 
 
+def _refuse_symlink(path: str) -> None:
+    if os.path.islink(path):
+        raise SourceError(f"{path} is a symbolic link: refused as a destination")
+
+
 class OciLayoutDestination(ImageDestination):
+    """Every file is made below the layout directory without following a symbolic
+    link: new ones with O_EXCL, each renamed over its name (which replaces a link
+    found there, never what it points at)."""
+
     def __init__(self, directory: str) -> None:
         self.directory = directory
         self.description = f"oci:{directory}"
+        _refuse_symlink(directory)
         os.makedirs(directory, exist_ok=True)
-
-    def _path(self, digest: Digest) -> str:
-        return os.path.join(self.directory, "blobs", digest.algorithm, digest.hex)
+        self.beneath = Beneath(os.path.abspath(directory))
 
     def has_blob(self, digest: Digest, size: int) -> bool:
         try:
-            return os.path.getsize(self._path(digest)) == size
+            fd = self.beneath.open_dir(["blobs", digest.algorithm])
         except OSError:
             return False
+        try:
+            found = os.stat(digest.hex, dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        return stat.S_ISREG(found.st_mode) and found.st_size == size
 
     def put_blob(self, digest: Digest, size: int, body: Iterable[bytes]) -> None:
-        path = self._path(digest)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".partial-")
+        def copy(out: io.BufferedIOBase) -> None:
+            _checked_copy(body, out, digest, size)
+
+        self._put(["blobs", digest.algorithm], digest.hex, copy)
+
+    def _put(self, parts: list[str], name: str, fill) -> None:  # type: ignore[no-untyped-def]
+        """Write ``name`` in directory ``parts`` through a fresh temporary file."""
         try:
-            with os.fdopen(fd, "wb") as out:
-                _checked_copy(body, out, digest, size)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+            fd = self.beneath.open_dir(parts, create=True)
+        except OSError as exc:
+            raise SourceError(f"{self.directory}/{'/'.join(parts)}: {exc.strerror}") from None
+        tmp = f".partial-{uuid.uuid4().hex}"
+        try:
+            out_fd = os.open(tmp, _CREATE, 0o644, dir_fd=fd)
+            try:
+                with os.fdopen(out_fd, "wb") as out:
+                    fill(out)
+                os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=fd)
+                raise
+        finally:
+            os.close(fd)
 
     def put_manifest(self, payload: bytes, digest: Digest, media_type: str) -> None:
         self.put_blob(digest, len(payload), [payload])
 
-    def finish(self, tag: str, digest: Digest, media_type: str, payload: bytes) -> None:
-        index_path = os.path.join(self.directory, "index.json")
+    def _index(self) -> dict:
+        where = os.path.join(self.directory, "index.json")
         try:
-            with open(index_path, "rb") as f:
-                index = json.load(f)
+            fd = self.beneath.open_dir([])
+            try:
+                os.stat("index.json", dir_fd=fd, follow_symlinks=False)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
-            index = {"schemaVersion": 2, "manifests": []}
+            return {"schemaVersion": 2, "manifests": []}
+        return json_document(read_below(self.beneath, "/index.json", where), where)
+
+    def finish(self, tag: str, digest: Digest, media_type: str, payload: bytes) -> None:
+        index = self._index()
         entries = [
             e
             for e in index.get("manifests", [])
@@ -107,11 +148,8 @@ class OciLayoutDestination(ImageDestination):
              "annotations": {REF_NAME: tag}}
         )  # fmt: skip
         index["manifests"] = entries
-        with open(os.path.join(self.directory, "oci-layout"), "wb") as f:
-            f.write(OCI_LAYOUT)
-        with open(index_path + ".tmp", "w") as f:
-            json.dump(index, f)
-        os.replace(index_path + ".tmp", index_path)
+        self._put([], "oci-layout", lambda out: out.write(OCI_LAYOUT))
+        self._put([], "index.json", lambda out: out.write(json.dumps(index).encode()))
 
 
 class ArchiveDestination(ImageDestination):
@@ -122,8 +160,12 @@ class ArchiveDestination(ImageDestination):
     def __init__(self, path: str, repo_tag: str) -> None:
         self.path, self.repo_tag = path, repo_tag
         self.description = f"docker-archive:{path}"
-        self.partial = path + ".partial"
-        self.tar = tarfile.open(self.partial, "w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
+        _refuse_symlink(path)
+        directory, name = os.path.split(os.path.abspath(path))
+        # a fresh file (O_EXCL: never one a symlink names), renamed over PATH at the end
+        fd, self.partial = tempfile.mkstemp(dir=directory, prefix=f".{name}.partial-")
+        out = os.fdopen(fd, "wb")
+        self.tar = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115
         self.written: set[Digest] = set()
         self.manifests: dict[Digest, bytes] = {}
         self.lock = threading.Lock()  # one member at a time
@@ -173,6 +215,8 @@ class ArchiveDestination(ImageDestination):
         ]:
             self._add(name, len(content), io.BytesIO(content))
         self.tar.close()
+        self.tar.fileobj.close()  # type: ignore[union-attr]
+        _refuse_symlink(self.path)  # made meanwhile: still not followed, not replaced
         os.replace(self.partial, self.path)
 
     def _image_manifests(self, digest: Digest) -> list[Manifest]:
@@ -187,9 +231,11 @@ class ArchiveDestination(ImageDestination):
         return found
 
     def close(self) -> None:
-        if not self.tar.closed:  # an export that did not finish leaves no tarball
+        if not self.tar.closed or os.path.exists(self.partial):  # unfinished: no tarball
             self.tar.close()
-            os.unlink(self.partial)
+            self.tar.fileobj.close()  # type: ignore[union-attr]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.partial)
 
 
 class RegistryDestination(ImageDestination):

@@ -4,9 +4,14 @@ registries ask for. Plain HTTP only for loopback hosts."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
+import os
 import re
+import urllib.parse
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import requests
 
@@ -18,6 +23,7 @@ from ..storage.manifests import (
     OCI_MANIFEST,
 )
 from .errors import RegistryHTTPError, TransientError
+from .sources import MAX_MANIFEST, SourceError
 
 ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 CHUNK = 1 << 20
@@ -35,11 +41,56 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def safe_for_credentials(url: str, registry_host: str) -> bool:
+    """Whether a password may go to ``url``: over HTTPS, or plain HTTP on loopback."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and is_loopback(parts.netloc) and is_loopback(registry_host)
+
+
+def auth_files() -> list[Path]:
+    """Where podman, skopeo and docker keep registry logins, in the order they look."""
+    found = []
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        found.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        found.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "containers/auth.json")
+    found.append(Path.home() / ".config/containers/auth.json")
+    docker = os.environ.get("DOCKER_CONFIG")
+    found.append(Path(docker) / "config.json" if docker else Path.home() / ".docker/config.json")
+    return found
+
+
+def stored_credentials(host: str, files: list[Path] | None = None) -> tuple[str, str] | None:
+    """The login for ``host`` in the first auth file that has one (``auths`` entries
+    with ``auth``, base64 of USER:PASSWORD). Credential helpers are not run."""
+    for path in auth_files() if files is None else files:
+        try:
+            with path.open("rb") as f:
+                doc = json.loads(f.read(1 << 20))
+        except (OSError, ValueError):
+            continue
+        auths = doc.get("auths") if isinstance(doc, dict) else None
+        if not isinstance(auths, dict):
+            continue
+        for key in (host, f"https://{host}", f"http://{host}", f"https://{host}/v1/"):
+            entry = auths.get(key)
+            if isinstance(entry, dict) and isinstance(entry.get("auth"), str):
+                try:
+                    user, sep, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if sep:
+                    return user, password
+    return None
+
+
 class RegistryClient:
     def __init__(self, host: str, credentials: tuple[str, str] | None = None) -> None:
         self.host = host
         self.base = f"{'http' if is_loopback(host) else 'https'}://{host}/v2"
-        self.credentials = credentials
+        self.credentials = credentials or stored_credentials(host)
         self.session = requests.Session()
         self.tokens: dict[str, str] = {}  # scope -> bearer token
         self.basic = False
@@ -87,18 +138,28 @@ class RegistryClient:
         if kind != "bearer":
             return False
         params = dict(_CHALLENGE.findall(challenge))
+        realm = params.get("realm", "")
+        if self.credentials and not safe_for_credentials(realm, self.host):
+            raise RegistryHTTPError(
+                f"the token realm {realm!r} is neither HTTPS nor on loopback:"
+                " credentials are not sent there"
+            )
         # ask for everything this kind of request needs, not only what the challenge named
         query = {"service": params.get("service", ""), "scope": scope}
         try:
             answer = self.session.get(
-                params["realm"], params=query, auth=self.credentials, timeout=TIMEOUT
+                realm, params=query, auth=self.credentials, timeout=TIMEOUT, stream=True
             )
-        except (KeyError, requests.RequestException) as exc:
-            raise TransientError(f"token request to {params.get('realm')}: {exc}") from None
+        except requests.RequestException as exc:
+            raise TransientError(f"token request to {realm}: {exc}") from None
         if answer.status_code != 200:
+            answer.close()
             raise RegistryHTTPError(f"token server refused: HTTP {answer.status_code}")
-        body = answer.json()
-        self.tokens[scope] = body.get("token") or body.get("access_token", "")
+        try:
+            body = json.loads(self._small_body(answer, f"token from {realm}", 1 << 20))
+            self.tokens[scope] = body.get("token") or body.get("access_token", "")
+        except (ValueError, AttributeError):
+            raise RegistryHTTPError(f"token server {realm} answered no JSON object") from None
         return True
 
     @staticmethod
@@ -110,10 +171,28 @@ class RegistryClient:
     # pulling -------------------------------------------------------------------------
     def get_manifest(self, repository: str, reference: str) -> tuple[bytes, Digest | None]:
         url = f"{self.base}/{repository}/manifests/{reference}"
-        resp = self.request("GET", url, f"repository:{repository}:pull", headers={"Accept": ACCEPT})
+        resp = self.request(
+            "GET", url, f"repository:{repository}:pull", headers={"Accept": ACCEPT}, stream=True
+        )
         self._check(resp, f"manifest {repository}:{reference}")
         header = resp.headers.get("Docker-Content-Digest")
-        return resp.content, Digest.parse(header) if header else None
+        payload = self._small_body(resp, f"manifest {repository}:{reference}")
+        return payload, Digest.parse(header) if header else None
+
+    @staticmethod
+    def _small_body(resp: requests.Response, what: str, limit: int = MAX_MANIFEST) -> bytes:
+        """A body of at most ``limit`` bytes: an endless one is cut off and refused."""
+        payload = bytearray()
+        try:
+            for chunk in resp.iter_content(CHUNK):
+                payload += chunk
+                if len(payload) > limit:
+                    raise SourceError(f"{what} is larger than {limit} bytes: refused")
+        except requests.RequestException as exc:
+            raise TransientError(f"reading {resp.url}: {exc}") from None
+        finally:
+            resp.close()
+        return bytes(payload)
 
     def get_blob(self, repository: str, digest: Digest, offset: int = 0) -> Iterator[bytes]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}

@@ -8,21 +8,33 @@ chunk iterators that can start at an offset, so an interrupted blob resumes.
 from __future__ import annotations
 
 import abc
+import errno
 import hashlib
 import json
 import os
+import posixpath
+import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..drivers.beneath import Beneath, SymlinkError
 from ..storage.digest import Digest
+from ..storage.errors import RegistryError
 from ..storage.manifests import DOCKER_MANIFEST
 
 if TYPE_CHECKING:  # requests loads only for docker:// locations
     from .registry_client import RegistryClient
 
 CHUNK = 4 << 20  # large reads: fewer thread hops per byte
+# What a source may hand over. docker-registry refuses manifests over 4 MiB; an
+# index.json or manifest.json is held to the same. A manifest names at most
+# MAX_REFERENCES blobs or children, and indexes nest at most MAX_INDEX_DEPTH deep.
+MAX_MANIFEST = 4 << 20
+MAX_CONFIG = 64 << 20  # a docker save config, read whole to make its manifest
+MAX_REFERENCES = 10_000
+MAX_INDEX_DEPTH = 8
 REF_NAME = "org.opencontainers.image.ref.name"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_TAR_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
@@ -36,6 +48,31 @@ class SourceError(Exception):
 class Fetched:
     payload: bytes
     digest: Digest
+
+
+def bounded(payload: bytes, what: str, limit: int = MAX_MANIFEST) -> bytes:
+    if len(payload) > limit:
+        raise SourceError(f"{what} is larger than {limit} bytes: refused")
+    return payload
+
+
+def json_document(payload: bytes, what: str) -> dict:
+    """A JSON object, or a SourceError that says what was wrong with it."""
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SourceError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise SourceError(f"{what} is not a JSON object")
+    return doc
+
+
+def entry_digest(entry: object, where: str) -> Digest:
+    """The digest of an index entry, or a SourceError naming the entry."""
+    try:
+        return Digest.parse(entry["digest"])  # type: ignore[index]
+    except (KeyError, TypeError, RegistryError) as exc:
+        raise SourceError(f"{where}: an index entry has no valid digest ({exc})") from None
 
 
 def verified(payload: bytes, digest: Digest | None) -> Fetched:
@@ -65,18 +102,65 @@ class ImageSource(abc.ABC):
 
 def _read_range(path: str, start: int, size: int, offset: int) -> Iterator[bytes]:
     with open(path, "rb") as f:
-        f.seek(start + offset)
-        left = size - offset
-        while left > 0:
-            chunk = f.read(min(CHUNK, left))
-            if not chunk:
-                raise SourceError(f"{path} ends early")
-            left -= len(chunk)
-            yield chunk
+        yield from _read_fd_range(f.fileno(), path, start, size, offset)
+
+
+def _read_fd_range(fd: int, what: str, start: int, size: int, offset: int) -> Iterator[bytes]:
+    position, left = start + offset, size - offset
+    while left > 0:
+        chunk = os.pread(fd, min(CHUNK, left), position)
+        if not chunk:
+            raise SourceError(f"{what} ends early")
+        position += len(chunk)
+        left -= len(chunk)
+        yield chunk
+
+
+def _open_beneath(beneath: Beneath, relative: str, what: str) -> int:
+    """A read descriptor of the regular file ``relative`` below a layout directory,
+    reached without following any symbolic link."""
+    try:
+        parent, name = beneath.open_parent(relative)
+        try:
+            fd = os.open(name, _READ, dir_fd=parent)
+        finally:
+            os.close(parent)
+    except SymlinkError:
+        raise SourceError(f"{what}: a symbolic link on the way, not followed") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise SourceError(f"{what}: a symbolic link, not followed") from None
+        raise SourceError(f"{what}: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise SourceError(f"{what}: not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def read_below(beneath: Beneath, relative: str, what: str, limit: int = MAX_MANIFEST) -> bytes:
+    """A small file below a directory, reached without following a symlink."""
+    return _read_small(_open_beneath(beneath, relative, what), what, limit)
+
+
+def _read_small(fd: int, what: str, limit: int = MAX_MANIFEST) -> bytes:
+    """All of a file of at most ``limit`` bytes (one byte more is read to tell)."""
+    try:
+        with open(fd, "rb", closefd=True) as f:
+            payload = f.read(limit + 1)
+    except OSError as exc:
+        raise SourceError(f"{what}: {exc.strerror}") from None
+    return bounded(payload, what, limit)
 
 
 def _pick_from_index(index: dict, tag: str | None, where: str) -> dict:
     entries = index.get("manifests") or []
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise SourceError(f"{where}: its index's manifests are not a list of entries")
     if tag is None:
         if len(entries) != 1:
             raise SourceError(f"{where} holds {len(entries)} images; name one with :TAG")
@@ -93,34 +177,35 @@ class OciLayoutSource(ImageSource):
     def __init__(self, directory: str, tag: str | None) -> None:
         self.directory, self.tag = directory, tag
         self.description = f"oci:{directory}" + (f":{tag}" if tag else "")
-        try:
-            with open(os.path.join(directory, "index.json"), "rb") as f:
-                self.index = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise SourceError(f"{directory} is not an OCI image layout: {exc}") from None
+        if not os.path.isdir(directory):
+            raise SourceError(f"{directory} is not an OCI image layout: not a directory")
+        self.beneath = Beneath(os.path.abspath(directory))  # nothing below it is followed
+        where = os.path.join(directory, "index.json")
+        self.index = json_document(read_below(self.beneath, "/index.json", where), where)
 
-    def _path(self, digest: Digest) -> str:
-        return os.path.join(self.directory, "blobs", digest.algorithm, digest.hex)
+    def _open_blob(self, digest: Digest) -> int:
+        where = f"{self.description}: blob {digest}"
+        return _open_beneath(self.beneath, f"/blobs/{digest.algorithm}/{digest.hex}", where)
 
     def top_manifest(self) -> Fetched:
         entry = _pick_from_index(self.index, self.tag, self.directory)
-        digest = Digest.parse(entry["digest"])
+        digest = entry_digest(entry, self.directory)
         return verified(self.manifest(digest), digest)
 
     def manifest(self, digest: Digest) -> bytes:
-        try:
-            with open(self._path(digest), "rb") as f:
-                return f.read()
-        except OSError as exc:
-            raise SourceError(f"{self.description}: no blob {digest}: {exc.strerror}") from None
+        return _read_small(self._open_blob(digest), f"{self.description}: manifest {digest}")
 
     def blob(self, digest: Digest, offset: int = 0) -> Iterator[bytes]:
-        path = self._path(digest)
-        try:
-            size = os.path.getsize(path)
-        except OSError as exc:
-            raise SourceError(f"{self.description}: no blob {digest}: {exc.strerror}") from None
-        return _read_range(path, 0, size, offset)
+        fd = self._open_blob(digest)
+        size = os.fstat(fd).st_size
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from _read_fd_range(fd, f"{self.description}: blob {digest}", 0, size, offset)
+            finally:
+                os.close(fd)
+
+        return chunks()
 
 
 class ArchiveSource(ImageSource):
@@ -132,30 +217,50 @@ class ArchiveSource(ImageSource):
         self.path, self.reference = path, reference
         self.description = f"docker-archive:{path}"
         self.members: dict[str, tuple[int, int]] = {}  # name -> (offset, size)
+        self.links: set[str] = set()  # symlinks, hardlinks and the like: never followed
         try:
             with tarfile.open(path, "r:") as tar:
                 for member in tar:
+                    name = _member_name(member.name, path)
                     if member.isfile():
-                        self.members[member.name.lstrip("./")] = (member.offset_data, member.size)
+                        self.members[name] = (member.offset_data, member.size)
+                    elif not member.isdir():
+                        self.links.add(name)
         except (OSError, tarfile.TarError) as exc:
             raise SourceError(f"{path} is not an uncompressed tar archive: {exc}") from None
         self.by_digest: dict[Digest, str] = {}
         self.made: Fetched | None = None
         if "index.json" in self.members:
-            for name in self.members:
-                parts = name.split("/")
-                if len(parts) == 3 and parts[0] == "blobs":
-                    self.by_digest[Digest.from_parts(parts[1], parts[2])] = name
+            pass  # an OCI layout inside: blobs are found by their digest's name
         elif "manifest.json" in self.members:
             self.made = self._legacy_manifest()
         else:
             raise SourceError(f"{path} holds neither index.json nor manifest.json")
 
-    def _member_bytes(self, name: str) -> bytes:
-        return b"".join(_read_range(self.path, *self.members[name], 0))
+    def _member(self, name: object) -> tuple[int, int]:
+        """(offset, size) of a regular member the image names."""
+        if not isinstance(name, str):
+            raise SourceError(f"{self.path}: a member name that is no string: {name!r}")
+        name = _member_name(name, self.path)
+        if name in self.links:
+            raise SourceError(f"{self.path}: {name} is a link, not followed")
+        if name not in self.members:
+            raise SourceError(f"{self.path}: no member {name}")
+        return self.members[name]
+
+    def _member_bytes(self, name: object, limit: int = MAX_MANIFEST) -> bytes:
+        offset, size = self._member(name)
+        if size > limit:
+            raise SourceError(f"{self.path}: {name} is larger than {limit} bytes: refused")
+        return b"".join(_read_range(self.path, offset, size, 0))
 
     def _legacy_manifest(self) -> Fetched:
-        images = json.loads(self._member_bytes("manifest.json"))
+        try:
+            images = json.loads(self._member_bytes("manifest.json"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise SourceError(f"{self.path}: manifest.json is not JSON: {exc}") from None
+        if not isinstance(images, list) or not all(isinstance(i, dict) for i in images):
+            raise SourceError(f"{self.path}: manifest.json is not a list of images")
         if self.reference is None:
             if len(images) != 1:
                 raise SourceError(f"{self.path} holds {len(images)} images; name one")
@@ -165,20 +270,19 @@ class ArchiveSource(ImageSource):
             if not wanted:
                 raise SourceError(f"{self.path} has no image {self.reference!r}")
             image = wanted[0]
-        config = self._member_bytes(image["Config"])
+        if "Config" not in image or not isinstance(image.get("Layers"), list):
+            raise SourceError(f"{self.path}: manifest.json names no Config or no Layers")
+        if len(image["Layers"]) > MAX_REFERENCES:
+            raise SourceError(f"{self.path}: more than {MAX_REFERENCES} layers: refused")
+        config = self._member_bytes(image["Config"], MAX_CONFIG)
         config_digest = Digest.of(config)
-        self.by_digest[config_digest] = image["Config"]
+        self.by_digest[config_digest] = _member_name(image["Config"], self.path)
         layers = []
         for name in image["Layers"]:
-            digest = Digest("sha256", _sha256_of(_read_range(self.path, *self.members[name], 0)))
-            self.by_digest[digest] = name
-            layers.append(
-                {
-                    "mediaType": DOCKER_TAR_LAYER,
-                    "size": self.members[name][1],
-                    "digest": str(digest),
-                }
-            )
+            offset, size = self._member(name)
+            digest = Digest("sha256", _sha256_of(_read_range(self.path, offset, size, 0)))
+            self.by_digest[digest] = _member_name(name, self.path)
+            layers.append({"mediaType": DOCKER_TAR_LAYER, "size": size, "digest": str(digest)})
         manifest = {
             "schemaVersion": 2,
             "mediaType": DOCKER_MANIFEST,
@@ -194,20 +298,30 @@ class ArchiveSource(ImageSource):
     def top_manifest(self) -> Fetched:
         if self.made is not None:
             return self.made
-        index = json.loads(self._member_bytes("index.json"))
-        entry = _pick_from_index(index, self.reference, self.path)
-        digest = Digest.parse(entry["digest"])
+        where = f"{self.path}: index.json"
+        index = json_document(self._member_bytes("index.json"), where)
+        digest = entry_digest(_pick_from_index(index, self.reference, self.path), where)
         return verified(self.manifest(digest), digest)
 
-    def manifest(self, digest: Digest) -> bytes:
-        if digest not in self.by_digest:
+    def _name_of(self, digest: Digest) -> str:
+        name = self.by_digest.get(digest, f"blobs/{digest.algorithm}/{digest.hex}")
+        if name not in self.members and name not in self.links:
             raise SourceError(f"{self.description}: no blob {digest}")
-        return self._member_bytes(self.by_digest[digest])
+        return name
+
+    def manifest(self, digest: Digest) -> bytes:
+        return self._member_bytes(self._name_of(digest))
 
     def blob(self, digest: Digest, offset: int = 0) -> Iterator[bytes]:
-        if digest not in self.by_digest:
-            raise SourceError(f"{self.description}: no blob {digest}")
-        return _read_range(self.path, *self.members[self.by_digest[digest]], offset)
+        return _read_range(self.path, *self._member(self._name_of(digest)), offset)
+
+
+def _member_name(name: str, archive: str) -> str:
+    """A member's name as the image names it (``./a`` is ``a``); an absolute name or
+    one with ``..`` is refused, as no image member has one."""
+    if name.startswith("/") or ".." in name.split("/"):
+        raise SourceError(f"{archive}: member {name!r} points outside the archive: refused")
+    return posixpath.normpath(name).lstrip("/") if name not in ("", ".") else name
 
 
 def _sha256_of(chunks: Iterator[bytes]) -> str:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..drivers import PathNotFoundError, StorageDriver
+from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import HASH_CHUNK
 from . import paths, walk
 from .digest import CANONICAL, Digest
@@ -128,6 +128,7 @@ class Fsck:
         self.report = Report()
         self.good_blobs: set[Digest] = set()
         self.corrupt_blobs: set[Digest] = set()
+        self.unsafe_blobs: set[Digest] = set()  # data is a symlink: neither good nor missing
         self.pending: set[str] = set()  # paths whose bytes are in a write not completed
         self.held: set[tuple[str, Digest]] = set()  # (repository, manifest) with a revision link
 
@@ -138,7 +139,7 @@ class Fsck:
         hashed = sum(u.size for u in uploads if u.states and u.readable)
         self.on_total(sum(b.size for b in blobs) + hashed)
         await self._check_blobs(blobs)
-        for name in await self.registry.repositories():
+        for name in await self.registry.repositories(self._odd):
             self.report.repositories += 1
             await self._check_repository(name)
         limiter = trio.CapacityLimiter(self.workers)
@@ -155,10 +156,14 @@ class Fsck:
         self.report.findings.append(finding)
         log.warning("%s: %s (%s)", path, detail, kind)
         if self.repair and remove is not None:
-            if fix is not None:
-                await fix()
-            else:
-                await self.driver.delete_if_present(remove)
+            try:
+                if fix is not None:
+                    await fix()
+                else:
+                    await self.driver.delete_if_present(remove)
+            except UnsafeEntryError as exc:
+                log.warning("not repaired: %s", exc)  # a symlink on the way: left alone
+                return
             finding.removed = True
             log.warning("repaired %s", remove)
 
@@ -171,6 +176,11 @@ class Fsck:
     # blobs -----------------------------------------------------------------
     async def _odd(self, path: str, why: str) -> None:
         await self._found("odd-entry", path, why)
+
+    async def _unsafe(self, exc: UnsafeEntryError) -> None:
+        """A symbolic link or device where the layout has a file: reported, never
+        followed, never removed (whoever put it there may still want it)."""
+        await self._found("unsafe-entry", exc.path, str(exc).rsplit(": ", 1)[-1])
 
     async def _list_blobs(self) -> list[_Blob]:
         found = []
@@ -188,6 +198,10 @@ class Fsck:
             info = await self.driver.stat(paths.blob_data(digest))
         except PathNotFoundError:
             await self._found("blob-no-data", blob_dir, "blob directory without data", blob_dir)
+            return None
+        except UnsafeEntryError as exc:
+            self.unsafe_blobs.add(digest)
+            await self._unsafe(exc)
             return None
         return _Blob(digest, paths.blob_data(digest), info.size)
 
@@ -226,6 +240,9 @@ class Fsck:
             content = await self.driver.get_content(path)
         except PathNotFoundError:
             self._normal("deleted-link")
+            return None
+        except UnsafeEntryError as exc:
+            await self._unsafe(exc)
             return None
         try:
             return decode_link(path, content)
@@ -296,7 +313,10 @@ class Fsck:
     ) -> Manifest | bool | None:
         """The parsed manifest; True for a kind we only carry (an unknown type); None
         when it was reported as broken."""
-        payload = await self.driver.get_content(paths.blob_data(digest))
+        try:
+            payload = await self.driver.get_content(paths.blob_data(digest))
+        except UnsafeEntryError:
+            return None  # reported with the blobs
         try:
             return parse_manifest(payload)
         except ManifestInvalidError as exc:
@@ -319,12 +339,14 @@ class Fsck:
         missing = [d.digest for d in manifest.blob_references() if d.digest not in self.good_blobs]
         missing += [d.digest for d in manifest.manifests if d.digest not in self.good_blobs]
         if missing:
+            # a blob whose data is a symlink is not known to be gone: nothing is removed
+            remove = None if self.unsafe_blobs.intersection(missing) else revisions[digest]
             await self._found(
                 "manifest-missing-blob",
                 paths.manifest_revision_link(name, digest),
                 f"manifest {digest} of {name} references missing blobs: "
                 + ", ".join(map(str, missing)),
-                revisions[digest],
+                remove,
             )
             return False
         unlinked = []
@@ -354,6 +376,8 @@ class Fsck:
         self.report.links += 1
         try:
             current = decode_link(path, await self.driver.get_content(path))
+        except UnsafeEntryError as exc:
+            await self._unsafe(exc)
         except PathNotFoundError:
             detail = "tag without its current link: listed, but it serves nothing"
             await self._found("tag-dangling", path, detail, tag_dir)
@@ -367,7 +391,7 @@ class Fsck:
     # uploads -----------------------------------------------------------------
     async def _list_uploads(self) -> list[_Upload]:
         found = []
-        for name in await self.registry.repositories():
+        for name in await self.registry.repositories():  # odd ones reported with the rest
             for upload_id in await walk.upload_ids(self.driver, name, self._odd):
                 data = paths.upload_data(name, upload_id)
                 readable = data not in self.pending  # else reading would complete it
@@ -377,6 +401,9 @@ class Fsck:
                     size, has_data = (await self.driver.stat(data)).size, True
                 except PathNotFoundError:
                     size, has_data = 0, False
+                except UnsafeEntryError as exc:
+                    await self._unsafe(exc)
+                    continue
                 states = await self._hash_states(name, upload_id)
                 found.append(_Upload(name, upload_id, size, states, has_data, readable))
         return found
@@ -389,6 +416,9 @@ class Fsck:
                 paths.upload_started_at(upload.repository, upload.id)
             )
             parse_started_at(started)
+        except UnsafeEntryError as exc:
+            await self._unsafe(exc)
+            return
         except PathNotFoundError:
             if not upload.has_data:  # what the registry's cancel (DELETE) leaves
                 self._normal("cancelled-upload")
@@ -450,6 +480,9 @@ class Fsck:
                         await self._compare_state(hasher, *pending.pop(0))
         except PathNotFoundError:
             pass
+        except UnsafeEntryError as exc:
+            await self._unsafe(exc)
+            return
         while pending and pending[0][0] == hasher.size:
             await self._compare_state(hasher, *pending.pop(0))
         for _ in pending:
@@ -470,6 +503,9 @@ class Fsck:
         bytes are not known, so only the state's own offset is checked)."""
         try:
             stored = ResumableSha256.unmarshal(await self.driver.get_content(path))
+        except UnsafeEntryError as exc:
+            await self._unsafe(exc)
+            return
         except (HashStateError, PathNotFoundError) as exc:
             await self._found("upload-bad-hashstate", path, f"unreadable state: {exc}", path)
             return

@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from ..drivers import PathNotFoundError, StorageDriver
+from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths
 from .digest import Digest
 from .errors import InvalidLinkError, RegistryError
@@ -63,6 +63,7 @@ class GcResult:
     deleted: list[Deletion] = field(default_factory=list)
     kept_young: list[Deletion] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # a non-empty list: nothing deleted
+    skipped: list[str] = field(default_factory=list)  # symlinks the sweep left alone
 
     @property
     def complete(self) -> bool:
@@ -101,11 +102,15 @@ class GarbageCollector:
 
     async def run(self) -> GcResult:
         doomed_manifests: list[tuple[str, Digest]] = []
-        for name in await self.registry.repositories():
-            doomed_manifests += await self._mark_repository(name)
+        for name in await self.registry.repositories(self._odd):
+            try:
+                doomed_manifests += await self._mark_repository(name)
+            except UnsafeEntryError as exc:
+                self._unreadable(f"{name}: {exc}")
         if not self.result.complete:
             log.error(
-                "%d manifests could not be read; nothing deleted", len(self.result.unreadable)
+                "%d manifests or repositories could not be read; nothing deleted",
+                len(self.result.unreadable),
             )
             return self.result
         for name, digest in doomed_manifests:
@@ -180,6 +185,11 @@ class GarbageCollector:
         self.result.unreadable.append(what)
         log.error("unreadable manifest %s", what)
 
+    async def _odd(self, path: str, why: str) -> None:
+        """A repository directory that cannot be entered (a symbolic link): what it
+        holds is unknown, so nothing may be deleted."""
+        self._unreadable(f"{path}: {why}")
+
     # sweep -----------------------------------------------------------------------
     async def _delete_manifest(self, name: str, digest: Digest) -> None:
         self.result.deleted.append(Deletion("manifest", digest, name))
@@ -198,17 +208,26 @@ class GarbageCollector:
             if digest in self.result.marked:
                 continue
             await self.before_blob_check(digest)
-            if await self._blob_is_young(digest, repositories) or (
-                not self.dry_run and await self._linked_young_in_new(digest, repositories)
-            ):
-                self.result.kept_young.append(Deletion("blob", digest))
-                continue
-            swept.add(digest)
-            self.result.deleted.append(Deletion("blob", digest))
-            if not self.dry_run:
-                await self.driver.delete_if_present(paths.blob_dir(digest))
-                log.info("deleted blob %s", digest)
+            try:
+                if await self._sweep_blob(digest, repositories):
+                    swept.add(digest)
+            except UnsafeEntryError as exc:
+                self.result.skipped.append(str(exc))
+                log.warning("blob %s kept: %s", digest, exc)
         return swept
+
+    async def _sweep_blob(self, digest: Digest, repositories: list[str]) -> bool:
+        """Delete one unmarked blob unless something young names it; True if gone."""
+        if await self._blob_is_young(digest, repositories) or (
+            not self.dry_run and await self._linked_young_in_new(digest, repositories)
+        ):
+            self.result.kept_young.append(Deletion("blob", digest))
+            return False
+        if not self.dry_run:
+            await self.driver.delete_if_present(paths.blob_dir(digest))
+            log.info("deleted blob %s", digest)
+        self.result.deleted.append(Deletion("blob", digest))
+        return True
 
     async def _blob_is_young(
         self, digest: Digest, repositories: list[str], data: bool = True

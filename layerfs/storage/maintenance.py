@@ -19,7 +19,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ..drivers import PathNotFoundError, PendingWrite, StorageDriver
+from ..drivers import PathNotFoundError, PendingWrite, StorageDriver, UnsafeEntryError
 from . import paths, walk
 from .digest import Digest
 from .registry import Registry
@@ -48,6 +48,16 @@ class UploadAge:
 
 
 async def _date_upload(driver: StorageDriver, name: str, upload_id: str) -> UploadAge | None:
+    """When the upload started; None when it is gone, or when a symbolic link on the
+    way makes it unknown (then it is left alone)."""
+    try:
+        return await _date_known_upload(driver, name, upload_id)
+    except UnsafeEntryError as exc:
+        await _leave_alone(paths.upload_dir(name, upload_id), str(exc).rsplit(": ", 1)[-1])
+        return None
+
+
+async def _date_known_upload(driver: StorageDriver, name: str, upload_id: str) -> UploadAge | None:
     try:
         content = await driver.get_content(paths.upload_started_at(name, upload_id))
         return UploadAge(name, upload_id, parse_started_at(content), "startedat")
@@ -76,7 +86,7 @@ async def _leave_alone(path: str, why: str) -> None:
 async def upload_ages(registry: Registry) -> list[UploadAge]:
     """Every upload of every repository with the time it started."""
     found = []
-    for name in await registry.repositories():
+    for name in await registry.repositories(_leave_alone):
         for upload_id in await walk.upload_ids(registry.driver, name, _leave_alone):
             age = await _date_upload(registry.driver, name, upload_id)
             if age is not None:

@@ -23,17 +23,10 @@ from .uploads import UploadStore
 log = logging.getLogger(__name__)
 
 
-async def _list_names(driver: StorageDriver, path: str) -> list[str]:
-    return [p.rsplit("/", 1)[1] for p in await driver.list_if_present(path)]
-
-
 async def _linked_digests(driver: StorageDriver, directory: str) -> list[Digest]:
     """Digests of the ``<alg>/<hex>`` directories below ``directory``."""
 
-    async def odd(path: str, why: str) -> None:
-        log.warning("ignoring %s: %s", path, why)
-
-    return sorted(digest for digest, _ in await walk.digest_dirs(driver, directory, odd))
+    return sorted(digest for digest, _ in await walk.digest_dirs(driver, directory, walk.log_odd))
 
 
 class LayerStore:
@@ -184,7 +177,7 @@ class TagStore:
             raise TagUnknownError(tag)
 
     async def list(self) -> list[str]:
-        return sorted(await _list_names(self.driver, paths.tags_dir(self.repository)))
+        return sorted(await walk.names(self.driver, paths.tags_dir(self.repository), walk.log_odd))
 
     async def tags_of(self, digest: Digest) -> list[str]:
         found = []
@@ -269,12 +262,13 @@ class Registry:
     def repository(self, name: str) -> Repository:
         return Repository(self.driver, self.blobs, name)
 
-    async def repositories(self) -> list[str]:
-        """Names of directories holding ``_layers``, ``_manifests`` or ``_uploads``."""
+    async def repositories(self, on_odd: walk.OnOdd = walk.log_odd) -> list[str]:
+        """Names of directories holding ``_layers``, ``_manifests`` or ``_uploads``.
+        A directory that cannot be entered (a symbolic link) goes to ``on_odd``."""
         found: list[str] = []
 
         async def visit(prefix: str) -> None:
-            children = await _list_names(self.driver, f"{paths.REPOSITORIES}{prefix}")
+            children = await walk.names(self.driver, f"{paths.REPOSITORIES}{prefix}", on_odd)
             if any(c.startswith("_") for c in children):
                 found.append(prefix.lstrip("/"))
             for child in children:

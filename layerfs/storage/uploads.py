@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import trio
 
-from ..drivers import FileWriter, PathNotFoundError, StorageDriver
+from ..drivers import FileWriter, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
 from .blobs import BlobInfo, BlobStore
 from .digest import CANONICAL, EMPTY_SHA256, Digest
@@ -469,11 +469,12 @@ class UploadStore:
         )
 
     async def name_of(self, upload_id: str) -> str:
-        """The name an upload shows under; its id when nobody named it."""
+        """The name an upload shows under; its id when nobody named it, or when its
+        name cannot be read without following a symbolic link."""
         try:
             raw = await self.driver.get_content(paths.upload_name(self.repository, upload_id))
             return raw.decode()
-        except (PathNotFoundError, UnicodeDecodeError):
+        except (PathNotFoundError, UnsafeEntryError, UnicodeDecodeError):
             return upload_id
 
     async def ids(self) -> list[str]:
@@ -493,7 +494,14 @@ class UploadStore:
 
         Such an upload has no ``data``, and its newest hash state (over more than 0
         bytes, stored by the finish's commit) names a blob of exactly that size:
-        content addressed, so the blob is the upload's data, validated."""
+        content addressed, so the blob is the upload's data, validated. An upload
+        with a symbolic link on the way is none (it is left alone)."""
+        try:
+            return await self._interrupted_finish(upload_id)
+        except UnsafeEntryError:
+            return None
+
+    async def _interrupted_finish(self, upload_id: str) -> Digest | None:
         if await self.driver.exists(paths.upload_data(self.repository, upload_id)):
             return None
         states = await walk.hash_states(self.driver, self.repository, upload_id)

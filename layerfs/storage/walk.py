@@ -8,10 +8,11 @@ callers leave them alone. Nothing here changes the store.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ..drivers import StorageDriver
+from ..drivers import StorageDriver, UnsafeEntryError
 from . import paths
 from .digest import ALGORITHMS, CANONICAL, Digest
 from .errors import InvalidDigestError
@@ -20,14 +21,31 @@ if TYPE_CHECKING:
     from .uploads import UploadStore
 
 OnOdd = Callable[[str, str], Awaitable[None]]
+log = logging.getLogger(__name__)
 
 
 async def _ignore(path: str, why: str) -> None:
     """The default for ``on_odd``: an odd entry is skipped."""
 
 
-async def _entries(driver: StorageDriver, path: str) -> list[str]:
-    return sorted(await driver.list_if_present(path))
+async def log_odd(path: str, why: str) -> None:
+    """An odd entry skipped with a line in the log."""
+    log.warning("ignoring %s: %s", path, why)
+
+
+async def _entries(driver: StorageDriver, path: str, on_odd: OnOdd = _ignore) -> list[str]:
+    """The entries of ``path``; one that cannot be listed (a symbolic link, never
+    followed) is odd and holds nothing."""
+    try:
+        return sorted(await driver.list_if_present(path))
+    except UnsafeEntryError as exc:
+        await on_odd(path, str(exc).rsplit(": ", 1)[-1])
+        return []
+
+
+async def names(driver: StorageDriver, path: str, on_odd: OnOdd = _ignore) -> list[str]:
+    """The names of ``path``'s entries (see ``_entries``)."""
+    return [_name(entry) for entry in await _entries(driver, path, on_odd)]
 
 
 def _name(path: str) -> str:
@@ -37,13 +55,13 @@ def _name(path: str) -> str:
 async def blob_dirs(driver: StorageDriver, on_odd: OnOdd = _ignore) -> list[tuple[Digest, str]]:
     """Every ``blobs/<alg>/<hh>/<hex>`` directory with the digest it names."""
     found = []
-    for alg_dir in await _entries(driver, paths.BLOBS):
+    for alg_dir in await _entries(driver, paths.BLOBS, on_odd):
         algorithm = _name(alg_dir)
         if algorithm not in ALGORITHMS:
             await on_odd(alg_dir, "not a digest algorithm")
             continue
-        for prefix in await _entries(driver, alg_dir):
-            for blob_dir in await _entries(driver, prefix):
+        for prefix in await _entries(driver, alg_dir, on_odd):
+            for blob_dir in await _entries(driver, prefix, on_odd):
                 try:
                     digest = Digest.from_parts(algorithm, _name(blob_dir))
                 except InvalidDigestError:
@@ -62,8 +80,11 @@ async def digest_dirs(
     """Every ``<alg>/<hex>`` directory below ``directory`` (``_layers``, revisions, a
     tag's index) with the digest it names; its ``link`` may be missing."""
     found = []
-    for alg_dir in await _entries(driver, directory):
-        for entry in await _entries(driver, alg_dir):
+    for alg_dir in await _entries(driver, directory, on_odd):
+        if _name(alg_dir) not in ALGORITHMS:
+            await on_odd(alg_dir, "not a digest algorithm")
+            continue
+        for entry in await _entries(driver, alg_dir, on_odd):
             try:
                 found.append((Digest.from_parts(_name(alg_dir), _name(entry)), entry))
             except InvalidDigestError:
@@ -74,7 +95,7 @@ async def digest_dirs(
 async def upload_ids(driver: StorageDriver, repository: str, on_odd: OnOdd = _ignore) -> list[str]:
     """The ids of the upload directories of ``repository``."""
     found = []
-    for entry in await _entries(driver, paths.uploads_dir(repository)):
+    for entry in await _entries(driver, paths.uploads_dir(repository), on_odd):
         if paths.UPLOAD_ID_RE.fullmatch(_name(entry)):
             found.append(_name(entry))
         else:
@@ -88,7 +109,7 @@ async def hash_states(
     """An upload's sha256 hash states by the offset they were stored at."""
     states = {}
     directory = paths.upload_hash_states(repository, upload_id, CANONICAL)
-    for entry in await _entries(driver, directory):
+    for entry in await _entries(driver, directory, on_odd):
         if _name(entry).isdigit():
             states[int(_name(entry))] = entry
         else:

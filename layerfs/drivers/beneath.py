@@ -1,0 +1,155 @@
+"""Open paths below a root directory without ever following a symbolic link.
+
+The store is written by other programs (a registry, its operator), and the mount
+often runs as root with ``allow_other``. A symbolic link placed in the store must not
+let anyone read or write what it points at, so every path the filesystem driver
+touches is resolved here, one directory descriptor at a time:
+
+- with ``openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`` where the kernel has it
+  (Linux 5.6 and later): one call, and the kernel refuses any symlink or ``..`` on
+  the way;
+- otherwise with ``openat(O_NOFOLLOW | O_DIRECTORY)`` at every component.
+
+The last component is never followed either: callers open it with ``O_NOFOLLOW``
+or look at it with ``fstatat(AT_SYMLINK_NOFOLLOW)``. A symlink anywhere gives
+:class:`SymlinkError` (an ``OSError`` with ``ELOOP``) naming the driver path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import platform
+import stat
+from typing import ClassVar
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+# openat2 has the same number on every architecture that has it (the generic table)
+_SYS_OPENAT2 = 437 if platform.machine() in ("x86_64", "aarch64", "arm64") else None
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_: ClassVar = [
+        ("flags", ctypes.c_uint64),
+        ("mode", ctypes.c_uint64),
+        ("resolve", ctypes.c_uint64),
+    ]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SymlinkError(OSError):
+    """A symbolic link (or another entry that is no file or directory) on a path."""
+
+
+def _openat2(dir_fd: int, relative: str) -> int:
+    how = _OpenHow(DIR_FLAGS, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+    fd = _libc.syscall(
+        _SYS_OPENAT2,
+        ctypes.c_int(dir_fd),
+        relative.encode(),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), relative)
+    return fd
+
+
+def _probe_openat2() -> bool:
+    if _SYS_OPENAT2 is None:
+        return False
+    try:
+        os.close(_openat2(os.open("/", DIR_FLAGS), "."))
+    except OSError as exc:
+        return exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EINVAL)
+    return True
+
+
+HAVE_OPENAT2 = _probe_openat2()
+
+
+class Beneath:
+    """Directory descriptors below ``root`` for driver paths (``/a/b/c``).
+
+    ``root`` itself is trusted (the operator named it) and may be a symlink; nothing
+    below it is followed. ``use_openat2`` is there for tests of the fallback walk.
+    """
+
+    def __init__(self, root: str, use_openat2: bool = HAVE_OPENAT2) -> None:
+        self.root = root
+        self.use_openat2 = use_openat2
+
+    def open_root(self) -> int:
+        return os.open(self.root, DIR_FLAGS)
+
+    def open_dir(self, parts: list[str], create: bool = False, shown: str = "") -> int:
+        """A descriptor of the directory ``root/parts…``; with ``create``, missing
+        directories are made on the way (never through a symlink)."""
+        shown = shown or "/" + "/".join(parts)
+        root = self.open_root()
+        if not parts:
+            return root
+        try:
+            if self.use_openat2 and not create:
+                try:
+                    return _openat2(root, "/".join(parts))
+                except OSError as exc:
+                    raise self._refusal(exc, shown) from None
+            return self._walk(root, parts, create, shown)
+        finally:
+            os.close(root)
+
+    def open_parent(self, path: str, create: bool = False) -> tuple[int, str]:
+        """The descriptor of ``path``'s parent and its last component."""
+        parts = path.strip("/").split("/")
+        return self.open_dir(parts[:-1], create, path), parts[-1]
+
+    def _walk(self, root: int, parts: list[str], create: bool, shown: str) -> int:
+        fd = os.dup(root)
+        try:
+            for part in parts:
+                child = self._open_child(fd, part, create, shown)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _open_child(self, fd: int, part: str, create: bool, shown: str) -> int:
+        for _ in range(2):
+            try:
+                return os.open(part, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):  # made meanwhile: open it
+                    os.mkdir(part, dir_fd=fd)
+            except NotADirectoryError:
+                if _is_symlink(fd, part):
+                    raise SymlinkError(errno.ELOOP, "a symbolic link", shown) from None
+                raise
+        return os.open(part, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+
+    @staticmethod
+    def _refusal(exc: OSError, shown: str) -> OSError:
+        """ELOOP (a symlink on the way) and EXDEV (a way out of the root) become a
+        SymlinkError; ENOTDIR stays (a file where a directory belongs)."""
+        if exc.errno in (errno.ELOOP, errno.EXDEV):
+            return SymlinkError(errno.ELOOP, "a symbolic link, not followed", shown)
+        exc.filename = shown or exc.filename
+        return exc
+
+
+def _is_symlink(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
