@@ -7,12 +7,9 @@ import errno
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -128,37 +125,6 @@ def test_reading_a_growing_upload_on_s3_copies_nothing(
 
 
 # the daemon ends ---------------------------------------------------------------------------
-@pytest.fixture
-def silent_endpoint() -> Iterator[str]:
-    """An S3 endpoint that accepts connections and never answers."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(2)
-        for conn in held:
-            conn.close()
-        listener.close()
-
-
 def test_sigterm_ends_the_daemon_though_a_request_never_returns(
     silent_endpoint: str, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..drivers import driver_from_url
+from ..drivers import StorageDriverError, driver_from_url
 
 DEFAULT_STORE = "/var/lib/docker-registry"  # Debian docker-registry's rootdirectory
 
@@ -69,10 +69,28 @@ def human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+STORE_FAILED = 8  # the store could not be read or written (fsck's "failed", too)
+
+
 def main() -> None:
     """Entry point; ``layerfs STORE MOUNTPOINT -o opts`` (as mount.fuse3 calls it from
-    an fstab line) means ``layerfs mount``."""
+    an fstab line) means ``layerfs mount``. A store that fails (an endpoint that does
+    not answer, a bucket that is not there) ends any command with one line, exit 8."""
     args = sys.argv[1:]
     if args and not args[0].startswith("-") and args[0] not in cli.commands:
         args = ["mount", *args]
-    cli.main(args=args, prog_name="layerfs")
+    try:
+        cli.main(args=args, prog_name="layerfs")
+    except BaseException as exc:
+        failure = _store_failure(exc)
+        if failure is None:
+            raise
+        click.echo(f"layerfs: the store failed: {failure}", err=True)
+        sys.exit(STORE_FAILED)
+
+
+def _store_failure(exc: BaseException) -> StorageDriverError | None:
+    """The driver error at the bottom of ``exc`` (trio wraps errors in groups)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, StorageDriverError) else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .base import (
@@ -48,8 +49,8 @@ __all__ = [
 
 def driver_from_url(store: str, s3: dict[str, Any] | None = None) -> StorageDriver:
     """``memory://``, ``s3://BUCKET[/ROOTDIRECTORY]`` or a local directory. An S3
-    store takes ``s3``'s endpoint, region, profile and part_size, and the rest from
-    the standard AWS environment and files."""
+    store takes ``s3``'s endpoint, region, profile, part_size and timeout (else
+    ``LAYERFS_S3_TIMEOUT``), and the rest from the standard AWS environment and files."""
     if s3 and not store.startswith("s3://"):
         raise ValueError(f"{', '.join(sorted(s3))}: only for s3:// stores, not {store!r}")
     if store == "memory://":
@@ -58,7 +59,10 @@ def driver_from_url(store: str, s3: dict[str, Any] | None = None) -> StorageDriv
         from .s3 import S3Driver
 
         bucket, _, root = store[len("s3://") :].partition("/")
-        return S3Driver(bucket, root, **(s3 or {}))
+        options = dict(s3 or {})
+        if "timeout" not in options and os.environ.get("LAYERFS_S3_TIMEOUT"):
+            options["timeout"] = float(os.environ["LAYERFS_S3_TIMEOUT"])
+        return S3Driver(bucket, root, **options)
     if "://" in store:
         raise ValueError(f"unsupported store {store!r}: give a directory, s3:// or memory://")
     return FilesystemDriver(store)

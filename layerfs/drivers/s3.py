@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -50,6 +51,9 @@ DELETE_BATCH = 1000
 SMALL_OBJECT = 64 << 10  # get_content remembers objects up to this size...
 SMALL_OBJECTS_TOTAL = 4 << 20  # ...and this many bytes of them in all
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
+# Seconds one request may take in all, its retries included: a FUSE request on a
+# store that stopped answering gets EIO within about this long (-o timeout=).
+DEFAULT_TIMEOUT = 30.0
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -122,7 +126,11 @@ class S3Driver(StorageDriver):
         profile: str | None = None,
         part_size: int = DEFAULT_PART,
         connections: int = 16,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout {timeout} is not a positive number of seconds")
+        self.timeout = timeout
         if part_size < MIN_PART:
             raise ValueError(f"part size {part_size} is below S3's minimum of {MIN_PART}")
         self.bucket = bucket
@@ -134,8 +142,8 @@ class S3Driver(StorageDriver):
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             max_pool_connections=connections,
-            connect_timeout=5,
-            read_timeout=60,
+            connect_timeout=min(5.0, timeout),
+            read_timeout=timeout,
             retries={"mode": "standard", "max_attempts": 5},
             s3={"addressing_style": "path"},
         )
@@ -151,6 +159,7 @@ class S3Driver(StorageDriver):
             aws_secret_access_key=secret_key,
             config=config,
         )
+        self.endpoint = self.client.meta.endpoint_url  # as given, or from AWS_ENDPOINT_URL
         self._threads = trio.CapacityLimiter(connections)
         self.pool = ThreadPoolExecutor(connections, thread_name_prefix="s3-part")
         self.bytes_read = 0  # object bytes fetched, for `layerfs status` and the bench
@@ -183,13 +192,32 @@ class S3Driver(StorageDriver):
             return fn(*args, **kwargs)
 
         try:
-            # A cancelled call (an unmount giving up on a store that does not answer)
-            # returns at once; its thread ends on its own, its answer unread.
-            return await trio.to_thread.run_sync(run, limiter=self._threads, abandon_on_cancel=True)
+            # A cancelled call (the deadline, or an unmount giving up on a store that
+            # does not answer) returns at once; its thread ends on its own (botocore's
+            # timeouts), its answer unread.
+            with trio.move_on_after(self.timeout):
+                return await trio.to_thread.run_sync(
+                    run, limiter=self._threads, abandon_on_cancel=True
+                )
+            raise self.no_answer()
         except ClientError as exc:
             raise _driver_error(exc, kwargs.get("Key", kwargs.get("Prefix", ""))) from exc
         except BotoCoreError as exc:
             raise BackendUnavailableError(f"s3: {exc}") from exc
+
+    def no_answer(self) -> BackendUnavailableError:
+        return BackendUnavailableError(
+            f"s3: {self.endpoint} did not answer within {self.timeout:g} s"
+        )
+
+    async def wait(self, future: Future[T]) -> T:
+        """The result of a call started in the pool, within the deadline."""
+        try:
+            return await trio.to_thread.run_sync(
+                future.result, self.timeout, abandon_on_cancel=True
+            )
+        except FutureTimeout:
+            raise self.no_answer() from None
 
     async def _head(self, key: str) -> dict | None:
         try:
@@ -264,7 +292,7 @@ class S3Driver(StorageDriver):
         except PathNotFoundError:
             self._small.forget(key)
             raise PathNotFoundError(path, self.name) from None
-        data = await trio.to_thread.run_sync(resp["Body"].read, limiter=self._threads)
+        data = await self.call(resp["Body"].read)
         self.bytes_read += len(data)
         self._small.remember(key, resp.get("ETag"), data)
         return data
@@ -567,7 +595,7 @@ class _RangeReader(Reader):
             self._schedule()
             future = self._ahead.popleft()
             try:
-                self._chunk = await trio.to_thread.run_sync(future.result)
+                self._chunk = await self.driver.wait(future)
             except ClientError as exc:
                 await self.aclose()
                 raise _driver_error(exc, self.key) from exc
@@ -695,7 +723,7 @@ class _MultipartWriter(FileWriter):
     async def _finish_oldest(self) -> None:
         number, size, future = self._inflight.pop(0)
         try:
-            resp = await trio.to_thread.run_sync(future.result)
+            resp = await self.driver.wait(future)
         except ClientError as exc:
             await self._drain(quiet=True)
             raise _driver_error(exc, self.key) from exc
@@ -709,7 +737,7 @@ class _MultipartWriter(FileWriter):
             if quiet:
                 _, _, future = self._inflight.pop(0)
                 with contextlib.suppress(Exception):
-                    await trio.to_thread.run_sync(future.result)
+                    await self.driver.wait(future)
             else:
                 await self._finish_oldest()
 

@@ -13,7 +13,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from ..drivers import StorageDriver
+from ..drivers import StorageDriver, StorageDriverError
 from ..storage.maintenance import (
     complete_interrupted_finishes,
     parse_duration,
@@ -59,12 +59,27 @@ def parse_size(text: str) -> int:
     return int(digits) * SIZE_UNITS[unit]
 
 
-S3_OPTIONS = {"endpoint": str, "region": str, "profile": str, "part_size": parse_size}
+def parse_seconds(text: str) -> float:
+    """``30``, ``2.5`` or a duration such as ``1m30s``."""
+    try:
+        return float(text)
+    except ValueError:
+        return parse_duration(text).total_seconds()
+
+
+S3_OPTIONS = {
+    "endpoint": str,
+    "region": str,
+    "profile": str,
+    "part_size": parse_size,
+    "timeout": parse_seconds,
+}
 
 
 def parse_options(spec: str) -> MountOptions:
     """mount(8)-style ``a,b=c``: FUSE options, ``ro``, ``purge_uploads=168h`` and an
-    s3:// store's ``endpoint=``, ``region=``, ``profile=`` and ``part_size=``."""
+    s3:// store's ``endpoint=``, ``region=``, ``profile=``, ``part_size=`` and
+    ``timeout=`` (seconds one request may take, retries included)."""
     parsed = MountOptions(set(pyfuse3.default_options))
     for option in filter(None, (o.strip() for o in spec.split(","))):
         key, _, value = option.partition("=")
@@ -168,6 +183,9 @@ async def _complete_interrupted_finishes(ops: Operations) -> None:
     """At start, finish what finishes cut short between move and link left undone."""
     try:
         done = await complete_interrupted_finishes(ops.registry, keep=ops.state.uploads.sessions)
+    except StorageDriverError as exc:  # the store failing: a known event, one line
+        log.error("looking for finishes cut short failed (%s); fsck --repair completes them", exc)
+        return
     except Exception:
         log.exception("looking for finishes cut short failed; fsck --repair completes them")
         return
@@ -184,6 +202,8 @@ async def _purge_periodically(ops: Operations, older_than: timedelta) -> None:
             if purged:
                 log.info("purged %d uploads older than %s", len(purged), older_than)
             await purge_interrupted_copies(ops.registry, older_than)
+        except StorageDriverError as exc:
+            log.error("purging uploads failed (%s); trying again in %.0f s", exc, interval)
         except Exception:
             log.exception("purging uploads failed; trying again in %.0f s", interval)
         await trio.sleep(interval)
