@@ -88,3 +88,13 @@ class Mount:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    """A command that refused: exit ``code``, no traceback, each of ``words`` said."""
+    out = result.stdout + result.stderr
+    assert result.returncode == code, out
+    assert "Traceback" not in out, out
+    for word in words:
+        assert word in out, (word, out)
+    return out

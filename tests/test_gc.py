@@ -250,6 +250,14 @@ async def test_refuses_a_read_write_mount(store_dir: Path, tmp_path: Path) -> No
         (tmp_path / "alias").symlink_to(store_dir)  # the same store by another name
         through_link = layerfs_gc(FilesystemStore(tmp_path / "alias"))
         assert through_link.returncode == 1 and "mounted read-write at" in through_link.stderr
+        bind = tmp_path / "bind"  # the same directory, though no path resolves to it
+        bind.mkdir()
+        subprocess.run(["mount", "--bind", str(store_dir), str(bind)], check=True)
+        try:
+            through_bind = layerfs_gc(FilesystemStore(bind))
+        finally:
+            subprocess.run(["umount", str(bind)], check=True)
+        assert through_bind.returncode == 1 and "mounted read-write at" in through_bind.stderr
         assert layerfs_gc(store, "--force").returncode == 0
     finally:
         mounted.stop()

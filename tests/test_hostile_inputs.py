@@ -23,7 +23,7 @@ import pytest
 from layerfs.images.sources import MAX_INDEX_DEPTH, MAX_MANIFEST, MAX_REFERENCES
 
 from .images import descriptor, make_image, sha256, write_oci_layout
-from .mounts import LAYERFS
+from .mounts import LAYERFS, assert_refused
 from .registry import free_port
 
 SECRET = b"root:$y$j9T$hostile-input-secret:19000:0:99999:7:::\n"
@@ -40,12 +40,7 @@ def layerfs(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
     """A refusal: exit 1, no traceback, one line naming the reason."""
-    out = result.stdout + result.stderr
-    assert result.returncode == 1, out
-    assert "Traceback" not in out, out
-    for word in words:
-        assert word in out, (word, out)
-    return out
+    return assert_refused(result, 1, *words)
 
 
 def store_holds(store: Path, needle: bytes) -> list[Path]:

@@ -355,3 +355,41 @@ def test_a_file_where_a_directory_belongs_is_a_usage_error(command: str, tmp_pat
         assert result.returncode == 2, result.stdout + result.stderr
         assert f"MOUNTPOINT {file} is not a directory" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["fsck", "gc", "purge-uploads", "export"])
+@pytest.mark.parametrize("where", ["missing", "/etc"])
+def test_a_path_that_is_no_registry_store_exits_8_and_creates_nothing(
+    command: str, where: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "missing" if where == "missing" else Path(where)
+    before = sorted(os.listdir(store)) if store.exists() else None
+    args = [command, str(store)] + (["a:b", str(tmp_path / "out")] if command == "export" else [])
+    result = layerfs(*args)
+    assert result.returncode == 8, result.stdout + result.stderr
+    assert f"{store} is not a registry store" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (sorted(os.listdir(store)) if store.exists() else None) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_directory_is_a_store_that_never_stored(tmp_path: Path) -> None:
+    result = layerfs("fsck", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_mistyped_command_mounts_nothing(store_dir: Path, tmp_path: Path) -> None:
+    """``layerfs fsk STORE`` once meant ``mount fsk STORE``: a directory ``fsk`` made
+    here and an empty store mounted over the real one."""
+    here = tmp_path / "here"
+    here.mkdir()
+    result = subprocess.run(
+        [LAYERFS, "fsk", str(store_dir)], capture_output=True, text=True, timeout=60, cwd=here
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "No such command 'fsk'" in result.stderr
+    assert "Did you mean 'fsck'" in result.stderr
+    assert os.listdir(here) == []
+    with open("/proc/self/mountinfo") as info:
+        assert str(store_dir) not in info.read()

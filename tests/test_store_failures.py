@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .mounts import LAYERFS, Mount
+from .mounts import LAYERFS, Mount, assert_refused
 from .seaweed import SeaweedFS
 
 AWS = {"AWS_ACCESS_KEY_ID": "any", "AWS_SECRET_ACCESS_KEY": "any", "AWS_REGION": "us-east-1"}
@@ -29,11 +29,7 @@ def layerfs(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def failed_naming(result: subprocess.CompletedProcess[str], *words: str) -> None:
-    out = result.stdout + result.stderr
-    assert result.returncode == 8, out
-    assert "Traceback" not in out, out
-    for word in words:
-        assert word in out, (word, out)
+    assert_refused(result, 8, *words)
 
 
 @pytest.mark.parametrize(

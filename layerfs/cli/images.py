@@ -89,7 +89,7 @@ def export_command(
     repository, tag = _repo_and_tag(reference)
     setup_logging("warning", None)
     display = TransferDisplay()
-    registry = Registry(open_store(store))
+    registry = Registry(open_store(store, existing=True))
 
     async def run() -> object:
         destination, dest_tag = await trio.to_thread.run_sync(

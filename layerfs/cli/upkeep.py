@@ -26,7 +26,7 @@ def purge_uploads_command(store: str, older_than: str, dry_run: bool) -> None:
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     setup_logging("warning", None)
-    registry = Registry(open_store(store))
+    registry = Registry(open_store(store, existing=True))
 
     async def purge() -> tuple[list, list]:
         doomed = await purge_uploads(registry, age, dry_run)
@@ -73,9 +73,10 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int) -> None:
     from ..storage.fsck import fsck as run_fsck
 
     setup_logging("error", None)
+    driver = open_store(store, existing=True)
     bar = _progress_bar(enabled=not as_json)
     try:
-        report = trio.run(run_fsck, open_store(store), repair, workers, bar.update, _set_total(bar))
+        report = trio.run(run_fsck, driver, repair, workers, bar.update, _set_total(bar))
     except StorageDriverError as exc:
         bar.close()
         click.echo(f"fsck failed: {exc}", err=True)
@@ -145,7 +146,7 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
         grace_period = parse_duration(grace)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    driver = open_store(store)
+    driver = open_store(store, existing=True)
     mounts = writable_mounts_of(driver.location)
     if mounts and not force and not dry_run:
         raise click.ClickException(

@@ -139,10 +139,15 @@ def writable_mounts_of(store_root: str) -> list[str]:
 
 
 def _same_store(served: str, store: str) -> bool:
-    """One store named two ways: a directory through a symbolic link, say."""
+    """One store named two ways (through a symbolic link, a bind mount, another
+    spelling): the same directory, by device and inode."""
     if "://" in served or "://" in store:
         return served.rstrip("/") == store.rstrip("/")
-    return os.path.realpath(served) == os.path.realpath(store)
+    try:
+        mine, theirs = os.stat(served), os.stat(store)
+    except OSError:
+        return os.path.realpath(served) == os.path.realpath(store)
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 async def serve(
