@@ -345,21 +345,26 @@ def test_credentials_go_to_no_plain_http_realm_off_loopback(tmp_path: Path, host
     assert all("hunter2" not in auth for _, _, auth in registry.seen)
 
 
-def test_authorization_is_dropped_on_a_redirect_to_another_host(tmp_path: Path, hostile) -> None:  # type: ignore[no-untyped-def]
-    """Basic auth from an auth file reaches the registry, and not the host a blob
-    redirect names (``localhost`` is another host than ``127.0.0.1``)."""
+@pytest.mark.parametrize("kept_by", ["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"])
+def test_authorization_is_dropped_on_a_redirect_to_another_host(  # type: ignore[no-untyped-def]
+    tmp_path: Path, hostile, kept_by: str
+) -> None:
+    """Basic auth from an auth file (podman's or docker's) reaches the registry, and not
+    the host a blob redirect names (``localhost`` is another host than ``127.0.0.1``)."""
     image = make_image(seed=15, layers=1)
     registry = hostile(manifest=image.manifest)
     other = hostile(manifest=image.manifest)
     registry.redirect_to = f"http://localhost:{other.port}"
     registry.basic = True
-    auth = tmp_path / "auth.json"
     token = base64.b64encode(b"me:hunter2").decode()
-    auth.write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
-    layerfs(
-        "import", f"docker://{registry.host}/app:v1", str(tmp_path / "s"), "app:v1",
-        env={"REGISTRY_AUTH_FILE": str(auth)},
-    )  # fmt: skip
+    logins = json.dumps({"auths": {registry.host: {"auth": token}}})
+    if kept_by == "REGISTRY_AUTH_FILE":
+        (tmp_path / "auth.json").write_text(logins)
+        env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
+    else:
+        (tmp_path / "config.json").write_text(logins)
+        env = {"DOCKER_CONFIG": str(tmp_path), "HOME": str(tmp_path / "home")}
+    layerfs("import", f"docker://{registry.host}/app:v1", str(tmp_path / "s"), "app:v1", env=env)
     basic = "Basic " + token
     assert any(auth == basic for _, _, auth in registry.seen), registry.seen
     assert other.seen, "the redirect was not followed"

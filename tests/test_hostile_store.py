@@ -10,6 +10,8 @@ import functools
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,17 @@ def planted(tmp_path: Path, store_dir: Path, docker_registry: DockerRegistry) ->
     return Planted(tmp_path, store_dir, docker_registry)
 
 
+def as_nobody(command: str, fails: bool = False) -> None:
+    """Run ``command`` as user nobody: what other users of an allow_other mount may
+    do. default_permissions makes the kernel check the modes the mount shows (owned
+    by the daemon's user, not writable by others)."""
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", command],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert (result.returncode != 0) == fails, (command, result.stderr)
+
+
 def errno_of(call) -> int:  # type: ignore[no-untyped-def]
     try:
         call()
@@ -96,8 +109,19 @@ def errno_of(call) -> int:  # type: ignore[no-untyped-def]
     raise AssertionError("no error")
 
 
-def test_the_mount_follows_no_symlink(planted: Planted, tmp_path: Path) -> None:
-    mnt = tmp_path / "mnt"
+@pytest.fixture
+def open_mountpoint() -> Iterator[Path]:
+    """A mount point other users can reach (pytest's own directories are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="layerfs-allow-other-"))
+    path.chmod(0o755)
+    yield path
+    path.rmdir()
+
+
+def test_the_mount_follows_no_symlink(
+    planted: Planted, tmp_path: Path, open_mountpoint: Path
+) -> None:
+    mnt = open_mountpoint
     mounted = Mount(planted.store, mnt, tmp_path / "layerfs.log", "-o", "allow_other").start()
     try:
         data = mnt / planted.data.removeprefix(f"{V2}/")
@@ -125,8 +149,14 @@ def test_the_mount_follows_no_symlink(planted: Planted, tmp_path: Path) -> None:
         # what is not a symlink still reads
         real = planted.store / V2 / "blobs"
         data = next(p for p in real.glob("sha256/*/*/data") if not p.is_symlink())
-        shown = mnt / "blobs" / data.relative_to(real)
-        assert shown.read_bytes() == data.read_bytes()
+        real_blob = "blobs" / data.relative_to(real)
+        assert (mnt / real_blob).read_bytes() == data.read_bytes()
+        data = mnt / planted.data.removeprefix(f"{V2}/")
+        as_nobody(f"cat {data} > /dev/null", fails=True)  # another user of the allow_other mount
+        as_nobody(f"cat {mnt / real_blob} > /dev/null")  # reads what is stored...
+        as_nobody(f"echo x > {mnt}/repositories/app/_uploads/n", fails=True)  # ...writes nothing
+        as_nobody(f"mkdir {mnt}/repositories/new", fails=True)
+        assert not (planted.store / V2 / "repositories/new").exists()
         log = mounted.log_text()
         assert "a symbolic link, not followed" in log
         assert "Traceback" not in log

@@ -185,3 +185,59 @@ async def test_read_only_mount() -> None:
         assert await errno_of(k.unlink(f"{R}/_layers/sha256/{Digest.of(b'x').hex}/link")) == (
             errno.EROFS
         )
+
+
+async def test_symlinks_in_the_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The store's writers put symbolic links where the layout has files and
+    directories: each lists, and reads, writes and enters as EACCES."""
+    from layerfs.drivers import FilesystemDriver
+
+    root = tmp_path / "store"
+    driver = FilesystemDriver(root)
+    digest = await Registry(driver).blobs.put(DATA)
+    await Registry(driver).repository("r").layers.link(digest)
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"secret")
+    v2 = root / "docker/registry/v2"
+    data = v2 / f"blobs/sha256/{digest.hex[:2]}/{digest.hex}/data"
+    data.unlink()
+    data.symlink_to(secret)
+    (v2 / "repositories/evil").symlink_to(tmp_path)
+    async with mounted(driver) as k:
+        blob = f"blobs/sha256/{digest.hex[:2]}/{digest.hex}/data"
+        assert await errno_of(k.read_file(blob)) == errno.EACCES
+        assert "evil" in await k.listdir("repositories")
+        assert await errno_of(k.listdir("repositories/evil")) == errno.EACCES
+        assert await errno_of(k.create("repositories/evil/_uploads/x")) == errno.EACCES
+    assert secret.read_bytes() == b"secret" and sorted(os.listdir(tmp_path)) == [
+        "secret",
+        "store",
+    ]
+
+
+async def test_a_full_or_read_only_store_disk(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The store's own file system fills up or turns read-only (a 1 MiB tmpfs)."""
+    import subprocess
+
+    from layerfs.drivers import FilesystemDriver
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], check=True)
+    try:
+        async with mounted(FilesystemDriver(disk)) as k:
+            await k.makedirs(R)
+            fh = await k.create(f"{UP}/big")
+            with pytest.raises(Errno) as full:
+                for offset in range(0, 4 << 20, 1 << 20):
+                    await k.write(fh, offset, os.urandom(1 << 20))
+                await k.close(fh)
+            assert full.value.errno == errno.ENOSPC
+            subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+            await k.write_file(f"{UP}/small", b"hello")
+            subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+            target = f"{UP}/{Digest.of(b'hello')}"
+            assert await errno_of(k.rename(f"{UP}/small", target)) == errno.EROFS
+            assert await errno_of(k.write_file(f"{UP}/other", b"x")) == errno.EROFS
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
