@@ -104,7 +104,7 @@ def test_gc_command_refuses_after_an_incomplete_mark(tmp_path: Path) -> None:
         result = layerfs("gc", "--grace", "0s", *flags, str(tmp_path))
         assert result.returncode == 1, result.stdout + result.stderr
         assert f"unreadable manifest a/b@{named}" in result.stderr
-        assert "nothing: 1 manifests could not be read" in result.stderr
+        assert "nothing: 1 manifests or repositories could not be read" in result.stderr
         assert "Traceback" not in result.stderr
     assert (tmp_path / paths.blob_data(orphan).lstrip("/")).exists()
 
