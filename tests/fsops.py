@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -172,13 +173,31 @@ class Kernel:
             await self.release(fh)
 
 
+class Clock:
+    """A clock a test moves by hand: what the mount remembers of the store is then
+    seen to expire exactly when the test says (``past_the_timeout``)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def past_the_timeout(self) -> None:
+        """Move on by more than any time the mount trusts what it read (DIR_TIMEOUT)."""
+        self.now += 2.0
+
+
 @asynccontextmanager
-async def mounted(driver: StorageDriver, read_only: bool = False) -> AsyncIterator[Kernel]:
+async def mounted(
+    driver: StorageDriver, read_only: bool = False, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[Kernel]:
     """``Operations`` serving ``driver`` until the block ends, then shut down as an
-    unmount does (open uploads closed with their state)."""
+    unmount does (open uploads closed with their state). ``clock`` is what the mount
+    times what it remembers by (a test moves it past the timeout)."""
     try:
         async with trio.open_nursery() as nursery:
-            ops = Operations(driver, nursery, read_only=read_only)
+            ops = Operations(driver, nursery, read_only=read_only, clock=clock)
             try:
                 yield Kernel(ops)
             finally:

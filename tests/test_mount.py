@@ -18,6 +18,7 @@ import pytest
 from .conftest import S3_BUCKET
 from .images import make_image
 from .mounts import LAYERFS, Mount
+from .registry import DockerRegistry
 from .seaweed import SeaweedFS
 from .stores import FilesystemStore, S3Store
 
@@ -601,3 +602,28 @@ def test_s3_store(seaweedfs: SeaweedFS, tmp_path: Path, payload: tuple[Path, byt
         assert [o["Size"] for o in listed["Contents"]] == [len(data)]
     finally:
         mount.stop()
+
+
+def test_what_the_registry_writes_shows_within_the_directory_timeout(
+    store: Store, store_registry: DockerRegistry, mount: Mount, tmp_path: Path
+) -> None:
+    """The README's promise: a tag pushed, or an upload started, by docker-registry
+    beside the mount is seen within DIR_TIMEOUT, though the mount has just listed
+    the directories it lands in (and remembers that listing)."""
+    from layerfs.fs.state import DIR_TIMEOUT
+
+    from .images import write_oci_layout
+    from .registry import skopeo_push
+
+    image = make_image(seed=77, layers=1)
+    skopeo_push(write_oci_layout(image, tmp_path / "l1", "v1"), "v1", store_registry, "app:v1")
+    tags = mount.mountpoint / "repositories/app/_manifests/tags"
+    uploads = mount.mountpoint / "repositories/app/_uploads"
+    assert sorted(os.listdir(tags)) == ["v1"]
+    before = set(os.listdir(uploads))
+    skopeo_push(write_oci_layout(image, tmp_path / "l2", "v2"), "v2", store_registry, "app:v2")
+    store_registry.start_upload("app")
+    time.sleep(DIR_TIMEOUT + 0.2)  # what the promise allows, then one look
+    assert sorted(os.listdir(tags)) == ["v1", "v2"]
+    assert (tags / "v2/current/link").read_text() == (tags / "v1/current/link").read_text()
+    assert len(set(os.listdir(uploads)) - before) == 1

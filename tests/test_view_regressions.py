@@ -15,7 +15,7 @@ from layerfs.drivers import MemoryDriver
 from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.maintenance import purge_uploads
 
-from .fsops import Errno, Kernel, context, mounted
+from .fsops import Clock, Errno, Kernel, context, mounted
 from .wrappers import LaggingStatDriver, Passthrough
 
 UP = "repositories/r/_uploads"
@@ -200,14 +200,16 @@ async def test_two_mounts_creating_one_name_at_once_show_one_upload_by_it() -> N
 
 
 async def test_an_upload_whose_name_file_is_empty_shows_under_its_id() -> None:
-    driver = MemoryDriver()
-    async with mounted(driver) as k:
+    driver, clock = MemoryDriver(), Clock()
+    async with mounted(driver, clock=clock) as k:
         await new_repo(k)
         await k.write_file(f"{UP}/good", b"x")
         (upload_id,) = await uploads_in_store(driver)
         await driver.put_content(paths.upload_name("r", upload_id), b"")
+        clock.past_the_timeout()  # changed behind the mount's back: seen after the timeout
         assert await k.listdir(UP) == [upload_id]
         await driver.put_content(paths.upload_name("r", upload_id), b"bad\nname")
+        clock.past_the_timeout()
         assert await k.listdir(UP) == [upload_id]
 
 
@@ -377,11 +379,13 @@ async def test_renaming_a_missing_upload_is_enoent_before_exdev() -> None:
 
 
 async def test_a_rename_in_another_mount_shows_while_this_one_holds_the_upload() -> None:
-    driver = await stored_repo(MemoryDriver())
-    async with mounted(driver) as a, mounted(driver) as b:
+    driver, clock = await stored_repo(MemoryDriver()), Clock()
+    async with mounted(driver, clock=clock) as a, mounted(driver, clock=clock) as b:
         fh = await a.create(f"{UP}/old")
         await a.write(fh, 0, b"abc")
         await b.rename(f"{UP}/old", f"{UP}/new")
+        assert await a.listdir(UP) == ["old"]  # a trusts what it listed, for a while
+        clock.past_the_timeout()
         assert await a.listdir(UP) == ["new"]
         await a.close(fh)
         assert await a.read_file(f"{UP}/new") == b"abc"

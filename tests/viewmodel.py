@@ -44,7 +44,7 @@ from layerfs.drivers import (
 from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.uploads import UUID_RE
 
-from .fsops import Errno, Kernel, mounted
+from .fsops import Clock, Errno, Kernel, mounted
 from .wrappers import Passthrough
 
 REPOS = ("r", "s")  # stored from the start: seeded with one layer each
@@ -166,7 +166,7 @@ class TrioThread:
 class MountedView:
     """One mount kept open across rules by a task of its own."""
 
-    def __init__(self, loop: TrioThread, driver: StorageDriver) -> None:
+    def __init__(self, loop: TrioThread, driver: StorageDriver, clock: Clock | None = None) -> None:
         self.loop = loop
         self.kernel: Kernel | None = None
         self._unmount = trio.Event()
@@ -175,7 +175,7 @@ class MountedView:
 
         async def hold() -> None:
             try:
-                async with mounted(driver) as kernel:
+                async with mounted(driver, clock=clock or Clock()) as kernel:
                     self.kernel = kernel
                     self._started.set()
                     await self._unmount.wait()
@@ -297,7 +297,8 @@ class ViewMachine(RuleBasedStateMachine):
         self.loop.run(self._seed)
         self.driver: StorageDriver = self.make_driver(self.store)
         self.model = Model()
-        self.mount = MountedView(self.loop, self.driver)
+        self.clock = Clock()  # what the mount read is trusted until the clock passes it
+        self.mount = MountedView(self.loop, self.driver, self.clock)
         self.uncertain = False  # a fault made a result unpredictable: check invariants only
 
     def make_driver(self, store: MemoryDriver) -> StorageDriver:
@@ -601,6 +602,30 @@ class ViewMachine(RuleBasedStateMachine):
             model.phantom_tags.setdefault(repo, set()).add(tag)
             model.made.add(repo)
 
+    @rule(repo=repos, name=names)
+    def purge_behind_the_mount(self, repo: str, name: str) -> None:
+        """Another program (purge-uploads, the registry) removes an idle upload from
+        the store itself; the view shows the change once its timeout has passed."""
+        upload = self.model.uploads.get((repo, name))
+        if upload is None or any(h.upload is upload for h in self.model.handles.values()):
+            return
+        if self.faulty or self.uncertain:
+            return
+        model = self.model
+        held = {r for r, n in model.uploads if (r, n) != (repo, name)} | model.made
+        held |= {r for kind in (model.layers, model.revisions, model.tags) for r in kind if kind[r]}
+        if repo not in held:  # its last entry: whether it stays in view is another matter
+            return
+
+        async def purge() -> None:
+            uploads = Registry(self.store).repository(repo).uploads
+            upload_id = (await uploads.by_name())[name]
+            await self.store.delete(paths.upload_dir(repo, upload_id))
+
+        self.loop.run(purge)
+        self.clock.past_the_timeout()
+        self.model.remove(repo, name)
+
     @rule()
     def mkdir_repository(self) -> None:
         got = self.do("mkdir", f"repositories/{NEW_REPO}")
@@ -795,12 +820,20 @@ class TwoMountsMachine(RuleBasedStateMachine):
         self.loop = TrioThread()
         self.store = MemoryDriver()
         self.loop.run(ViewMachine._seed, self)
-        self.mounts = {m: MountedView(self.loop, self.store) for m in ("a", "b")}
+        # One clock for both: a mount trusts what it read for DIR_TIMEOUT, so what the
+        # other mount changed shows once that has passed. The clock passes it whenever
+        # the rules turn from one mount to the other.
+        self.clock = Clock()
+        self.mounts = {m: MountedView(self.loop, self.store, self.clock) for m in ("a", "b")}
+        self.last_mount = "a"
         self.uploads: dict[str, SharedUpload] = {}  # repository r, by name
         self.blobs: set[str] = set()
         self.handles: dict[tuple[str, int], SharedHandle] = {}
 
     def do(self, mount: str, method: str, *args: Any) -> Result:
+        if mount != self.last_mount:
+            self.clock.past_the_timeout()
+            self.last_mount = mount
         kernel = self.mounts[mount].kernel
         try:
             return ("ok", self.loop.run(getattr(kernel, method), *args))

@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import trio
 
@@ -83,6 +83,9 @@ class FileInfo:
     size: int
     mod_time: datetime
     is_dir: bool
+    # False only in ``list_infos`` for an entry the driver will not open (a symlink):
+    # listed so that it shows, with no attributes worth anything
+    readable: bool = True
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,21 @@ class StorageDriver(abc.ABC):
         except PathNotFoundError:
             return False
         return True
+
+    async def list_infos(self, path: str) -> list[FileInfo]:
+        """``stat`` of every child of ``path``, in one go where the backend can (a
+        directory read with its entries' attributes, an S3 listing with sizes). An
+        entry gone meanwhile is left out; one the driver will not open is there with
+        ``readable`` False."""
+        infos = []
+        for child in await self.list(path):
+            try:
+                infos.append(await self.stat(child))
+            except PathNotFoundError:
+                continue
+            except UnsafeEntryError:
+                infos.append(FileInfo(child, 0, datetime.fromtimestamp(0, UTC), False, False))
+        return infos
 
     async def list_if_present(self, path: str) -> list[str]:
         """``list``, or nothing when ``path`` does not exist."""

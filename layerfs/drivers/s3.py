@@ -409,11 +409,27 @@ class S3Driver(StorageDriver):
         raise PathNotFoundError(path, self.name)
 
     async def list(self, path: str) -> list[str]:
+        files, dirs = await self._level(path)
+        return sorted({*files, *dirs})
+
+    async def list_infos(self, path: str) -> list[FileInfo]:
+        """One paginated listing gives every file's size and time (no HEAD each); a
+        directory has no time of its own on S3, so it gets the listing's."""
+        files, dirs = await self._level(path)
+        now = datetime.now(UTC)
+        infos = [
+            FileInfo(p, item["Size"], item["LastModified"], False) for p, item in files.items()
+        ]
+        return sorted(infos + [FileInfo(p, 0, now, True) for p in dirs], key=lambda i: i.path)
+
+    async def _level(self, path: str) -> tuple[dict[str, dict], set[str]]:
+        """The files (with their listing entries) and directories directly below
+        ``path``, every page of them."""
         key = self.key(path, allow_root=True)
         prefix = key.rstrip("/") + "/" if key else ""
         base = "" if path == "/" else path
         children: set[str] = set()
-        files: set[str] = set()
+        files: dict[str, dict] = {}
         token = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
@@ -423,16 +439,16 @@ class S3Driver(StorageDriver):
             for item in resp.get("Contents", []):
                 name = item["Key"][len(prefix) :]
                 if name and not name.endswith("/"):  # not a folder entry (SeaweedFS)
-                    files.add(f"{base}/{name}")
+                    files[f"{base}/{name}"] = item
             for common in resp.get("CommonPrefixes", []):
                 children.add(f"{base}/{common['Prefix'][len(prefix):].rstrip('/')}")
             if not resp.get("IsTruncated"):
                 break
             token = resp["NextContinuationToken"]
-        children = await self._drop_empty_dirs(children - files, base, prefix) | files
-        if not children and path != "/":
+        dirs = await self._drop_empty_dirs(children - set(files), base, prefix)
+        if not dirs and not files and path != "/":
             raise PathNotFoundError(path, self.name)
-        return sorted(children)
+        return files, dirs
 
     async def _holds_keys(self, prefix: str) -> bool:
         """Whether an object lives below ``prefix``; folder entries (keys ending in

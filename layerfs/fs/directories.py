@@ -70,7 +70,7 @@ class Directories:
             return set(await state.uploads.names(place.repository))
         names: set[str] = set()
         with contextlib.suppress(PathNotFoundError):
-            names.update(p.rsplit("/", 1)[1] for p in await state.driver.list(place.store_path))
+            names.update(await state.list_dir(place.store_path))
         depth = len(place.parts) + 1
         for made in (*state.created_dirs, *state.pending_links):
             if len(made) == depth and made[:-1] == place.parts:

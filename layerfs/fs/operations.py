@@ -10,7 +10,11 @@ the errno of every exception is decided in :mod:`.errors`. See docs/DESIGN.md.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyfuse3
 import trio
@@ -33,6 +37,22 @@ from .view import LINK_KINDS, NAME_MAX, Kind, Place, classify, looked_up, new_na
 from .xattrs import Xattrs
 
 log = logging.getLogger("layerfs.fs")
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def changes_the_store(handler: H) -> H:
+    """A handler that may change the store: what the mount listed is forgotten before
+    and after it, so no lookup answers from a listing older than the change."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Operations, *args: Any) -> Any:
+        self.state.changed()
+        try:
+            return await handler(self, *args)
+        finally:
+            self.state.changed()
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Operations(pyfuse3.Operations):
@@ -40,10 +60,14 @@ class Operations(pyfuse3.Operations):
     enable_writeback_cache = False
 
     def __init__(
-        self, driver: StorageDriver, nursery: trio.Nursery, read_only: bool = False
+        self,
+        driver: StorageDriver,
+        nursery: trio.Nursery,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self.state = MountState(driver, nursery, read_only)
+        self.state = MountState(driver, nursery, read_only, clock)
         self.dirs = Directories(self.state, self._getattr)
         self.store_files = StoreFiles(self.state)
         self.uploads = UploadFiles(self.state)
@@ -96,6 +120,7 @@ class Operations(pyfuse3.Operations):
             self.state.inodes.forget(ino, count)
 
     @fuse_handler
+    @changes_the_store
     async def setattr(
         self,
         inode: int,
@@ -139,6 +164,7 @@ class Operations(pyfuse3.Operations):
         self.state.handles.pop(fh)
 
     @fuse_handler
+    @changes_the_store
     async def mkdir(
         self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
@@ -147,11 +173,13 @@ class Operations(pyfuse3.Operations):
         return await self._entry(place)
 
     @fuse_handler
+    @changes_the_store
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         await self.dirs.rmdir(self._child(parent_inode, name))
 
     # files ----------------------------------------------------------------------------
     @fuse_handler
+    @changes_the_store
     async def create(
         self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
     ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -205,6 +233,7 @@ class Operations(pyfuse3.Operations):
         raise Refusal(errno.EBADF, "file is not open for writing")
 
     @fuse_handler
+    @changes_the_store
     async def flush(self, fh: int) -> None:
         handle = self.state.handles.get(fh)
         if isinstance(handle, UploadHandle):
@@ -213,10 +242,12 @@ class Operations(pyfuse3.Operations):
             await self.links.flush(handle)
 
     @fuse_handler
+    @changes_the_store
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self.flush(fh)
 
     @fuse_handler
+    @changes_the_store
     async def release(self, fh: int) -> None:
         handle = self.state.handles.pop(fh)
         if isinstance(handle, StoreFileHandle):
@@ -228,6 +259,7 @@ class Operations(pyfuse3.Operations):
 
     # removing, renaming and what the layout cannot hold ---------------------------------
     @fuse_handler
+    @changes_the_store
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         place = self._child(parent_inode, name)
         self.state.check_writable("unlink")
@@ -244,6 +276,7 @@ class Operations(pyfuse3.Operations):
         log.info("removed %s %s", place.kind.value, place.where)
 
     @fuse_handler
+    @changes_the_store
     async def rename(
         self,
         parent_inode_old: int,
@@ -295,12 +328,14 @@ class Operations(pyfuse3.Operations):
         return await self.xattrs.names(self._place(inode))
 
     @fuse_handler
+    @changes_the_store
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         self.xattrs.refuse_change()
 
     @fuse_handler
+    @changes_the_store
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.xattrs.refuse_change()
 

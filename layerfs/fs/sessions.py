@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from ..storage import Registry, Upload
+from ..storage import Registry, Upload, walk
 from ..storage.errors import UploadClosedError
 from ..storage.writebehind import WriteBehind
 
@@ -53,20 +54,104 @@ class UploadSession:
         }
 
 
+@dataclass
+class _Listing:
+    """One repository's uploads as last read: each id's stored name."""
+
+    names: dict[str, str]  # upload id -> its stored name (the id when it has none)
+    read_at: float  # when every name was read
+    view: dict[str, str] | None = None  # name -> id (walk.by_name), made when asked
+
+
+class UploadNames:
+    """Upload ids by the name they show under, per repository.
+
+    Finding a name means reading every upload's ``name`` file, so a listing of
+    ``_uploads`` and the lookups that follow it would read them all once per entry.
+    What was read is kept for ``trusted`` seconds, as long as the kernel trusts a
+    directory, and kept current by this mount's own creates, renames and removals:
+    another mount's or the registry's changes are seen within that time (README,
+    "The mounted view"). Names are read several at once (S3 answers in parallel)."""
+
+    READERS = 16
+
+    def __init__(
+        self, registry: Registry, trusted: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.registry, self.trusted, self.clock = registry, trusted, clock
+        self._listings: dict[str, _Listing] = {}
+
+    async def by_name(self, repository: str) -> dict[str, str]:
+        listing = self._listings.get(repository)
+        if listing is None or self.clock() - listing.read_at >= self.trusted:
+            listing = await self._read(repository, {})
+        if listing.view is None:
+            listing.view = walk.by_name(listing.names)
+        return listing.view
+
+    async def refresh_new(self, repository: str) -> dict[str, str]:
+        """``by_name`` after one more listing of the ids, reading only the names of
+        uploads that appeared since (another mount's create at this moment)."""
+        listing = self._listings.get(repository)
+        if listing is not None:
+            listing = await self._read(repository, listing.names, listing.read_at)
+        return await self.by_name(repository)
+
+    async def _read(
+        self, repository: str, known: dict[str, str], read_at: float | None = None
+    ) -> _Listing:
+        uploads = self.registry.repository(repository).uploads
+        started = self.clock()
+        ids = await uploads.ids()
+        names = {i: known[i] for i in ids if i in known}
+        limiter = trio.CapacityLimiter(self.READERS)
+
+        async def read(upload_id: str) -> None:
+            async with limiter:
+                names[upload_id] = await uploads.name_of(upload_id)
+
+        async with trio.open_nursery() as nursery:
+            for upload_id in ids:
+                if upload_id not in names:
+                    nursery.start_soon(read, upload_id)
+        listing = _Listing(names, started if read_at is None else read_at)
+        self._listings[repository] = listing
+        return listing
+
+    def named(self, repository: str, upload_id: str, name: str) -> None:
+        """This mount gave ``upload_id`` the name ``name`` (a create or a rename)."""
+        listing = self._listings.get(repository)
+        if listing is not None:
+            listing.names[upload_id] = name
+            listing.view = None
+
+    def removed(self, repository: str, upload_id: str) -> None:
+        """This mount removed ``upload_id`` (cancelled, finished, replaced)."""
+        listing = self._listings.get(repository)
+        if listing is not None and listing.names.pop(upload_id, None) is not None:
+            listing.view = None
+
+
 class UploadTable:
     """Name → upload id per repository, and the sessions of open uploads by id."""
 
-    def __init__(self, registry: Registry, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        nursery: trio.Nursery,
+        trusted: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
         self.nursery = nursery  # runs the write-behind of open uploads
         self.sessions: dict[str, UploadSession] = {}  # by upload id
         self.errors: dict[str, str] = {}  # last error by upload id
+        self.index = UploadNames(registry, trusted, clock)
 
     async def names(self, repository: str) -> dict[str, str]:
         """Every upload of ``repository`` by the name it shows under
-        (``storage.walk.uploads_by_name``: every mount agrees, none is hidden)."""
-        # the store's names, not the sessions': another mount may have renamed one
-        return await self.registry.repository(repository).uploads.by_name()
+        (``storage.walk.by_name``: every mount agrees, none is hidden)."""
+        return await self.index.by_name(repository)
 
     async def find(self, repository: str, name: str) -> str | None:
         return (await self.names(repository)).get(name)
@@ -77,13 +162,22 @@ class UploadTable:
         uploads = self.registry.repository(repository).uploads
         upload = await uploads.create()
         await uploads.set_name(upload.id, name)
+        self.index.named(repository, upload.id, name)
         session = UploadSession(upload, WriteBehind(upload, self.nursery), name)
         self.sessions[upload.id] = session
-        if await self.find(repository, name) != upload.id:
+        if (await self.index.refresh_new(repository)).get(name) != upload.id:
             await self.forget(upload.id)
             await upload.cancel()
+            self.index.removed(repository, upload.id)
             return None
         return session
+
+    async def rename(self, repository: str, upload_id: str, name: str) -> None:
+        await self.registry.repository(repository).uploads.set_name(upload_id, name)
+        self.index.named(repository, upload_id, name)
+        session = self.sessions.get(upload_id)
+        if session is not None:
+            session.name = name
 
     async def open(self, repository: str, upload_id: str, name: str) -> UploadSession:
         session = self.sessions.get(upload_id)
@@ -125,6 +219,7 @@ class UploadTable:
         await self.forget(session.upload.id)
         await session.pipe.drain()
         await session.upload.cancel()
+        self.index.removed(session.repository, session.upload.id)
         self.errors.pop(session.upload.id, None)
 
     async def forget(self, upload_id: str) -> None:

@@ -29,12 +29,13 @@ import errno
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pyfuse3
 import trio
 
-from ..drivers import PathNotFoundError, StorageDriver
+from ..drivers import FileInfo, PathNotFoundError, StorageDriver
 from ..storage import Registry
 from ..storage.blobs import BlobReader
 from .errors import Refusal
@@ -132,16 +133,33 @@ class HandleTable:
         return len(self._open)
 
 
+@dataclass
+class Listing:
+    """One directory of the store as the mount last listed it."""
+
+    entries: dict[str, FileInfo]  # by store path
+    read_at: float
+
+
 class MountState:
     """The collaborators every path kind's module shares (see the module docstring)."""
 
-    def __init__(self, driver: StorageDriver, nursery: trio.Nursery, read_only: bool) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        nursery: trio.Nursery,
+        read_only: bool,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.driver = driver
         self.registry = Registry(driver)
         self.read_only = read_only
         self.inodes = InodeTable()
         self.handles = HandleTable()
-        self.uploads = UploadTable(self.registry, nursery)
+        # what the mount remembers of the store it trusts as long as the kernel does
+        self.clock = clock
+        self.uploads = UploadTable(self.registry, nursery, DIR_TIMEOUT, clock)
+        self.listings: dict[str, Listing] = {}  # by the store path of the directory
         self.created_dirs: set[Parts] = set()
         self.repository_marks: set[Parts] = set()
         self.pending_links: dict[Parts, LinkHandle] = {}
@@ -181,12 +199,34 @@ class MountState:
         return self.attrs(parts, stat.S_IFREG, 0, self.started, 0)
 
     async def stat(self, place: Place) -> tuple[int, int, bool] | None:
-        """(size, mtime_ns, is_dir) of a place in the store, None when absent."""
-        try:
-            info = await self.driver.stat(place.store_path)
-        except PathNotFoundError:
-            return None
+        """(size, mtime_ns, is_dir) of a place in the store, None when absent: from its
+        directory's listing while that is trusted, else from the store."""
+        parent = place.store_path.rpartition("/")[0]
+        listing = self.listings.get(parent)
+        info = None
+        if listing is not None and self.clock() - listing.read_at < DIR_TIMEOUT:
+            info = listing.entries.get(place.store_path)
+            if info is None:
+                return None
+        if info is None or not info.readable:  # not listed, or to be refused by the store
+            try:
+                info = await self.driver.stat(place.store_path)
+            except PathNotFoundError:
+                return None
         return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
+
+    async def list_dir(self, store_path: str) -> list[str]:
+        """The names in a store directory, its entries' attributes kept for the
+        lookups and getattrs that follow a listing (``ls -l``, ``find``), as long as
+        the kernel trusts a directory."""
+        read_at = self.clock()
+        infos = await self.driver.list_infos(store_path)
+        self.listings[store_path] = Listing({info.path: info for info in infos}, read_at)
+        return [info.path.rsplit("/", 1)[1] for info in infos]
+
+    def changed(self) -> None:
+        """This mount changed the store: what it listed may be out of date."""
+        self.listings.clear()
 
     def keep_visible(self, removed: Parts, repository: Parts) -> None:
         """Show the directories above a ``removed`` entry, up to and including its

@@ -179,6 +179,7 @@ class UploadFiles:
             await self.table.cancel(session)
         else:
             await self.state.registry.repository(place.repository).uploads.cancel(upload_id)
+            self.table.index.removed(place.repository, upload_id)
             self.table.errors.pop(upload_id, None)
         self.state.keep_visible(place.parts, place.repository_parts)
 
@@ -208,6 +209,7 @@ class UploadFiles:
             else:
                 await table.close_if_unused(session)
         table.errors.pop(upload_id, None)
+        table.index.removed(source.repository, upload_id)
         log.info(
             "upload %s finished as %s (%d bytes) in %s",
             upload_id,
@@ -224,11 +226,7 @@ class UploadFiles:
             if flags & pyfuse3.RENAME_NOREPLACE:
                 raise Refusal(errno.EEXIST, f"upload {target.upload_name} exists")
             await self.remove(target)
-        uploads = self.state.registry.repository(source.repository).uploads
-        await uploads.set_name(upload_id, target.upload_name)
-        session = self.table.sessions.get(upload_id)
-        if session is not None:
-            session.name = target.upload_name
+        await self.table.rename(source.repository, upload_id, target.upload_name)
 
     # extended attributes ---------------------------------------------------------------
     async def xattrs(self, place: Place) -> dict[str, bytes]:

@@ -118,14 +118,20 @@ async def hash_states(
 
 
 async def uploads_by_name(uploads: UploadStore) -> dict[str, str]:
-    """Every upload of a repository by the name it shows under: the one it was given
-    (``_uploads/<id>/name``), or its id when it has none that can be a file name.
-    Of uploads sharing one name (two creators at one moment), the smallest id takes
-    it and the others show under their ids, so that every reader agrees and none is
-    hidden."""
+    """Every upload of a repository by the name it shows under (see ``by_name``)."""
+    ids = await upload_ids(uploads.driver, uploads.repository)
+    return by_name({upload_id: await uploads.name_of(upload_id) for upload_id in ids})
+
+
+def by_name(names: dict[str, str]) -> dict[str, str]:
+    """Upload ids by the name each shows under, from each id's stored name: the one it
+    was given (``_uploads/<id>/name``), or its id when it has none that can be a file
+    name. Of uploads sharing one name (two creators at one moment), the smallest id
+    takes it and the others show under their ids, so that every reader agrees and
+    none is hidden."""
     named: dict[str, list[str]] = {}
-    for upload_id in await upload_ids(uploads.driver, uploads.repository):
-        name = await uploads.name_of(upload_id)
+    for upload_id in sorted(names):
+        name = names[upload_id]
         named.setdefault(name if paths.is_file_name(name) else upload_id, []).append(upload_id)
     found: dict[str, str] = {}
     for name, ids in named.items():

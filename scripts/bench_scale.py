@@ -1,0 +1,215 @@
+"""The scale section of scripts/bench: a generated store in the registry's exact layout
+(blobs with valid digests, layer links, manifests that reference them, tags with their
+index entries, and a repository busy with uploads), browsed through the mount and on
+the store directory itself with the same commands; fsck and gc beside
+``docker-registry garbage-collect --dry-run``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from tests.mounts import Mount
+from tests.registry import DockerRegistry
+
+V2 = "docker/registry/v2"
+LAYERFS = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "layerfs")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+TAGS_PER_REPO = 10  # each tag names its own image: a manifest, a config and its layers
+BUSY = "busy/app"  # the repository holding the uploads
+
+
+@dataclass(frozen=True)
+class Scale:
+    blobs: int = 50_000
+    repositories: int = 500
+    uploads: int = 1_000
+
+    @property
+    def layers_per_image(self) -> int:
+        per_repo = self.blobs // self.repositories
+        return max(1, per_repo // TAGS_PER_REPO - 2)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _blob(v2: Path, data: bytes) -> str:
+    hexd = hashlib.sha256(data).hexdigest()
+    _write(v2 / "blobs/sha256" / hexd[:2] / hexd / "data", data)
+    return hexd
+
+
+def _link(directory: Path, hexd: str) -> None:
+    _write(directory / "sha256" / hexd / "link", f"sha256:{hexd}".encode())
+
+
+def generate(root: Path, scale: Scale) -> int:
+    """Write the store; returns the number of blobs."""
+    v2 = root / V2
+    rng = os.urandom
+    count = 0
+    for r in range(scale.repositories):
+        repo = v2 / "repositories" / f"team{r % 50}" / f"app{r}"
+        for t in range(TAGS_PER_REPO):
+            layers = [_blob(v2, rng(64 + (t * 7 + r) % 256)) for _ in range(scale.layers_per_image)]
+            config = json.dumps({"architecture": "amd64", "os": "linux", "n": [r, t]}).encode()
+            config_hex = _blob(v2, config)
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": f"sha256:{config_hex}", "size": len(config)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": f"sha256:{h}", "size": 64 + (t * 7 + r) % 256}
+                           for h in layers],
+            }).encode()  # fmt: skip
+            manifest_hex = _blob(v2, manifest)
+            for h in (*layers, config_hex):
+                _link(repo / "_layers", h)
+            _link(repo / "_manifests/revisions", manifest_hex)
+            tag = repo / "_manifests/tags" / f"v{t}"
+            _write(tag / "current/link", f"sha256:{manifest_hex}".encode())
+            _link(tag / "index", manifest_hex)
+            count += len(layers) + 2
+    trio.run(_uploads, root, scale.uploads)
+    subprocess.run(["sync"], check=True)
+    return count
+
+
+async def _uploads(root: Path, n: int) -> None:
+    """``n`` uploads in one repository, named as the mount names them, made through
+    the storage core (so each has its data, startedat, name and hash state)."""
+    from layerfs.drivers import FilesystemDriver
+    from layerfs.storage import Registry
+
+    uploads = Registry(FilesystemDriver(root)).repository(BUSY).uploads
+    for i in range(n):
+        upload = await uploads.create()
+        await uploads.set_name(upload.id, f"part-{i:05d}")
+        await upload.write(os.urandom(256))
+        await upload.close()
+
+
+def _time(command: str, cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["sh", "-c", command], cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+COMMANDS = {
+    "find | wc -l": "find . | wc -l",
+    "ls -lR > /dev/null": "ls -lR > /dev/null",
+    "du -s": "du -s > /dev/null",
+    "cat 1,000 tag links": "xargs cat < {links} > /dev/null",
+    "ls of an _uploads of 1,000": f"ls repositories/{BUSY}/_uploads > /dev/null",
+}
+
+
+def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
+    store = work / "scale-store"
+    started = time.perf_counter()
+    blobs = generate(store, scale)
+    results: dict[str, object] = {
+        "blobs": blobs,
+        "generate": time.perf_counter() - started,
+        "rounds": rounds,
+    }
+    links = work / "tag-links"
+    found = sorted(
+        str(p.relative_to(store / V2))
+        for p in store.glob(f"{V2}/repositories/*/*/_manifests/tags/*/current/link")
+    )
+    links.write_text("\n".join(found[:1000]) + "\n")
+    mount = Mount(store, work / "scale-mnt", work / "scale.log").start()
+    try:
+        for name, template in COMMANDS.items():
+            command = template.format(links=links)
+            on_disk = [_time(command, store / V2) for _ in range(rounds)]
+            first = _time(command, mount.mountpoint)  # the mount's first look
+            warm = [_time(command, mount.mountpoint) for _ in range(rounds)]
+            results[name] = (statistics.median(on_disk), first, statistics.median(warm))
+            if name == "find | wc -l":
+                results["rss after find"] = _rss_mib(mount.pid)
+        results["finish"] = _finishes(mount.mountpoint)
+    finally:
+        mount.stop()
+    results["fsck"] = _time(f"{LAYERFS} fsck {store} > /dev/null", work)
+    results["gc"] = _time(f"{LAYERFS} gc --dry-run {store} > /dev/null", work)
+    registry = DockerRegistry(work, {"filesystem": {"rootdirectory": str(store)}})
+    started = time.perf_counter()
+    collected = registry.garbage_collect("--dry-run")
+    results["registry gc"] = time.perf_counter() - started
+    if collected.returncode != 0:
+        raise RuntimeError(f"docker-registry garbage-collect: {collected.stderr[-500:]}")
+    return results
+
+
+def _finishes(mnt: Path) -> tuple[float, float]:
+    """Seconds to create and finish an upload in an empty repository, and the next
+    one in the repository already holding ``uploads`` of them (medians of 3)."""
+
+    def one(repository: str, i: int) -> float:
+        data = os.urandom(4096) + str(i).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        uploads = mnt / "repositories" / repository / "_uploads"
+        uploads.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        (uploads / f"new-{i}").write_bytes(data)
+        os.rename(uploads / f"new-{i}", uploads / digest)
+        return time.perf_counter() - start
+
+    empty = statistics.median(one(f"fresh{i}/app", i) for i in range(3))
+    busy = statistics.median(one(BUSY, 100 + i) for i in range(3))
+    return empty, busy
+
+
+def print_scale(r: dict[str, object], scale: Scale) -> None:
+    print(
+        f"\nscale: {r['blobs']:,} blobs, {scale.repositories} repositories, "
+        f"{scale.repositories * TAGS_PER_REPO:,} tags, {scale.uploads:,} uploads in one "
+        f"(generated in {r['generate']:.0f} s); medians of {r['rounds']}"
+    )
+    print(f"{'command':30} {'store dir':>10} {'mount 1st':>10} {'mount warm':>10} {'ratio':>7}"
+          f" {'warm':>7}  goal")  # fmt: skip
+    for name in COMMANDS:
+        disk, first, warm = r[name]  # type: ignore[misc]
+        print(f"{name:30} {disk:9.3f}s {first:9.3f}s {warm:9.3f}s {first / disk:6.1f}x"
+              f" {warm / disk:6.1f}x  <= 3x, warm <= 2x")  # fmt: skip
+    empty, busy = r["finish"]  # type: ignore[misc]
+    print(f"{'create+finish: 1,001st vs 1st':30} {empty:9.3f}s {busy:9.3f}s {'':>10}"
+          f" {busy / empty:6.1f}x {'':>7}  ~1x")  # fmt: skip
+    print(f"{'daemon RSS after find':30} {r['rss after find']:8.0f}M {'':>10} {'':>10}"
+          f" {'':>7} {'':>7}  <= 150 MB")  # fmt: skip
+    reg = r["registry gc"]
+    for name in ("fsck", "gc"):
+        print(f"{'layerfs ' + name + ' vs registry gc -d':30} {r[name]:9.3f}s {reg:9.3f}s"
+              f" {'':>10} {reg / r[name]:6.1f}x {'':>7}  >= 3x")  # type: ignore[operator]  # fmt: skip
+
+
+if __name__ == "__main__":  # the section alone: bench_scale.py [BLOBS [ROUNDS]]
+    import tempfile
+
+    blobs = int(sys.argv[1]) if len(sys.argv) > 1 else Scale.blobs
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    chosen = Scale(blobs=blobs, repositories=max(1, blobs // 100))
+    with tempfile.TemporaryDirectory(prefix="layerfs-scale-") as tmp:
+        print_scale(bench_scale(Path(tmp), chosen, rounds), chosen)
