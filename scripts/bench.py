@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.bench_images import bench_images, print_images  # noqa: E402
 from scripts.bench_s3_clients import bench_clients, print_clients, timed_call  # noqa: E402
+from scripts.bench_scale import Scale, bench_scale, print_scale  # noqa: E402
 from tests.mounts import Mount  # noqa: E402
 from tests.registry import DockerRegistry  # noqa: E402
 from tests.seaweed import SeaweedFS  # noqa: E402
@@ -336,6 +337,10 @@ def main() -> None:
     parser.add_argument("--no-images", action="store_true", help="skip import and fsck")
     parser.add_argument("--layers", type=int, default=8, help="layers of the import image")
     parser.add_argument("--layer-mib", type=int, default=64)
+    parser.add_argument(
+        "--scale-blobs", type=int, default=50_000, help="blobs of the scale section (0: skip it)"
+    )
+    parser.add_argument("--scale-rounds", type=int, default=3)
     args = parser.parse_args()
     if args.no_local:
         with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-bench-") as tmp:
@@ -408,6 +413,16 @@ def main() -> None:
         print_s3(s3, mib)
     if images is not None:
         print_images(images, args.layers, args.layer_mib)
+    run_scale(args)
+
+
+def run_scale(args: argparse.Namespace) -> None:
+    """The scale section, in a work directory of its own (its store is large)."""
+    if args.scale_blobs <= 0:
+        return
+    scale = Scale(blobs=args.scale_blobs, repositories=max(1, args.scale_blobs // 100))
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-scale-") as tmp:
+        print_scale(bench_scale(Path(tmp), scale, args.scale_rounds), scale)
 
 
 def run_other_sections(args: argparse.Namespace, work: Path) -> None:
@@ -418,6 +433,7 @@ def run_other_sections(args: argparse.Namespace, work: Path) -> None:
         print_s3(bench_s3(work, source, digest, args.s3_rounds), args.size_mib)
     if not args.no_images:
         print_images(bench_images(work, args.layers, args.layer_mib), args.layers, args.layer_mib)
+    run_scale(args)
 
 
 if __name__ == "__main__":

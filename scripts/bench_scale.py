@@ -152,6 +152,7 @@ def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
         results["finish"] = _finishes(mount.mountpoint)
     finally:
         mount.stop()
+    results["ceiling"] = _fuse_ceiling(work, store, rounds)
     results["fsck"] = _time(f"{LAYERFS} fsck {store} > /dev/null", work)
     results["gc"] = _time(f"{LAYERFS} gc --dry-run {store} > /dev/null", work)
     registry = DockerRegistry(work, {"filesystem": {"rootdirectory": str(store)}})
@@ -161,6 +162,27 @@ def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
     if collected.returncode != 0:
         raise RuntimeError(f"docker-registry garbage-collect: {collected.stderr[-500:]}")
     return results
+
+
+def _fuse_ceiling(work: Path, store: Path, rounds: int) -> float:
+    """``find`` over scripts/fuse_tree.py holding as many directories as the store:
+    what pyfuse3 itself costs per request on this machine (median of ``rounds``)."""
+    dirs = int(subprocess.run(
+        "find . -type d | wc -l", shell=True, cwd=store / V2, capture_output=True, text=True,
+        check=True,
+    ).stdout)  # fmt: skip
+    mnt = work / "tree-mnt"
+    mnt.mkdir()
+    tree = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fuse_tree.py"),
+                             str(mnt), str(dirs)])  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return statistics.median(_time("find . | wc -l", mnt) for _ in range(rounds))
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+        tree.wait(10)
 
 
 def _finishes(mnt: Path) -> tuple[float, float]:
@@ -194,6 +216,10 @@ def print_scale(r: dict[str, object], scale: Scale) -> None:
         disk, first, warm = r[name]  # type: ignore[misc]
         print(f"{name:30} {disk:9.3f}s {first:9.3f}s {warm:9.3f}s {first / disk:6.1f}x"
               f" {warm / disk:6.1f}x  <= 3x, warm <= 2x")  # fmt: skip
+    _, first, warm = r["find | wc -l"]  # type: ignore[misc]
+    ceiling = r["ceiling"]
+    print(f"{'find: pyfuse3 ceiling (no store)':30} {ceiling:9.3f}s {first:9.3f}s {warm:9.3f}s"
+          f" {first / ceiling:6.1f}x {warm / ceiling:6.1f}x  (what FUSE in Python costs)")  # type: ignore[operator]  # fmt: skip
     empty, busy = r["finish"]  # type: ignore[misc]
     print(f"{'create+finish: 1,001st vs 1st':30} {empty:9.3f}s {busy:9.3f}s {'':>10}"
           f" {busy / empty:6.1f}x {'':>7}  ~1x")  # fmt: skip

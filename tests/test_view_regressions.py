@@ -16,7 +16,7 @@ from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.maintenance import purge_uploads
 
 from .fsops import Clock, Errno, Kernel, context, mounted
-from .wrappers import LaggingStatDriver, Passthrough
+from .wrappers import CountingDriver, LaggingStatDriver, Passthrough
 
 UP = "repositories/r/_uploads"
 DATA = b"layer bytes " * 1000
@@ -432,3 +432,48 @@ async def test_an_upload_written_here_keeps_its_size_when_a_listing_lags() -> No
         await k.close(fh)
         driver.lag = 0
         assert await k.read_file(f"{UP}/x") == b"firstsecond"
+
+
+# what the mount remembers of a listing --------------------------------------------------
+async def test_a_listing_answers_the_lookups_that_follow_until_its_timeout() -> None:
+    """``ls -l`` and ``find``: after a directory is read, its entries' lookups and
+    getattrs cost the store nothing, until the time the kernel trusts it passes."""
+    inner = MemoryDriver()
+    registry = Registry(inner)
+    for i in range(20):
+        await registry.repository("r").layers.link(await registry.blobs.put(b"%d" % i))
+    driver, clock = CountingDriver(inner), Clock()
+    layers = "repositories/r/_layers/sha256"
+    async with mounted(driver, clock=clock) as k:
+        names = await k.listdir(layers)
+        assert len(names) == 20
+        driver.stats.clear()
+        for name in names:
+            await k.stat(f"{layers}/{name}")
+            await k.stat(f"{layers}/{name}/link")
+        below = [p for p in driver.stats if "/_layers/sha256/" in p]
+        assert below == [], below  # every answer came from the listing and its children
+        clock.past_the_timeout()
+        await k.stat(f"{layers}/{names[0]}/link")
+        assert any(p.endswith(f"{names[0]}/link") for p in driver.stats)
+
+
+async def test_listing_many_uploads_reads_each_name_once() -> None:
+    """An ``ls -l`` of _uploads was quadratic: each entry's lookup read every name."""
+    inner = MemoryDriver()
+    uploads = Registry(inner).repository("r").uploads
+    for i in range(60):
+        upload = await uploads.create()
+        await uploads.set_name(upload.id, f"part-{i:03d}")
+        await upload.close()
+    driver = CountingDriver(inner)
+    async with mounted(driver) as k:
+        names = await k.listdir(UP)
+        for name in names:
+            await k.stat(f"{UP}/{name}")
+        name_reads = {p: n for p, n in driver.gets.items() if p.endswith("/name")}
+        assert len(name_reads) == 60
+        assert max(name_reads.values()) == 1, name_reads
+        fh = await k.create(f"{UP}/part-new")  # the 61st: its own name, no re-read
+        await k.close(fh)
+        assert max(n for p, n in driver.gets.items() if p.endswith("/name")) == 1

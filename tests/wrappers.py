@@ -76,6 +76,8 @@ class CountingDriver(Passthrough):
         self.bytes_read: Counter[str] = Counter()
         self.puts: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        self.gets: Counter[str] = Counter()  # get_content calls by path
+        self.stats: Counter[str] = Counter()
 
     async def put_content(self, path: str, content: bytes) -> None:
         self.puts[path] += 1
@@ -84,7 +86,12 @@ class CountingDriver(Passthrough):
     async def get_content(self, path: str) -> bytes:
         data = await self.inner.get_content(path)
         self.bytes_read[path] += len(data)
+        self.gets[path] += 1
         return data
+
+    async def stat(self, path: str) -> FileInfo:
+        self.stats[path] += 1
+        return await self.inner.stat(path)
 
     async def reader(self, path: str, offset: int = 0) -> Reader:
         self.calls["reader"] += 1

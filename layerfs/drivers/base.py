@@ -246,6 +246,22 @@ class StorageDriver(abc.ABC):
                 infos.append(FileInfo(child, 0, datetime.fromtimestamp(0, UTC), False, False))
         return infos
 
+    async def list_tree_infos(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
+        """``list_infos`` of ``path`` and, while fewer than ``limit`` entries have been
+        read, of its child directories: a browser's next requests answered by one."""
+        tree = {path: await self.list_infos(path)}
+        seen = len(tree[path])
+        for info in tree[path]:
+            if seen >= limit:
+                break
+            if info.is_dir and info.readable:
+                try:
+                    tree[info.path] = await self.list_infos(info.path)
+                except (PathNotFoundError, UnsafeEntryError):
+                    continue
+                seen += len(tree[info.path])
+        return tree
+
     async def list_if_present(self, path: str) -> list[str]:
         """``list``, or nothing when ``path`` does not exist."""
         try:

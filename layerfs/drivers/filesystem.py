@@ -281,32 +281,36 @@ class FilesystemDriver(StorageDriver):
         return sorted(f"{prefix}/{n}" for n in found if ".tmp-" not in n)
 
     async def list_infos(self, path: str) -> list[FileInfo]:
-        """One directory read and one ``fstatat`` per entry, all in one worker
-        thread (not a thread hop and a path walk per entry). A symlink or another
-        entry that is no file or directory is there, not ``readable``."""
+        return (await self.list_tree_infos(path, 0))[path]
+
+    async def list_tree_infos(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
+        """One directory read and one ``fstatat`` per entry, the child directories'
+        too while fewer than ``limit`` entries were read, all in one worker thread (not
+        a thread hop and a path walk per entry). A symlink or another entry that is no
+        file or directory is there, not ``readable``; it is never entered."""
         check_path(path, self.name, allow_root=True)
         parts = [] if path == "/" else path.strip("/").split("/")
-        prefix = "" if path == "/" else path
 
-        def read() -> list[FileInfo]:
+        def read() -> dict[str, list[FileInfo]]:
             fd = self._beneath.open_dir(parts)
             try:
-                with os.scandir(fd) as entries:
-                    found = []
-                    for entry in entries:
-                        if ".tmp-" in entry.name:
-                            continue
+                tree = {path: _read_dir(fd, "" if path == "/" else path)}
+                seen = len(tree[path])
+                for info in tree[path]:
+                    if seen >= limit:
+                        break
+                    if info.is_dir:
+                        name = info.path.rsplit("/", 1)[1]
                         try:
-                            st = entry.stat(follow_symlinks=False)
-                        except FileNotFoundError:
-                            continue
-                        is_dir = statmode.S_ISDIR(st.st_mode)
-                        readable = is_dir or statmode.S_ISREG(st.st_mode)
-                        when = datetime.fromtimestamp(st.st_mtime, UTC)
-                        size = st.st_size if readable and not is_dir else 0
-                        child = f"{prefix}/{entry.name}"
-                        found.append(FileInfo(child, size, when, is_dir, readable))
-                    return sorted(found, key=lambda info: info.path)
+                            child = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+                        except OSError:
+                            continue  # gone meanwhile, or swapped for a symlink
+                        try:
+                            tree[info.path] = _read_dir(child, info.path)
+                        finally:
+                            os.close(child)
+                        seen += len(tree[info.path])
+                return tree
             finally:
                 os.close(fd)
 
@@ -314,7 +318,7 @@ class FilesystemDriver(StorageDriver):
             return await self._call(path, read)
         except PathNotFoundError:
             if path == "/":
-                return []
+                return {path: []}
             raise
 
     async def move(self, source: str, dest: str) -> None:
@@ -362,6 +366,29 @@ class FilesystemDriver(StorageDriver):
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = _WRITE | os.O_CREAT
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _read_dir(fd: int, prefix: str) -> list[FileInfo]:
+    """The entries of an open directory with their attributes (``fstatat``, never
+    following a symlink), in name order; temporary files of atomic puts left out."""
+    found = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            if ".tmp-" in entry.name:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            is_dir = statmode.S_ISDIR(st.st_mode)
+            readable = is_dir or statmode.S_ISREG(st.st_mode)
+            size = st.st_size if readable and not is_dir else 0
+            when = datetime.fromtimestamp(st.st_mtime, UTC)
+            found.append(FileInfo(f"{prefix}/{entry.name}", size, when, is_dir, readable))
+    return sorted(found, key=lambda info: info.path)
 
 
 def _kind(mode: int) -> str:

@@ -20,7 +20,7 @@ from ..storage.digest import check_algorithm
 from ..storage.errors import RegistryError
 from ..storage.reference import validate_name, validate_tag
 from .errors import Refusal
-from .state import DirHandle, MountState
+from .state import BLOB_TIMEOUT, DIR_TIMEOUT, DirHandle, MountState
 from .view import FIXED_DIRS, SPECIAL_DIRS, Kind, Place, classify
 
 log = logging.getLogger("layerfs.fs")
@@ -57,7 +57,10 @@ class Directories:
             return self.state.dir_attrs(place.parts, self.state.started)
         found = await self.state.stat(place)
         if found is not None and found[2]:
-            return self.state.dir_attrs(place.parts, found[1])
+            # blob directories only come and go whole (a finish, a gc): the kernel may
+            # keep them as long as the blobs themselves; their listings are read anew
+            timeout = BLOB_TIMEOUT if place.kind == Kind.BLOB_DIR else DIR_TIMEOUT
+            return self.state.dir_attrs(place.parts, found[1], timeout=timeout)
         if await self.present(place):
             return self.state.dir_attrs(place.parts, self.state.started)
         raise Refusal(errno.ENOENT, f"no directory {place.where}")

@@ -47,6 +47,10 @@ BLOCK_SIZE = 1 << 20  # st_blksize: makes cp write 1 MiB at a time
 BLOB_TIMEOUT = 300.0  # blobs never change
 DIR_TIMEOUT = 1.0  # a registry may change the store beside us
 UPLOAD_TIMEOUT = 0.0
+# Entries read ahead with a listing: the child directories' too, up to this many, so
+# that a browser entering them next (find, ls -R) is answered without the store.
+LISTING_AHEAD = 8192
+LISTINGS_KEPT = 4096  # directory listings held before the untrusted ones are dropped
 
 
 @dataclass
@@ -160,6 +164,7 @@ class MountState:
         self.clock = clock
         self.uploads = UploadTable(self.registry, nursery, DIR_TIMEOUT, clock)
         self.listings: dict[str, Listing] = {}  # by the store path of the directory
+        self._sweep_at = LISTINGS_KEPT
         self.created_dirs: set[Parts] = set()
         self.repository_marks: set[Parts] = set()
         self.pending_links: dict[Parts, LinkHandle] = {}
@@ -187,10 +192,10 @@ class MountState:
         return attrs
 
     def dir_attrs(
-        self, parts: Parts, mtime_ns: int, writable: bool = True
+        self, parts: Parts, mtime_ns: int, writable: bool = True, timeout: float = DIR_TIMEOUT
     ) -> pyfuse3.EntryAttributes:
         mode = 0o755 if writable and not self.read_only else 0o555
-        return self.attrs(parts, stat.S_IFDIR | mode, 0, mtime_ns, DIR_TIMEOUT)
+        return self.attrs(parts, stat.S_IFDIR | mode, 0, mtime_ns, timeout)
 
     def unreadable_attrs(self, parts: Parts) -> pyfuse3.EntryAttributes:
         """A listing's entry for what the store holds but the mount will not open (a
@@ -201,10 +206,9 @@ class MountState:
     async def stat(self, place: Place) -> tuple[int, int, bool] | None:
         """(size, mtime_ns, is_dir) of a place in the store, None when absent: from its
         directory's listing while that is trusted, else from the store."""
-        parent = place.store_path.rpartition("/")[0]
-        listing = self.listings.get(parent)
+        listing = self._trusted_listing(place.store_path.rpartition("/")[0])
         info = None
-        if listing is not None and self.clock() - listing.read_at < DIR_TIMEOUT:
+        if listing is not None:
             info = listing.entries.get(place.store_path)
             if info is None:
                 return None
@@ -216,13 +220,35 @@ class MountState:
         return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
 
     async def list_dir(self, store_path: str) -> list[str]:
-        """The names in a store directory, its entries' attributes kept for the
-        lookups and getattrs that follow a listing (``ls -l``, ``find``), as long as
+        """The names in a store directory. Its entries' attributes, and those of its
+        child directories (read with it, up to LISTING_AHEAD entries), are kept for the
+        lookups, getattrs and listings that follow (``ls -l``, ``find``), as long as
         the kernel trusts a directory."""
-        read_at = self.clock()
-        infos = await self.driver.list_infos(store_path)
-        self.listings[store_path] = Listing({info.path: info for info in infos}, read_at)
-        return [info.path.rsplit("/", 1)[1] for info in infos]
+        listing = self._trusted_listing(store_path)
+        if listing is None:
+            self._forget_old_listings()
+            read_at = self.clock()
+            tree = await self.driver.list_tree_infos(store_path, LISTING_AHEAD)
+            for directory, infos in tree.items():
+                self.listings[directory] = Listing({i.path: i for i in infos}, read_at)
+            listing = self.listings[store_path]
+        return [path.rsplit("/", 1)[1] for path in listing.entries]
+
+    def _forget_old_listings(self) -> None:
+        """Drop listings no longer trusted once their number has doubled since the last
+        time (memory stays bounded by what a second of browsing reads, and the sweeps
+        cost a constant per listing)."""
+        if len(self.listings) > self._sweep_at:
+            now = self.clock()
+            for path in [p for p, one in self.listings.items() if now - one.read_at >= DIR_TIMEOUT]:
+                del self.listings[path]
+            self._sweep_at = max(LISTINGS_KEPT, 2 * len(self.listings))
+
+    def _trusted_listing(self, store_path: str) -> Listing | None:
+        listing = self.listings.get(store_path)
+        if listing is not None and self.clock() - listing.read_at < DIR_TIMEOUT:
+            return listing
+        return None
 
     def changed(self) -> None:
         """This mount changed the store: what it listed may be out of date."""
