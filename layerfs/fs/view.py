@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 from dataclasses import dataclass, field
 
 from ..storage import Digest, paths
@@ -104,7 +105,10 @@ class Place:
         return self.kind in (Kind.UPLOADS, Kind.LINK_DIR) and self.at in _ALWAYS_IN_A_REPOSITORY
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def classify(parts: Parts) -> Place:
+    """What ``parts`` is in the view. A pure function of the path, asked several times
+    per request (lookup, getattr, each entry of a listing): remembered."""
     if not parts:
         return Place(Kind.ROOT, parts)
     found = paths.match(parts)
