@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import trio
 
 HASH_CHUNK = 4 << 20
+LISTINGS_AT_ONCE = 16  # child directories listed at once by list_tree_infos
 PATH_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
 
 
@@ -250,16 +251,24 @@ class StorageDriver(abc.ABC):
         """``list_infos`` of ``path`` and, while fewer than ``limit`` entries have been
         read, of its child directories: a browser's next requests answered by one."""
         tree = {path: await self.list_infos(path)}
+        children = [i.path for i in tree[path] if i.is_dir and i.readable]
+        limiter = trio.CapacityLimiter(LISTINGS_AT_ONCE)
         seen = len(tree[path])
-        for info in tree[path]:
-            if seen >= limit:
-                break
-            if info.is_dir and info.readable:
+
+        async def read(child: str) -> None:
+            nonlocal seen
+            async with limiter:
+                if seen >= limit:
+                    return
                 try:
-                    tree[info.path] = await self.list_infos(info.path)
+                    tree[child] = await self.list_infos(child)
                 except (PathNotFoundError, UnsafeEntryError):
-                    continue
-                seen += len(tree[info.path])
+                    return
+                seen += len(tree[child])
+
+        async with trio.open_nursery() as nursery:  # an object store answers in parallel
+            for child in children:
+                nursery.start_soon(read, child)
         return tree
 
     async def list_if_present(self, path: str) -> list[str]:
