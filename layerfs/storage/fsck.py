@@ -131,6 +131,9 @@ class Fsck:
         self.unsafe_blobs: set[Digest] = set()  # data is a symlink: neither good nor missing
         self.pending: set[str] = set()  # paths whose bytes are in a write not completed
         self.held: set[tuple[str, Digest]] = set()  # (repository, manifest) with a revision link
+        # every link file read so far, valid or not: a repository's layer links are all
+        # read before its manifests, whose references are then looked up here
+        self.link_files: set[str] = set()
 
     async def run(self) -> Report:
         self.pending = {w.path for w in await self.driver.pending_writes(paths.ROOT)}
@@ -244,6 +247,7 @@ class Fsck:
         except UnsafeEntryError as exc:
             await self._unsafe(exc)
             return None
+        self.link_files.add(path)
         try:
             return decode_link(path, content)
         except InvalidLinkError as exc:
@@ -351,7 +355,7 @@ class Fsck:
             return False
         unlinked = []
         for ref in manifest.blob_references():
-            if not await self.driver.exists(paths.layer_link(name, ref.digest)):
+            if paths.layer_link(name, ref.digest) not in self.link_files:
                 unlinked.append(ref.digest)
         unlinked += [d.digest for d in manifest.manifests if d.digest not in revisions]
         if unlinked:
