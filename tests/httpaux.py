@@ -21,7 +21,17 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[_Server, int]:
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 (keep-alive, as registries speak it) and no log line per request."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[_Server, int]:
+    """``handler`` on a free loopback port, in a thread of its own."""
     port = free_port()
     server = _Server(("127.0.0.1", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -48,12 +58,7 @@ class Proxy:
         self.requests: list[tuple[str, str, str]] = []  # method, path, Range
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 proxy.requests.append((self.command, self.path, self.headers.get("Range", "")))
@@ -99,7 +104,7 @@ class Proxy:
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _forward
 
-        self.server, self.port = _serve(Handler)
+        self.server, self.port = serve(Handler)
         self.host = f"127.0.0.1:{self.port}"
 
     def _take_cut(self, method: str, path: str) -> int | None:
@@ -187,7 +192,7 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server, self.port = _serve(Handler)
+        self.server, self.port = serve(Handler)
 
     def registry_auth(self) -> dict:
         return {

@@ -13,18 +13,16 @@ import json
 import os
 import subprocess
 import tarfile
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from layerfs.images.sources import MAX_INDEX_DEPTH, MAX_MANIFEST, MAX_REFERENCES
 
+from .httpaux import QuietHandler, serve
 from .images import descriptor, make_image, sha256, write_oci_layout
 from .mounts import LAYERFS, assert_refused
-from .registry import free_port
 
 SECRET = b"root:$y$j9T$hostile-input-secret:19000:0:99999:7:::\n"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -235,12 +233,7 @@ class HostileRegistry:
         self.sent = 0
         registry = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 registry.seen.append(
                     (self.command, self.path, self.headers.get("Authorization", ""))
@@ -280,10 +273,7 @@ class HostileRegistry:
                     pass  # the client stopped reading: what a bounded client does
                 self.close_connection = True
 
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.port = serve(Handler)
 
     @property
     def host(self) -> str:

@@ -246,3 +246,28 @@ async def test_the_driver_follows_no_symlink_on_either_path(tmp_path: Path, use_
     assert (outside / "secret").read_bytes() == SECRET
     assert sorted(os.listdir(outside)) == ["secret"]
     shutil.rmtree(root)
+
+
+async def test_gc_sweeps_past_a_symlinked_layer_link(tmp_path: Path) -> None:
+    """The mark reads every manifest, so gc runs; its sweep meets a layer link that is
+    a symlink and leaves it, and still deletes what nothing references."""
+    from datetime import timedelta
+
+    from layerfs.storage import Registry, paths
+    from layerfs.storage.gc import GarbageCollector
+
+    root = tmp_path / "store"
+    driver = FilesystemDriver(root)
+    registry = Registry(driver)
+    kept = await registry.blobs.put(b"linked, through a symlink")
+    await registry.repository("app").layers.link(kept)
+    unreferenced = await registry.blobs.put(b"nobody names me")
+    link = root / paths.layer_link("app", kept).lstrip("/")
+    link.unlink()
+    link.symlink_to(tmp_path / "outside")
+    (tmp_path / "outside").write_bytes(SECRET)
+    result = await GarbageCollector(driver, grace=timedelta(0)).run()
+    assert result.complete
+    assert not await registry.blobs.exists(unreferenced)
+    assert link.is_symlink() and (tmp_path / "outside").read_bytes() == SECRET
+    assert any("symbolic link" in skipped for skipped in result.skipped), result.skipped

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..drivers import FilesystemDriver, StorageDriverError, driver_from_url
+from ..drivers import StorageDriverError, driver_from_url
 
 DEFAULT_STORE = "/var/lib/docker-registry"  # Debian docker-registry's rootdirectory
 
@@ -56,14 +56,11 @@ def open_store(store: str, s3: dict | None = None, existing: bool = False):  # t
     local path must already be a registry store, and nothing is created."""
     if "://" not in store and os.path.exists(store) and not os.path.isdir(store):
         raise click.UsageError(f"STORE {store} is not a directory")
-    if existing and "://" not in store:
-        why = not_a_store(store)
-        if why:
-            click.echo(f"layerfs: {store} is not a registry store: {why}", err=True)
-            sys.exit(STORE_FAILED)
-        return FilesystemDriver(store, create=False)
+    if existing and "://" not in store and (why := not_a_store(store)):
+        click.echo(f"layerfs: {store} is not a registry store: {why}", err=True)
+        sys.exit(STORE_FAILED)
     try:
-        return driver_from_url(store, s3)
+        return driver_from_url(store, s3, create=not existing)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 

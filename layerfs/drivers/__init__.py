@@ -47,10 +47,13 @@ __all__ = [
 ]
 
 
-def driver_from_url(store: str, s3: dict[str, Any] | None = None) -> StorageDriver:
+def driver_from_url(
+    store: str, s3: dict[str, Any] | None = None, create: bool = True
+) -> StorageDriver:
     """``memory://``, ``s3://BUCKET[/ROOTDIRECTORY]`` or a local directory. An S3
     store takes ``s3``'s endpoint, region, profile, part_size and timeout (else
-    ``LAYERFS_S3_TIMEOUT``), and the rest from the standard AWS environment and files."""
+    ``LAYERFS_S3_TIMEOUT``), and the rest from the standard AWS environment and files.
+    A local directory is made when missing, unless ``create`` is False."""
     if s3 and not store.startswith("s3://"):
         raise ValueError(f"{', '.join(sorted(s3))}: only for s3:// stores, not {store!r}")
     if store == "memory://":
@@ -65,4 +68,4 @@ def driver_from_url(store: str, s3: dict[str, Any] | None = None) -> StorageDriv
         return S3Driver(bucket, root, **options)
     if "://" in store:
         raise ValueError(f"unsupported store {store!r}: give a directory, s3:// or memory://")
-    return FilesystemDriver(store)
+    return FilesystemDriver(store, create=create)

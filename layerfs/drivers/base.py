@@ -59,6 +59,7 @@ class UnsafeEntryError(StorageDriverError):
         prefix = f"{driver}: " if driver else ""
         super().__init__(f"{prefix}{path}: {what}")
         self.path = path
+        self.what = what  # what it is and what was not done to it, for a report
 
 
 class StoreFullError(StorageDriverError):

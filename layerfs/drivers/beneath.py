@@ -10,9 +10,11 @@ touches is resolved here, one directory descriptor at a time:
   the way;
 - otherwise with ``openat(O_NOFOLLOW | O_DIRECTORY)`` at every component.
 
-The last component is never followed either: callers open it with ``O_NOFOLLOW``
-or look at it with ``fstatat(AT_SYMLINK_NOFOLLOW)``. A symlink anywhere gives
-:class:`SymlinkError` (an ``OSError`` with ``ELOOP``) naming the driver path.
+The last component is never followed either: :meth:`Beneath.open_file` opens it
+with ``O_NOFOLLOW`` (and ``O_NONBLOCK``, so a FIFO cannot hang the open) and takes
+only a regular file; other callers look at it with ``fstatat(AT_SYMLINK_NOFOLLOW)``.
+A symlink anywhere gives :class:`SymlinkError` (an ``OSError`` with ``ELOOP``), any
+other entry that is no file :class:`NotRegularError`, both naming the driver path.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import errno
 import os
 import platform
 import stat
+from collections.abc import Iterator
 from typing import ClassVar
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -44,7 +47,33 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class SymlinkError(OSError):
-    """A symbolic link (or another entry that is no file or directory) on a path."""
+    """A symbolic link on a path, or at its end."""
+
+
+class NotRegularError(OSError):
+    """A FIFO, socket or device where a file was asked for."""
+
+    def __init__(self, mode: int, shown: str) -> None:
+        self.kind = kind_of(mode)
+        super().__init__(errno.EACCES, self.kind, shown)
+
+
+def kind_of(mode: int) -> str:
+    """What an entry is, in words for a message."""
+    for test, word in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+    ):
+        if test(mode):
+            return word
+    return "a regular file" if stat.S_ISREG(mode) else "no file"
+
+
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _openat2(dir_fd: int, relative: str) -> int:
@@ -65,10 +94,13 @@ def _openat2(dir_fd: int, relative: str) -> int:
 def _probe_openat2() -> bool:
     if _SYS_OPENAT2 is None:
         return False
+    root = os.open("/", DIR_FLAGS)
     try:
-        os.close(_openat2(os.open("/", DIR_FLAGS), "."))
+        os.close(_openat2(root, "."))
     except OSError as exc:
         return exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EINVAL)
+    finally:
+        os.close(root)
     return True
 
 
@@ -97,11 +129,15 @@ class Beneath:
         if not parts:
             return root
         try:
-            if self.use_openat2 and not create:
+            if self.use_openat2:
                 try:
                     return _openat2(root, "/".join(parts))
+                except FileNotFoundError:
+                    if not create:
+                        raise
                 except OSError as exc:
                     raise self._refusal(exc, shown) from None
+            # no openat2, or directories to make: one component at a time
             return self._walk(root, parts, create, shown)
         finally:
             os.close(root)
@@ -110,6 +146,46 @@ class Beneath:
         """The descriptor of ``path``'s parent and its last component."""
         parts = path.strip("/").split("/")
         return self.open_dir(parts[:-1], create, path), parts[-1]
+
+    @contextlib.contextmanager
+    def parent(self, path: str, create: bool = False) -> Iterator[tuple[int, str]]:
+        """``open_parent``, closed when the block ends."""
+        fd, name = self.open_parent(path, create)
+        try:
+            yield fd, name
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def directory(self, parts: list[str]) -> Iterator[int]:
+        """``open_dir``, closed when the block ends."""
+        fd = self.open_dir(parts)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def open_file(self, path: str) -> int:
+        """A blocking read descriptor of the regular file at ``path``: a symlink is a
+        SymlinkError, a directory IsADirectoryError, anything else NotRegularError."""
+        with self.parent(path) as (parent, name):
+            try:
+                fd = os.open(name, _READ, dir_fd=parent)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise SymlinkError(errno.ELOOP, "a symbolic link, not followed", path) from None
+                raise
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "a directory", path)
+            if not stat.S_ISREG(mode):
+                raise NotRegularError(mode, path)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _walk(self, root: int, parts: list[str], create: bool, shown: str) -> int:
         fd = os.dup(root)

@@ -6,6 +6,7 @@ Every system call runs in a worker thread so the trio loop never waits on the di
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -35,7 +36,7 @@ from .base import (
     WriterClosedError,
     check_path,
 )
-from .beneath import Beneath, SymlinkError
+from .beneath import DIR_FLAGS, Beneath, NotRegularError, SymlinkError, kind_of
 
 T = TypeVar("T")
 
@@ -84,14 +85,13 @@ class FilesystemDriver(StorageDriver):
     async def statvfs(self) -> os.statvfs_result:
         return await _run(os.statvfs, self.root)
 
-    def full_path(self, path: str, allow_root: bool = False) -> str:
-        """The path a person would type for ``path`` (for messages; never opened)."""
-        check_path(path, self.name, allow_root)
-        return self.root if path == "/" else self.root + path
-
     def _error(self, path: str, exc: OSError) -> StorageDriverError:
+        if isinstance(exc, NotRegularError):
+            return UnsafeEntryError(path, f"{exc.kind}, not opened", self.name)
         if isinstance(exc, SymlinkError) or exc.errno == errno.ELOOP:
             return UnsafeEntryError(path, "a symbolic link, not followed", self.name)
+        if exc.errno == errno.EISDIR:
+            return StorageDriverError(f"{self.name}: {path} is a directory")
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):
             return PathNotFoundError(path, self.name)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -109,32 +109,16 @@ class FilesystemDriver(StorageDriver):
 
     # descriptors (worker threads only) -------------------------------------------
     def _open_file(self, path: str) -> int:
-        """A read descriptor of the regular file at ``path``. O_NONBLOCK keeps a FIFO
-        from hanging the open; the mode check then refuses it."""
-        check_path(path, self.name)
-        parent, name = self._beneath.open_parent(path)
+        """A read descriptor of the regular file at ``path``; a directory there is no
+        file (PathNotFoundError), as on every driver."""
         try:
-            fd = os.open(name, _READ | os.O_NONBLOCK, dir_fd=parent)
-        finally:
-            os.close(parent)
-        try:
-            mode = os.fstat(fd).st_mode
-            if statmode.S_ISDIR(mode):
-                raise PathNotFoundError(path, self.name)
-            if not statmode.S_ISREG(mode):
-                raise UnsafeEntryError(path, f"{_kind(mode)}, not opened", self.name)
-            os.set_blocking(fd, True)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            return self._beneath.open_file(check_path(path, self.name))
+        except IsADirectoryError:
+            raise PathNotFoundError(path, self.name) from None
 
     def _lstat(self, path: str) -> os.stat_result:
-        parent, name = self._beneath.open_parent(check_path(path, self.name))
-        try:
+        with self._beneath.parent(check_path(path, self.name)) as (parent, name):
             return os.stat(name, dir_fd=parent, follow_symlinks=False)
-        finally:
-            os.close(parent)
 
     # content -------------------------------------------------------------
     async def get_content(self, path: str) -> bytes:
@@ -152,24 +136,20 @@ class FilesystemDriver(StorageDriver):
         """A temporary file beside ``path``, fsynced, renamed over it, the directory
         fsynced: readers see the old bytes or the new. A symlink at ``path`` is
         replaced, never written through."""
-        parent, name = self._beneath.open_parent(path, create=True)
-        tmp = f"{name}.tmp-{uuid.uuid4().hex}"
-        try:
-            fd = os.open(tmp, _CREATE | os.O_EXCL, 0o666, dir_fd=parent)
+        with self._beneath.parent(path, create=True) as (parent, name):
+            tmp = f"{name}.tmp-{uuid.uuid4().hex}"
             try:
-                with open(fd, "wb", closefd=False) as f:
+                fd = os.open(tmp, _CREATE | os.O_EXCL, 0o666, dir_fd=parent)
+                with open(fd, "wb") as f:
                     f.write(content)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-            os.fsync(parent)
-        except BaseException:
-            with _suppress_oserror():
-                os.unlink(tmp, dir_fd=parent)
-            raise
-        finally:
-            os.close(parent)
+                    f.flush()
+                    os.fsync(fd)
+                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+                os.fsync(parent)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=parent)
+                raise
 
     async def digest_file(
         self, path: str, algorithm: str, progress: Callable[[int], None] | None = None
@@ -212,38 +192,24 @@ class FilesystemDriver(StorageDriver):
 
         def open_for_writing() -> tuple[int, int]:
             # appending never makes a directory or a file: the upload must be there
-            parent, name = self._beneath.open_parent(path, create=not append)
-            try:
+            with self._beneath.parent(path, create=not append) as (parent, name):
                 flags = (_WRITE if append else _CREATE | os.O_TRUNC) | os.O_NONBLOCK
                 fd = os.open(name, flags, 0o644, dir_fd=parent)
-            finally:
-                os.close(parent)
             mode = os.fstat(fd).st_mode
             if not statmode.S_ISREG(mode):
                 os.close(fd)
-                raise UnsafeEntryError(path, f"{_kind(mode)}, not written", self.name)
+                raise NotRegularError(mode, path)
             os.set_blocking(fd, True)
             return fd, os.lseek(fd, 0, os.SEEK_END)
 
-        try:
-            fd, size = await self._call(path, open_for_writing)
-        except PathNotFoundError:
-            raise
-        except StorageDriverError as exc:
-            if "Is a directory" in str(exc):
-                raise StorageDriverError(f"{self.name}: {path} is a directory") from None
-            raise
+        fd, size = await self._call(path, open_for_writing)
         return _FileWriter(
             fd, path, size, functools.partial(self._call, path), self._remove_quietly
         )
 
     def _remove_quietly(self, path: str) -> None:
-        with _suppress_oserror():
-            parent, name = self._beneath.open_parent(path)
-            try:
-                os.unlink(name, dir_fd=parent)
-            finally:
-                os.close(parent)
+        with contextlib.suppress(OSError), self._beneath.parent(path) as (parent, name):
+            os.unlink(name, dir_fd=parent)
 
     # metadata --------------------------------------------------------------
     async def stat(self, path: str) -> FileInfo:
@@ -252,7 +218,7 @@ class FilesystemDriver(StorageDriver):
             raise UnsafeEntryError(path, "a symbolic link, not followed", self.name)
         is_dir = statmode.S_ISDIR(st.st_mode)
         if not is_dir and not statmode.S_ISREG(st.st_mode):
-            raise UnsafeEntryError(path, f"{_kind(st.st_mode)}, not a file", self.name)
+            raise UnsafeEntryError(path, f"{kind_of(st.st_mode)}, not a file", self.name)
         return FileInfo(
             path,
             0 if is_dir else st.st_size,
@@ -265,11 +231,8 @@ class FilesystemDriver(StorageDriver):
         parts = [] if path == "/" else path.strip("/").split("/")
 
         def names() -> list[str]:
-            fd = self._beneath.open_dir(parts)
-            try:
+            with self._beneath.directory(parts) as fd:
                 return os.listdir(fd)
-            finally:
-                os.close(fd)
 
         try:
             found = await self._call(path, names)
@@ -292,8 +255,7 @@ class FilesystemDriver(StorageDriver):
         parts = [] if path == "/" else path.strip("/").split("/")
 
         def read() -> dict[str, list[FileInfo]]:
-            fd = self._beneath.open_dir(parts)
-            try:
+            with self._beneath.directory(parts) as fd:
                 tree = {path: _read_dir(fd, "" if path == "/" else path)}
                 seen = len(tree[path])
                 for info in tree[path]:
@@ -302,7 +264,7 @@ class FilesystemDriver(StorageDriver):
                     if info.is_dir:
                         name = info.path.rsplit("/", 1)[1]
                         try:
-                            child = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=fd)
+                            child = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
                         except OSError:
                             continue  # gone meanwhile, or swapped for a symlink
                         try:
@@ -311,8 +273,6 @@ class FilesystemDriver(StorageDriver):
                             os.close(child)
                         seen += len(tree[info.path])
                 return tree
-            finally:
-                os.close(fd)
 
         try:
             return await self._call(path, read)
@@ -326,18 +286,12 @@ class FilesystemDriver(StorageDriver):
         check_path(dest, self.name)
 
         def do_move() -> None:
-            src_dir, src_name = self._beneath.open_parent(source)
-            try:
+            with self._beneath.parent(source) as (src_dir, src_name):
                 src = os.stat(src_name, dir_fd=src_dir, follow_symlinks=False)
                 if statmode.S_ISLNK(src.st_mode):
                     raise UnsafeEntryError(source, "a symbolic link, not moved", self.name)
-                dst_dir, dst_name = self._beneath.open_parent(dest, create=True)
-                try:
+                with self._beneath.parent(dest, create=True) as (dst_dir, dst_name):
                     os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
-                finally:
-                    os.close(dst_dir)
-            finally:
-                os.close(src_dir)
 
         await self._call(source, do_move)
 
@@ -348,8 +302,7 @@ class FilesystemDriver(StorageDriver):
         check_path(path, self.name)
 
         def do_delete() -> None:
-            parent, name = self._beneath.open_parent(path)
-            try:
+            with self._beneath.parent(path) as (parent, name):
                 mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
                 if statmode.S_ISLNK(mode):
                     raise UnsafeEntryError(path, "a symbolic link, not deleted", self.name)
@@ -357,18 +310,12 @@ class FilesystemDriver(StorageDriver):
                     shutil.rmtree(name, dir_fd=parent)
                 else:
                     os.unlink(name, dir_fd=parent)
-            finally:
-                os.close(parent)
 
         await self._call(path, do_delete)
 
 
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = _WRITE | os.O_CREAT
-
-
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 def _read_dir(fd: int, prefix: str) -> list[FileInfo]:
@@ -389,28 +336,6 @@ def _read_dir(fd: int, prefix: str) -> list[FileInfo]:
             when = datetime.fromtimestamp(st.st_mtime, UTC)
             found.append(FileInfo(f"{prefix}/{entry.name}", size, when, is_dir, readable))
     return sorted(found, key=lambda info: info.path)
-
-
-def _kind(mode: int) -> str:
-    """What a non-regular entry is, in words for a message."""
-    for test, word in (
-        (statmode.S_ISLNK, "a symbolic link"),
-        (statmode.S_ISFIFO, "a FIFO"),
-        (statmode.S_ISSOCK, "a socket"),
-        (statmode.S_ISCHR, "a character device"),
-        (statmode.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return word
-    return "not a regular file"
-
-
-class _suppress_oserror:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ: type | None, exc: BaseException | None, tb: object) -> bool:
-        return typ is not None and issubclass(typ, OSError)
 
 
 class _FileReader(Reader):

@@ -132,7 +132,11 @@ class LinkFiles:
             repository = state.registry.repository(place.repository)
             named = None if place.kind == Kind.TAG_LINK else place.link_digest
             tag = place.fields.get("tag", "")
-            await repository.write_link(LAYOUT_KIND[place.kind], target, named, tag)
+            state.changed()
+            try:
+                await repository.write_link(LAYOUT_KIND[place.kind], target, named, tag)
+            finally:
+                state.changed()  # a listing read meanwhile may miss the link
         except Exception as exc:
             state.link_errors[place.parts] = f"{errno.errorcode[errno_of(exc)]}: {exc}"
             raise

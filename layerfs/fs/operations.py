@@ -41,8 +41,10 @@ H = TypeVar("H", bound=Callable[..., Any])
 
 
 def changes_the_store(handler: H) -> H:
-    """A handler that may change the store: what the mount listed is forgotten before
-    and after it, so no lookup answers from a listing older than the change."""
+    """A handler that may add, remove or rename entries of the store: what the mount
+    listed is forgotten before and after it, so no lookup answers from a listing older
+    than the change (a link file's content is stored by LinkFiles.apply, which does the
+    same; an upload's bytes are in no listing)."""
 
     @functools.wraps(handler)
     async def wrapper(self: Operations, *args: Any) -> Any:
@@ -120,7 +122,6 @@ class Operations(pyfuse3.Operations):
             self.state.inodes.forget(ino, count)
 
     @fuse_handler
-    @changes_the_store
     async def setattr(
         self,
         inode: int,
@@ -233,7 +234,6 @@ class Operations(pyfuse3.Operations):
         raise Refusal(errno.EBADF, "file is not open for writing")
 
     @fuse_handler
-    @changes_the_store
     async def flush(self, fh: int) -> None:
         handle = self.state.handles.get(fh)
         if isinstance(handle, UploadHandle):
@@ -242,12 +242,10 @@ class Operations(pyfuse3.Operations):
             await self.links.flush(handle)
 
     @fuse_handler
-    @changes_the_store
     async def fsync(self, fh: int, datasync: bool) -> None:
         await self.flush(fh)
 
     @fuse_handler
-    @changes_the_store
     async def release(self, fh: int) -> None:
         handle = self.state.handles.pop(fh)
         if isinstance(handle, StoreFileHandle):
@@ -328,14 +326,12 @@ class Operations(pyfuse3.Operations):
         return await self.xattrs.names(self._place(inode))
 
     @fuse_handler
-    @changes_the_store
     async def setxattr(
         self, inode: int, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
     ) -> None:
         self.xattrs.refuse_change()
 
     @fuse_handler
-    @changes_the_store
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         self.xattrs.refuse_change()
 

@@ -80,6 +80,7 @@ class UploadNames:
     ) -> None:
         self.registry, self.trusted, self.clock = registry, trusted, clock
         self._listings: dict[str, _Listing] = {}
+        self._generation = 0  # counts this mount's own changes, for reads under way
 
     async def by_name(self, repository: str) -> dict[str, str]:
         listing = self._listings.get(repository)
@@ -101,7 +102,7 @@ class UploadNames:
         self, repository: str, known: dict[str, str], read_at: float | None = None
     ) -> _Listing:
         uploads = self.registry.repository(repository).uploads
-        started = self.clock()
+        started, generation = self.clock(), self._generation
         ids = await uploads.ids()
         names = {i: known[i] for i in ids if i in known}
         limiter = trio.CapacityLimiter(self.READERS)
@@ -115,11 +116,13 @@ class UploadNames:
                 if upload_id not in names:
                     nursery.start_soon(read, upload_id)
         listing = _Listing(names, started if read_at is None else read_at)
-        self._listings[repository] = listing
+        if generation == self._generation:  # else this mount renamed or removed one meanwhile
+            self._listings[repository] = listing
         return listing
 
     def named(self, repository: str, upload_id: str, name: str) -> None:
         """This mount gave ``upload_id`` the name ``name`` (a create or a rename)."""
+        self._generation += 1
         listing = self._listings.get(repository)
         if listing is not None:
             listing.names[upload_id] = name
@@ -127,6 +130,7 @@ class UploadNames:
 
     def removed(self, repository: str, upload_id: str) -> None:
         """This mount removed ``upload_id`` (cancelled, finished, replaced)."""
+        self._generation += 1
         listing = self._listings.get(repository)
         if listing is not None and listing.names.pop(upload_id, None) is not None:
             listing.view = None
@@ -168,7 +172,7 @@ class UploadTable:
         if (await self.index.refresh_new(repository)).get(name) != upload.id:
             await self.forget(upload.id)
             await upload.cancel()
-            self.index.removed(repository, upload.id)
+            self.gone(repository, upload.id)
             return None
         return session
 
@@ -213,14 +217,27 @@ class UploadTable:
             if session.handles == 0 and self.sessions.get(session.upload.id) is session:
                 await self.forget(session.upload.id)
 
+    async def remove(self, repository: str, upload_id: str) -> None:
+        """Cancel an upload, open here or not."""
+        session = self.sessions.get(upload_id)
+        if session is not None:
+            await self.cancel(session)
+        else:
+            await self.registry.repository(repository).uploads.cancel(upload_id)
+            self.gone(repository, upload_id)
+
     async def cancel(self, session: UploadSession) -> None:
         """Remove the upload; handles still open on it get ESTALE from now on."""
         session.removed = True
         await self.forget(session.upload.id)
         await session.pipe.drain()
         await session.upload.cancel()
-        self.index.removed(session.repository, session.upload.id)
-        self.errors.pop(session.upload.id, None)
+        self.gone(session.repository, session.upload.id)
+
+    def gone(self, repository: str, upload_id: str) -> None:
+        """This mount removed or finished the upload: forget its name and last error."""
+        self.index.removed(repository, upload_id)
+        self.errors.pop(upload_id, None)
 
     async def forget(self, upload_id: str) -> None:
         session = self.sessions.pop(upload_id, None)

@@ -165,6 +165,7 @@ class MountState:
         self.uploads = UploadTable(self.registry, nursery, DIR_TIMEOUT, clock)
         self.listings: dict[str, Listing] = {}  # by the store path of the directory
         self._sweep_at = LISTINGS_KEPT
+        self._generation = 0  # counts this mount's changes, for listings read meanwhile
         self.created_dirs: set[Parts] = set()
         self.repository_marks: set[Parts] = set()
         self.pending_links: dict[Parts, LinkHandle] = {}
@@ -227,11 +228,14 @@ class MountState:
         listing = self._trusted_listing(store_path)
         if listing is None:
             self._forget_old_listings()
-            read_at = self.clock()
+            read_at, generation = self.clock(), self._generation
             tree = await self.driver.list_tree_infos(store_path, LISTING_AHEAD)
-            for directory, infos in tree.items():
-                self.listings[directory] = Listing({i.path: i for i in infos}, read_at)
-            listing = self.listings[store_path]
+            listings = {
+                d: Listing({i.path: i for i in infos}, read_at) for d, infos in tree.items()
+            }
+            if generation == self._generation:  # else this mount changed the store meanwhile
+                self.listings.update(listings)
+            listing = listings[store_path]
         return [path.rsplit("/", 1)[1] for path in listing.entries]
 
     def _forget_old_listings(self) -> None:
@@ -251,8 +255,10 @@ class MountState:
         return None
 
     def changed(self) -> None:
-        """This mount changed the store: what it listed may be out of date."""
+        """This mount changed the store: what it listed may be out of date, and so may
+        what a listing under way reads (it is then used once, not kept)."""
         self.listings.clear()
+        self._generation += 1
 
     def keep_visible(self, removed: Parts, repository: Parts) -> None:
         """Show the directories above a ``removed`` entry, up to and including its

@@ -173,14 +173,7 @@ class UploadFiles:
 
     # removing, renaming, finishing -----------------------------------------------------
     async def remove(self, place: Place) -> None:
-        upload_id = await self.upload_id(place)
-        session = self.table.sessions.get(upload_id)
-        if session is not None:
-            await self.table.cancel(session)
-        else:
-            await self.state.registry.repository(place.repository).uploads.cancel(upload_id)
-            self.table.index.removed(place.repository, upload_id)
-            self.table.errors.pop(upload_id, None)
+        await self.table.remove(place.repository, await self.upload_id(place))
         self.state.keep_visible(place.parts, place.repository_parts)
 
     async def rename(self, source: Place, target: Place, target_name: str, flags: int) -> None:
@@ -208,8 +201,7 @@ class UploadFiles:
                 await table.forget(upload_id)
             else:
                 await table.close_if_unused(session)
-        table.errors.pop(upload_id, None)
-        table.index.removed(source.repository, upload_id)
+        table.gone(source.repository, upload_id)
         log.info(
             "upload %s finished as %s (%d bytes) in %s",
             upload_id,

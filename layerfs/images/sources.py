@@ -8,18 +8,16 @@ chunk iterators that can start at an offset, so an interrupted blob resumes.
 from __future__ import annotations
 
 import abc
-import errno
 import hashlib
 import json
 import os
 import posixpath
-import stat
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..drivers.beneath import Beneath, SymlinkError
+from ..drivers.beneath import Beneath, NotRegularError, SymlinkError
 from ..storage.digest import Digest
 from ..storage.errors import RegistryError
 from ..storage.manifests import DOCKER_MANIFEST
@@ -118,28 +116,15 @@ def _read_fd_range(fd: int, what: str, start: int, size: int, offset: int) -> It
 
 def _open_beneath(beneath: Beneath, relative: str, what: str) -> int:
     """A read descriptor of the regular file ``relative`` below a layout directory,
-    reached without following any symbolic link."""
+    reached without following any symbolic link (``Beneath.open_file``)."""
     try:
-        parent, name = beneath.open_parent(relative)
-        try:
-            fd = os.open(name, _READ, dir_fd=parent)
-        finally:
-            os.close(parent)
+        return beneath.open_file(relative)
     except SymlinkError:
-        raise SourceError(f"{what}: a symbolic link on the way, not followed") from None
+        raise SourceError(f"{what}: a symbolic link, not followed") from None
+    except NotRegularError as exc:
+        raise SourceError(f"{what}: {exc.kind}, not a regular file") from None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise SourceError(f"{what}: a symbolic link, not followed") from None
         raise SourceError(f"{what}: {exc.strerror}") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise SourceError(f"{what}: not a regular file")
-    os.set_blocking(fd, True)
-    return fd
-
-
-_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def read_below(beneath: Beneath, relative: str, what: str, limit: int = MAX_MANIFEST) -> bytes:

@@ -183,7 +183,7 @@ class Fsck:
     async def _unsafe(self, exc: UnsafeEntryError) -> None:
         """A symbolic link or device where the layout has a file: reported, never
         followed, never removed (whoever put it there may still want it)."""
-        await self._found("unsafe-entry", exc.path, str(exc).rsplit(": ", 1)[-1])
+        await self._found("unsafe-entry", exc.path, exc.what)
 
     async def _list_blobs(self) -> list[_Blob]:
         found = []

@@ -115,7 +115,11 @@ class GarbageCollector:
             return self.result
         for name, digest in doomed_manifests:
             if (name, digest) not in self.visited:  # else a kept index of its own needs it
-                await self._delete_manifest(name, digest)
+                try:
+                    await self._delete_manifest(name, digest)
+                except UnsafeEntryError as exc:  # a symlink on the way: the manifest stays,
+                    self.result.skipped.append(str(exc))  # so what it references does too
+                    await self._mark_manifest(name, digest)
         repositories = await self.registry.repositories()  # pushes may have made more
         swept = await self._sweep_blobs(repositories)  # (and it adds those made since)
         for name in repositories:
@@ -183,7 +187,7 @@ class GarbageCollector:
 
     def _unreadable(self, what: str) -> None:
         self.result.unreadable.append(what)
-        log.error("unreadable manifest %s", what)
+        log.error("unreadable: %s", what)
 
     async def _odd(self, path: str, why: str) -> None:
         """A repository directory that cannot be entered (a symbolic link): what it
@@ -192,15 +196,14 @@ class GarbageCollector:
 
     # sweep -----------------------------------------------------------------------
     async def _delete_manifest(self, name: str, digest: Digest) -> None:
+        if not self.dry_run:
+            for tag in await self.registry.repository(name).tags.list():
+                entry = paths.tag_index_link(name, tag, digest).rsplit("/", 1)[0]
+                await self.driver.delete_if_present(entry)
+            revision = paths.manifest_revision_link(name, digest).rsplit("/", 1)[0]
+            await self.driver.delete_if_present(revision)
+            log.info("deleted manifest %s@%s", name, digest)
         self.result.deleted.append(Deletion("manifest", digest, name))
-        if self.dry_run:
-            return
-        for tag in await self.registry.repository(name).tags.list():
-            entry = paths.tag_index_link(name, tag, digest).rsplit("/", 1)[0]
-            await self.driver.delete_if_present(entry)
-        revision = paths.manifest_revision_link(name, digest).rsplit("/", 1)[0]
-        await self.driver.delete_if_present(revision)
-        log.info("deleted manifest %s@%s", name, digest)
 
     async def _sweep_blobs(self, repositories: list[str]) -> set[Digest]:
         swept = set()
@@ -266,6 +269,9 @@ class GarbageCollector:
                 target = await read_link(self.driver, link)
             except (PathNotFoundError, InvalidLinkError):
                 continue  # deleted through the API, or unreadable: fsck's business
+            except UnsafeEntryError as exc:  # a symlink: left for the operator (fsck names it)
+                self.result.skipped.append(str(exc))
+                continue
             if target in swept or not await self.blobs.exists(target):
                 self.result.deleted.append(Deletion("layer-link", digest, name))
                 if not self.dry_run:
@@ -273,8 +279,14 @@ class GarbageCollector:
                     log.info("deleted layer link %s@%s", name, digest)
 
     async def _younger_than_grace(self, path: str) -> bool:
+        """Whether ``path`` is younger than the grace; a symlink there has no age that
+        can be trusted, so what it names is kept as if it were young."""
         try:
             info = await self.driver.stat(path)
         except PathNotFoundError:
             return False
+        except UnsafeEntryError as exc:
+            self.result.skipped.append(str(exc))
+            log.warning("kept what %s names: %s", path, exc.what)
+            return True
         return info.mod_time.astimezone(UTC) > self.cutoff

@@ -53,7 +53,7 @@ async def _date_upload(driver: StorageDriver, name: str, upload_id: str) -> Uplo
     try:
         return await _date_known_upload(driver, name, upload_id)
     except UnsafeEntryError as exc:
-        await _leave_alone(paths.upload_dir(name, upload_id), str(exc).rsplit(": ", 1)[-1])
+        await _leave_alone(paths.upload_dir(name, upload_id), exc.what)
         return None
 
 

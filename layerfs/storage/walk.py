@@ -39,7 +39,7 @@ async def _entries(driver: StorageDriver, path: str, on_odd: OnOdd = _ignore) ->
     try:
         return sorted(await driver.list_if_present(path))
     except UnsafeEntryError as exc:
-        await on_odd(path, str(exc).rsplit(": ", 1)[-1])
+        await on_odd(path, exc.what)
         return []
 
 
