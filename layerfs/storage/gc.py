@@ -106,7 +106,7 @@ class GarbageCollector:
             try:
                 doomed_manifests += await self._mark_repository(name)
             except UnsafeEntryError as exc:
-                self._unreadable(f"{name}: {exc}")
+                self._unreadable(f"{name}: {exc}", "repository")
         if not self.result.complete:
             log.error(
                 "%d manifests or repositories could not be read; nothing deleted",
@@ -185,14 +185,14 @@ class GarbageCollector:
         for child in manifest.manifests:
             await self._mark_manifest(name, child.digest)
 
-    def _unreadable(self, what: str) -> None:
+    def _unreadable(self, what: str, kind: str = "manifest") -> None:
         self.result.unreadable.append(what)
-        log.error("unreadable: %s", what)
+        log.error("unreadable %s %s", kind, what)
 
     async def _odd(self, path: str, why: str) -> None:
         """A repository directory that cannot be entered (a symbolic link): what it
         holds is unknown, so nothing may be deleted."""
-        self._unreadable(f"{path}: {why}")
+        self._unreadable(f"{path}: {why}", "repository")
 
     # sweep -----------------------------------------------------------------------
     async def _delete_manifest(self, name: str, digest: Digest) -> None:
