@@ -19,7 +19,14 @@ sys.path.insert(0, str(ROOT))
 
 from scripts.bench_images import bench_images, print_images  # noqa: E402
 from scripts.bench_s3_clients import bench_clients, print_clients, timed_call  # noqa: E402
-from scripts.bench_scale import Scale, bench_scale, print_scale  # noqa: E402
+from scripts.bench_scale import (  # noqa: E402
+    Scale,
+    bench_scale,
+    bench_scale_s3,
+    print_scale,
+    print_scale_s3,
+    s3_scale,
+)
 from tests.mounts import Mount  # noqa: E402
 from tests.registry import DockerRegistry  # noqa: E402
 from tests.seaweed import SeaweedFS  # noqa: E402
@@ -341,6 +348,9 @@ def main() -> None:
         "--scale-blobs", type=int, default=50_000, help="blobs of the scale section (0: skip it)"
     )
     parser.add_argument("--scale-rounds", type=int, default=3)
+    parser.add_argument(
+        "--scale-s3-blobs", type=int, default=5_000, help="blobs of the S3 scale part (0: skip)"
+    )
     args = parser.parse_args()
     if args.no_local:
         with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-bench-") as tmp:
@@ -418,11 +428,14 @@ def main() -> None:
 
 def run_scale(args: argparse.Namespace) -> None:
     """The scale section, in a work directory of its own (its store is large)."""
-    if args.scale_blobs <= 0:
-        return
-    scale = Scale(blobs=args.scale_blobs, repositories=max(1, args.scale_blobs // 100))
-    with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-scale-") as tmp:
-        print_scale(bench_scale(Path(tmp), scale, args.scale_rounds), scale)
+    if args.scale_blobs > 0:
+        scale = Scale(blobs=args.scale_blobs, repositories=max(1, args.scale_blobs // 100))
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-scale-") as tmp:
+            print_scale(bench_scale(Path(tmp), scale, args.scale_rounds), scale)
+    if args.scale_s3_blobs > 0 and not args.no_s3:
+        small = s3_scale(args.scale_s3_blobs)
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-scale-s3-") as tmp:
+            print_scale_s3(bench_scale_s3(Path(tmp), small, args.scale_rounds), small)
 
 
 def run_other_sections(args: argparse.Namespace, work: Path) -> None:

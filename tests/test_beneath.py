@@ -48,7 +48,33 @@ OPERATIONS = {
     "move_to": lambda d, path: d.move("/source", path),
     "delete": lambda d, path: d.delete(path),
     "delete_parent": lambda d, path: d.delete(path.rsplit("/", 1)[0]),
+    # the batches of a whole-store pass (fsck, gc): an absent or unsafe path is a value
+    "get_contents": lambda d, path: _first(d.get_contents([path])),
+    "stat_many": lambda d, path: _first(d.stat_many([path])),
+    "list_tree": lambda d, path: _tree_below(d, path),
 }
+
+
+async def _first(batch):  # type: ignore[no-untyped-def]
+    """The one result of a batch, raised when it is an error (as the call would)."""
+    (result,) = await batch
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+async def _tree_below(driver: FilesystemDriver, path: str) -> None:
+    """list_tree from the store's top: the symlink is an odd entry, never entered,
+    and nothing is listed from beyond it."""
+    tree = await driver.list_tree("/", lambda _: True)
+    for entries in tree.values():
+        for entry in entries:
+            # the store's only regular file is /source: a "data" file came from outside
+            assert not (entry.path.endswith("/data") and not entry.odd), entry
+            assert not (entry.is_dir and entry.odd), entry
+    raise PathNotFoundError(path)  # listed without following anything: refused
+
+
 # With the symlink as the path's last component, these act on the link itself (its
 # directory is real): list it, replace it by a new file, or remove the tree holding it.
 ON_THE_LINK_ITSELF = {"list", "put_content", "move_to", "delete_parent"}

@@ -279,3 +279,49 @@ async def test_many_writers_at_once(driver: StorageDriver) -> None:
     for i in range(count):
         expected = b"".join(chunk_of(i * 100 + j, 64 << 10) for j in range(8))
         assert await driver.get_content(f"/many/{i:02d}/data") == expected
+
+
+async def test_get_contents_in_order_with_absent_ones_as_values(driver: StorageDriver) -> None:
+    await driver.put_content("/b/one", b"1")
+    await driver.put_content("/b/two", b"22")
+    await driver.put_content("/b/dir/x", b"x")
+    got = await driver.get_contents(["/b/two", "/b/missing", "/b/one", "/b/dir", "/b/two"])
+    assert got[0] == b"22" and got[2] == b"1" and got[4] == b"22"
+    assert isinstance(got[1], PathNotFoundError) and isinstance(got[3], PathNotFoundError)
+    assert await driver.get_contents([]) == []
+
+
+async def test_stat_many_in_order_with_absent_ones_as_values(driver: StorageDriver) -> None:
+    await driver.put_content("/s/f", b"12345")
+    got = await driver.stat_many(["/s/f", "/s/nothing", "/s/f"])
+    assert [i.size for i in (got[0], got[2])] == [5, 5]  # type: ignore[union-attr]
+    assert isinstance(got[1], PathNotFoundError)
+
+
+async def test_a_batch_larger_than_one_thread_takes(driver: StorageDriver) -> None:
+    paths = [f"/many/{i:04d}" for i in range(1500)]  # more than one filesystem batch
+    for path in paths[::100]:
+        await driver.put_content(path, path.encode())
+    got = await driver.get_contents(paths)
+    for path, content in zip(paths, got, strict=True):
+        if path in paths[::100]:
+            assert content == path.encode()
+        else:
+            assert isinstance(content, PathNotFoundError)
+
+
+async def test_list_tree_is_every_listing_below(driver: StorageDriver) -> None:
+    for path in ("/t/a/1", "/t/a/b/2", "/t/c", "/t/d/e/f/3", "/u/4"):
+        await driver.put_content(path, b".")
+    tree = await driver.list_tree("/t", lambda path: not path.endswith("/e"))
+    for directory in ("/t", "/t/a", "/t/a/b", "/t/d"):
+        assert [e.path for e in tree[directory]] == await driver.list(directory)
+        assert [e.is_dir for e in tree[directory]] == [
+            (await driver.stat(p)).is_dir for p in await driver.list(directory)
+        ]
+    assert not any(d == "/u" or d.startswith("/u/") for d in tree)
+    # below "/t/d/e" (not descended into) a driver may list or not, but truly
+    for directory in [d for d in tree if d.startswith("/t/d/e")]:
+        assert [e.path for e in tree[directory]] == await driver.list(directory)
+    with pytest.raises(PathNotFoundError):
+        await driver.list_tree("/missing", lambda _: True)

@@ -157,6 +157,29 @@ async def test_layerfs_made_store_is_clean(store: Store) -> None:
     assert "checked 5 blobs" in result.stdout and "1 uploads: 0 problems" in result.stdout
 
 
+async def test_no_data_hashes_nothing_and_checks_the_rest(store: Store) -> None:
+    """``--no-data``: a blob whose bytes were changed goes unseen; everything that
+    needs no hashing (a blob directory without data, a dangling link) is found."""
+    driver = store.driver()
+    blobs = Registry(driver).blobs
+    changed = await blobs.put(b"the original bytes")
+    await driver.put_content(paths.blob_data(changed), b"other bytes, same name")
+    emptied = await blobs.put(b"soon without data")
+    await driver.delete(paths.blob_data(emptied))
+    await driver.put_content(f"{paths.blob_dir(emptied)}/other", b"")
+    await driver.aclose()
+    everything = {("blob-corrupt", paths.blob_data(changed)),
+                  ("blob-no-data", paths.blob_dir(emptied))}  # fmt: skip
+
+    code, report = fsck_json(store)
+    assert code == 4 and {(f["kind"], f["path"]) for f in report["findings"]} == everything
+    code, report = fsck_json(store, "--no-data")
+    assert code == 4 and [(f["kind"], f["path"]) for f in report["findings"]] == [
+        ("blob-no-data", paths.blob_dir(emptied))
+    ]
+    assert report["checked"]["blobs"] == 1
+
+
 async def test_progress_bar_on_a_terminal(store_dir: Path) -> None:
     driver = FilesystemDriver(str(store_dir))
     repo = Registry(driver).repository("app/tty")

@@ -63,8 +63,13 @@ FSCK_CLEAN, FSCK_REPAIRED, FSCK_UNREPAIRED, FSCK_FAILED = 0, 1, 4, 8
 @click.option(
     "--workers", default=os.cpu_count() or 2, show_default=True, help="Blobs hashed at once."
 )
+@click.option(
+    "--no-data",
+    is_flag=True,
+    help="Do not hash the blobs: a blob with data counts as intact (a quick check).",
+)
 @click.argument("store")
-def fsck(store: str, repair: bool, as_json: bool, workers: int) -> None:
+def fsck(store: str, repair: bool, as_json: bool, workers: int, no_data: bool) -> None:
     """Check every blob, link, manifest and upload of STORE.
 
     Exit status: 0 clean, 1 all findings repaired, 4 findings left, 8 check failed."""
@@ -76,7 +81,9 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int) -> None:
     driver = open_store(store, existing=True)
     bar = _progress_bar(enabled=not as_json)
     try:
-        report = trio.run(run_fsck, driver, repair, workers, bar.update, _set_total(bar))
+        report = trio.run(
+            run_fsck, driver, repair, workers, bar.update, _set_total(bar), not no_data
+        )
     except StorageDriverError as exc:
         bar.close()
         click.echo(f"fsck failed: {exc}", err=True)

@@ -11,15 +11,19 @@ import abc
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple, TypeVar
 
 import trio
 
 HASH_CHUNK = 4 << 20
 LISTINGS_AT_ONCE = 16  # child directories listed at once by list_tree_infos
+REQUESTS_AT_ONCE = 16  # reads and stats in flight at once in a batch (get_contents etc.)
 PATH_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
+# PATH_RE with no "." or ".." component, in one match (checked on every driver call)
+_SAFE_PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)+")
 
 
 class StorageDriverError(Exception):
@@ -90,6 +94,24 @@ class FileInfo:
     readable: bool = True
 
 
+class TreeEntry(NamedTuple):
+    """One entry of ``list_tree``: a file, a directory, or ``odd`` (in words: "a
+    symbolic link", "a FIFO"), which is never entered or opened. (A tuple: a big
+    store has hundreds of thousands.)"""
+
+    path: str
+    is_dir: bool
+    odd: str = ""
+
+
+# list_tree asks it of each directory below the top: list this one too?
+Descend = Callable[[str], bool]
+T = TypeVar("T")
+# What a batch gives for a path that is not there, or not to be opened: the error as
+# a value, so that one missing link does not end the batch. Other errors raise.
+Absent = PathNotFoundError | UnsafeEntryError
+
+
 @dataclass(frozen=True)
 class PendingWrite:
     """A write a backend keeps (and may bill) until it is finished or aborted: on S3,
@@ -104,10 +126,8 @@ def check_path(path: str, driver: str = "", allow_root: bool = False) -> str:
     """Raise InvalidPathError unless ``path`` obeys distribution's path rule."""
     if allow_root and path == "/":
         return path
-    if not isinstance(path, str) or not PATH_RE.fullmatch(path):
-        raise InvalidPathError(str(path), driver)
-    if any(part in (".", "..") for part in path.split("/")):
-        raise InvalidPathError(path, driver)  # would name something outside the root
+    if not isinstance(path, str) or not _SAFE_PATH_RE.fullmatch(path):
+        raise InvalidPathError(str(path), driver)  # "..": would name something outside
     return path
 
 
@@ -272,6 +292,61 @@ class StorageDriver(abc.ABC):
                 nursery.start_soon(read, child)
         return tree
 
+    async def list_tree(self, path: str, descend: Descend) -> dict[str, list[TreeEntry]]:
+        """The entries of ``path`` and of every directory below it that ``descend``
+        admits (a driver may list more), by directory, each list in name order: a
+        whole walk in as few requests as the backend allows. A directory that cannot
+        be entered (a symbolic link) is an ``odd`` entry and is not listed."""
+        tree: dict[str, list[TreeEntry]] = {}
+        limiter = trio.CapacityLimiter(LISTINGS_AT_ONCE)
+
+        async def visit(directory: str, nursery: trio.Nursery) -> None:
+            async with limiter:
+                try:
+                    infos = await self.list_infos(directory)
+                except (PathNotFoundError, UnsafeEntryError):
+                    return
+            entries = [_tree_entry(info) for info in infos]
+            tree[directory] = entries
+            for entry in entries:
+                if entry.is_dir and descend(entry.path):
+                    nursery.start_soon(visit, entry.path, nursery)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(visit, path, nursery)
+        if path not in tree and path != "/":
+            await self.list(path)  # raises what keeps it from being listed
+        return tree
+
+    async def get_contents(self, paths: Sequence[str]) -> list[bytes | Absent]:
+        """``get_content`` of each path, in order: many small files (links,
+        manifests) at once, an absent one as its error."""
+        return await self._each(paths, self.get_content)
+
+    async def stat_many(self, paths: Sequence[str]) -> list[FileInfo | Absent]:
+        """``stat`` of each path, in order, an absent one as its error."""
+        return await self._each(paths, self.stat)
+
+    async def _each(
+        self, paths: Sequence[str], one: Callable[[str], Awaitable[T]]
+    ) -> list[T | Absent]:
+        """``one`` of every path, REQUESTS_AT_ONCE at a time (an object store answers
+        in parallel)."""
+        results: list[T | Absent] = [PathNotFoundError(p, self.name) for p in paths]
+        limiter = trio.CapacityLimiter(REQUESTS_AT_ONCE)
+
+        async def run(i: int) -> None:
+            async with limiter:
+                try:
+                    results[i] = await one(paths[i])
+                except (PathNotFoundError, UnsafeEntryError) as exc:
+                    results[i] = exc
+
+        async with trio.open_nursery() as nursery:
+            for i in range(len(paths)):
+                nursery.start_soon(run, i)
+        return results
+
     async def list_if_present(self, path: str) -> list[str]:
         """``list``, or nothing when ``path`` does not exist."""
         try:
@@ -346,3 +421,8 @@ class StorageDriver(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
         """Release connections or threads the driver holds."""
+
+
+def _tree_entry(info: FileInfo) -> TreeEntry:
+    odd = "" if info.readable else "an entry the driver will not open"
+    return TreeEntry(info.path, info.is_dir and info.readable, odd)

@@ -74,16 +74,21 @@ def kind_of(mode: int) -> str:
 
 
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_PATH = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _openat2(dir_fd: int, relative: str) -> int:
-    how = _OpenHow(DIR_FLAGS, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
-    fd = _libc.syscall(
-        _SYS_OPENAT2,
-        ctypes.c_int(dir_fd),
-        relative.encode(),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+_HOWS: dict[int, _OpenHow] = {}  # one open_how per set of flags, made once (and kept)
+
+
+def _openat2(dir_fd: int, relative: str, flags: int = DIR_FLAGS) -> int:
+    how = _HOWS.get(flags)
+    if how is None:
+        how = _HOWS[flags] = _OpenHow(flags, 0, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+    fd = _syscall(
+        _SYS_OPENAT2, dir_fd, relative.encode(), ctypes.addressof(how), ctypes.sizeof(how)
     )
     if fd < 0:
         code = ctypes.get_errno()
@@ -165,27 +170,70 @@ class Beneath:
         finally:
             os.close(fd)
 
-    def open_file(self, path: str) -> int:
+    def open_file(self, path: str, root: int | None = None) -> int:
         """A blocking read descriptor of the regular file at ``path``: a symlink is a
-        SymlinkError, a directory IsADirectoryError, anything else NotRegularError."""
-        with self.parent(path) as (parent, name):
-            try:
-                fd = os.open(name, _READ, dir_fd=parent)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise SymlinkError(errno.ELOOP, "a symbolic link, not followed", path) from None
-                raise
+        SymlinkError, a directory IsADirectoryError, anything else NotRegularError.
+        With ``root`` (a descriptor of the root, held across a batch of opens) and
+        openat2, the whole path is one system call."""
+        fd, _ = self._open_regular(path, root)
+        os.set_blocking(fd, True)
+        return fd
+
+    def read_file(self, path: str, root: int | None = None) -> bytes:
+        """The bytes of the regular file at ``path`` (as ``open_file``), read with
+        its size known: one read for a file that is not growing."""
+        fd, size = self._open_regular(path, root)
         try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
+            data = os.read(fd, size + 1)
+            if len(data) <= size:
+                return data
+            pieces = [data]  # it grew since the fstat: read on to its end
+            while piece := os.read(fd, 1 << 20):
+                pieces.append(piece)
+            return b"".join(pieces)
+        finally:
+            os.close(fd)
+
+    def _open_regular(self, path: str, root: int | None) -> tuple[int, int]:
+        """A non-blocking descriptor of a regular file (O_NONBLOCK, so a FIFO cannot
+        hang the open; for a regular file it changes nothing) and its size."""
+        try:
+            if root is not None and self.use_openat2:
+                fd = _openat2(root, path.lstrip("/"), _READ)
+            else:
+                with self.parent(path) as (parent, name):
+                    fd = os.open(name, _READ, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.EXDEV):
+                raise SymlinkError(errno.ELOOP, "a symbolic link, not followed", path) from None
+            exc.filename = path
+            raise
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError(errno.EISDIR, "a directory", path)
-            if not stat.S_ISREG(mode):
-                raise NotRegularError(mode, path)
-            os.set_blocking(fd, True)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularError(st.st_mode, path)
         except BaseException:
             os.close(fd)
             raise
-        return fd
+        return fd, st.st_size
+
+    def lstat(self, path: str, root: int | None = None) -> os.stat_result:
+        """The attributes of the entry at ``path`` itself (a symlink is not followed,
+        at the end or on the way). With ``root`` and openat2: one ``O_PATH`` open,
+        which the kernel lets name a symlink at the end and nothing on the way."""
+        if root is not None and self.use_openat2:
+            try:
+                fd = _openat2(root, path.lstrip("/"), _PATH)
+            except OSError as exc:
+                raise self._refusal(exc, path) from None
+            try:
+                return os.fstat(fd)
+            finally:
+                os.close(fd)
+        with self.parent(path) as (parent, name):
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
 
     def _walk(self, root: int, parts: list[str], create: bool, shown: str) -> int:
         fd = os.dup(root)

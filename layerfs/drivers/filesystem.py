@@ -23,6 +23,8 @@ from typing import TypeVar
 import trio
 
 from .base import (
+    Absent,
+    Descend,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -32,6 +34,7 @@ from .base import (
     StorageDriverError,
     StoreFullError,
     StoreReadOnlyError,
+    TreeEntry,
     UnsafeEntryError,
     WriterClosedError,
     check_path,
@@ -42,6 +45,8 @@ T = TypeVar("T")
 
 # digest_file reports progress after each step of this many bytes.
 MMAP_HASH_STEP = 16 << 20
+# Paths a batch (get_contents, stat_many) hands to one worker thread at a time.
+BATCH = 1024
 # Writes smaller than this are gathered before they go to a worker thread.
 WRITE_BUFFER = 1 << 20
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -108,25 +113,60 @@ class FilesystemDriver(StorageDriver):
             raise self._error(path, exc) from None
 
     # descriptors (worker threads only) -------------------------------------------
-    def _open_file(self, path: str) -> int:
+    def _open_file(self, path: str, root: int | None = None) -> int:
         """A read descriptor of the regular file at ``path``; a directory there is no
         file (PathNotFoundError), as on every driver."""
         try:
-            return self._beneath.open_file(check_path(path, self.name))
+            return self._beneath.open_file(check_path(path, self.name), root)
         except IsADirectoryError:
             raise PathNotFoundError(path, self.name) from None
 
-    def _lstat(self, path: str) -> os.stat_result:
-        with self._beneath.parent(check_path(path, self.name)) as (parent, name):
-            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+    def _read_whole(self, path: str, root: int | None = None) -> bytes:
+        try:
+            return self._beneath.read_file(check_path(path, self.name), root)
+        except IsADirectoryError:
+            raise PathNotFoundError(path, self.name) from None
+
+    def _lstat(self, path: str, root: int | None = None) -> os.stat_result:
+        return self._beneath.lstat(check_path(path, self.name), root)
 
     # content -------------------------------------------------------------
     async def get_content(self, path: str) -> bytes:
-        def read() -> bytes:
-            with open(self._open_file(path), "rb", closefd=True) as f:
-                return f.read()
+        return await self._call(path, functools.partial(self._read_whole, path))
 
-        return await self._call(path, read)
+    async def get_contents(self, paths: Sequence[str]) -> list[bytes | Absent]:
+        """BATCH files per worker thread, each opened with one ``openat2`` from a
+        descriptor of the root held for the batch."""
+        return await self._batch(paths, self._read_whole)
+
+    async def stat_many(self, paths: Sequence[str]) -> list[FileInfo | Absent]:
+        return await self._batch(paths, self._info)
+
+    async def _batch(self, paths: Sequence[str], one: Callable[[str, int], T]) -> list[T | Absent]:
+        """BATCH paths per worker thread, one thread after another (two threads at
+        once were slower: they contend for the interpreter more than they overlap)."""
+        results: list[T | Absent] = []
+        for start in range(0, len(paths), BATCH):
+            results += await _run(self._run_batch, paths[start : start + BATCH], one)
+        return results
+
+    def _run_batch(self, chunk: Sequence[str], one: Callable[[str, int], T]) -> list[T | Absent]:
+        root = self._beneath.open_root()
+        try:
+            done: list[T | Absent] = []
+            for path in chunk:
+                try:
+                    done.append(one(path, root))
+                except OSError as exc:
+                    error = self._error(path, exc)
+                    if not isinstance(error, Absent):
+                        raise error from None
+                    done.append(error)
+                except (PathNotFoundError, UnsafeEntryError) as exc:
+                    done.append(exc)
+            return done
+        finally:
+            os.close(root)
 
     async def put_content(self, path: str, content: bytes) -> None:
         check_path(path, self.name)
@@ -213,7 +253,10 @@ class FilesystemDriver(StorageDriver):
 
     # metadata --------------------------------------------------------------
     async def stat(self, path: str) -> FileInfo:
-        st = await self._call(path, functools.partial(self._lstat, path))
+        return await self._call(path, functools.partial(self._info, path))
+
+    def _info(self, path: str, root: int | None = None) -> FileInfo:
+        st = self._lstat(path, root)
         if statmode.S_ISLNK(st.st_mode):
             raise UnsafeEntryError(path, "a symbolic link, not followed", self.name)
         is_dir = statmode.S_ISDIR(st.st_mode)
@@ -274,6 +317,26 @@ class FilesystemDriver(StorageDriver):
                         seen += len(tree[info.path])
                 return tree
 
+        return await self._read_tree(path, read)
+
+    async def list_tree(self, path: str, descend: Descend) -> dict[str, list[TreeEntry]]:
+        """One worker thread walks the tree by directory descriptors (never through a
+        symlink), with the kinds ``readdir`` gives: no ``stat`` of each entry."""
+        check_path(path, self.name, allow_root=True)
+        parts = [] if path == "/" else path.strip("/").split("/")
+
+        def read() -> dict[str, list[TreeEntry]]:
+            tree: dict[str, list[TreeEntry]] = {}
+            with self._beneath.directory(parts) as fd:
+                _walk_tree(fd, "" if path == "/" else path, descend, tree)
+            return tree
+
+        return await self._read_tree(path, read)
+
+    async def _read_tree(
+        self, path: str, read: Callable[[], dict[str, list[T]]]
+    ) -> dict[str, list[T]]:
+        """``read`` in a worker thread; a store not made yet has an empty root."""
         try:
             return await self._call(path, read)
         except PathNotFoundError:
@@ -316,6 +379,37 @@ class FilesystemDriver(StorageDriver):
 
 _WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = _WRITE | os.O_CREAT
+
+
+def _walk_tree(fd: int, directory: str, descend: Descend, tree: dict[str, list[TreeEntry]]) -> None:
+    entries = []
+    with os.scandir(fd) as found:
+        for entry in found:
+            if ".tmp-" in entry.name:
+                continue
+            path = f"{directory}/{entry.name}"
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    entries.append(TreeEntry(path, True))
+                elif entry.is_file(follow_symlinks=False):
+                    entries.append(TreeEntry(path, False))
+                else:
+                    odd = kind_of(entry.stat(follow_symlinks=False).st_mode)
+                    entries.append(TreeEntry(path, False, f"{odd}, not followed"))
+            except FileNotFoundError:
+                continue  # gone meanwhile
+    entries.sort()  # by path: names in one directory are unique
+    tree[directory or "/"] = entries
+    for entry in entries:
+        if entry.is_dir and descend(entry.path):
+            try:
+                child = os.open(entry.path.rsplit("/", 1)[1], DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:
+                continue  # gone meanwhile, or swapped for a symlink
+            try:
+                _walk_tree(child, entry.path, descend, tree)
+            finally:
+                os.close(child)
 
 
 def _read_dir(fd: int, prefix: str) -> list[FileInfo]:

@@ -26,8 +26,10 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
 from .base import (
+    LISTINGS_AT_ONCE,
     BackendRequestError,
     BackendUnavailableError,
+    Descend,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -36,6 +38,7 @@ from .base import (
     Reader,
     StorageDriver,
     StorageDriverError,
+    TreeEntry,
     WriterClosedError,
     check_path,
 )
@@ -50,6 +53,7 @@ READ_AHEAD = 4
 DELETE_BATCH = 1000
 SMALL_OBJECT = 64 << 10  # get_content remembers objects up to this size...
 SMALL_OBJECTS_TOTAL = 4 << 20  # ...and this many bytes of them in all
+SPLIT_LEVELS = 3  # list_tree: levels listed with a delimiter to find prefixes to list at once
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 # Seconds one request may take in all, its retries included: a FUSE request on a
 # store that stopped answering gets EIO within about this long (-o timeout=).
@@ -425,14 +429,67 @@ class S3Driver(StorageDriver):
     async def _level(self, path: str) -> tuple[dict[str, dict], set[str]]:
         """The files (with their listing entries) and directories directly below
         ``path``, every page of them."""
+        files, children = await self._page_through(path, "/")
+        base = "" if path == "/" else path
+        key = self.key(path, allow_root=True)
+        prefix = key.rstrip("/") + "/" if key else ""
+        dirs = await self._drop_empty_dirs(set(children) - set(files), base, prefix)
+        if not dirs and not files and path != "/":
+            raise PathNotFoundError(path, self.name)
+        return files, dirs
+
+    async def list_tree(self, path: str, descend: Descend) -> dict[str, list[TreeEntry]]:
+        """In parallel by prefix: the first levels are listed with a delimiter until
+        there are LISTINGS_AT_ONCE prefixes (or SPLIT_LEVELS levels), then each
+        prefix's keys in one paginated listing without one, LISTINGS_AT_ONCE at a time.
+        Directories are made from the keys found, so an emptied prefix (which SeaweedFS
+        keeps listing) shows nowhere; ``descend`` prunes nothing, since every key
+        below a prefix comes in the same pages."""
+        files: dict[str, set[str]] = {}
+        frontier = [path]
+        limiter = trio.CapacityLimiter(LISTINGS_AT_ONCE)
+        for _ in range(SPLIT_LEVELS):
+            if len(frontier) >= LISTINGS_AT_ONCE:
+                break
+            deeper: list[str] = []
+
+            async def split(directory: str, deeper: list[str] = deeper) -> None:
+                async with limiter:
+                    found, prefixes = await self._page_through(directory, "/")
+                files.setdefault(directory, set()).update(found)
+                deeper += prefixes
+
+            async with trio.open_nursery() as nursery:
+                for directory in frontier:
+                    nursery.start_soon(split, directory)
+            frontier = deeper
+        keys: list[str] = []
+
+        async def flat(directory: str) -> None:
+            async with limiter:
+                keys.extend((await self._page_through(directory, ""))[0])
+
+        async with trio.open_nursery() as nursery:
+            for directory in frontier:
+                nursery.start_soon(flat, directory)
+        tree = _tree_of(path, [k for found in files.values() for k in found] + keys)
+        if path not in tree and path != "/":
+            raise PathNotFoundError(path, self.name)
+        return tree
+
+    async def _page_through(self, path: str, delimiter: str) -> tuple[dict[str, dict], list[str]]:
+        """The files below ``path`` (with their listing entries) and, with a
+        delimiter, the prefixes, every page of them."""
         key = self.key(path, allow_root=True)
         prefix = key.rstrip("/") + "/" if key else ""
         base = "" if path == "/" else path
-        children: set[str] = set()
         files: dict[str, dict] = {}
+        prefixes: list[str] = []
         token = None
         while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "Delimiter": "/"}
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            if delimiter:
+                kwargs["Delimiter"] = delimiter
             if token:
                 kwargs["ContinuationToken"] = token
             resp = await self.call(self.client.list_objects_v2, **kwargs)
@@ -441,14 +498,10 @@ class S3Driver(StorageDriver):
                 if name and not name.endswith("/"):  # not a folder entry (SeaweedFS)
                     files[f"{base}/{name}"] = item
             for common in resp.get("CommonPrefixes", []):
-                children.add(f"{base}/{common['Prefix'][len(prefix):].rstrip('/')}")
+                prefixes.append(f"{base}/{common['Prefix'][len(prefix):].rstrip('/')}")
             if not resp.get("IsTruncated"):
-                break
+                return files, prefixes
             token = resp["NextContinuationToken"]
-        dirs = await self._drop_empty_dirs(children - set(files), base, prefix)
-        if not dirs and not files and path != "/":
-            raise PathNotFoundError(path, self.name)
-        return files, dirs
 
     async def _holds_keys(self, prefix: str) -> bool:
         """Whether an object lives below ``prefix``; folder entries (keys ending in
@@ -858,3 +911,22 @@ class PartBody(io.RawIOBase):
         if end == len(piece):
             self._index, self._offset = self._index + 1, 0
         return out
+
+
+def _tree_of(top: str, files: list[str]) -> dict[str, list[TreeEntry]]:
+    """The directories (with their entries) that the file paths below ``top`` make."""
+    below: dict[str, dict[str, bool]] = {}  # "" is the root
+    base = "" if top == "/" else top
+    for path in files:
+        parent = path.rpartition("/")[0]
+        known = parent in below  # then so is the chain above it
+        below.setdefault(parent, {})[path] = False
+        while not known and len(parent) > len(base):
+            up = parent.rpartition("/")[0]
+            known = up in below
+            below.setdefault(up, {})[parent] = True
+            parent = up
+    return {
+        directory or "/": [TreeEntry(p, is_dir) for p, is_dir in sorted(entries.items())]
+        for directory, entries in below.items()
+    }

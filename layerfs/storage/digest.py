@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import InvalidDigestError, UnsupportedAlgorithmError
 
@@ -13,6 +13,7 @@ ALGORITHMS: dict[str, int] = {"sha256": 64, "sha384": 96, "sha512": 128}
 CANONICAL = "sha256"
 
 _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_HEX_RE = re.compile(r"[0-9a-f]+")
 
 
 def check_algorithm(algorithm: str) -> str:
@@ -21,8 +22,10 @@ def check_algorithm(algorithm: str) -> str:
     return algorithm
 
 
-@dataclass(frozen=True, order=True)
-class Digest:
+class Digest(NamedTuple):
+    """An algorithm and its lowercase hex. A tuple, not a dataclass: a pass over a
+    big store makes millions, and a tuple is made, hashed and compared in C."""
+
     algorithm: str
     hex: str
 
@@ -46,7 +49,7 @@ class Digest:
     def from_parts(cls, algorithm: str, hexpart: str) -> Digest:
         check_algorithm(algorithm)
         want = ALGORITHMS[algorithm]
-        if len(hexpart) != want or not re.fullmatch(r"[0-9a-f]+", hexpart):
+        if len(hexpart) != want or not _HEX_RE.fullmatch(hexpart):
             raise InvalidDigestError(
                 f"invalid {algorithm} digest {algorithm}:{hexpart}:"
                 f" want {want} lowercase hex characters"

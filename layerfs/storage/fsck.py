@@ -15,15 +15,16 @@ not read, since reading it would complete it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
-from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import HASH_CHUNK
 from . import paths, walk
 from .digest import CANONICAL, Digest
@@ -31,6 +32,7 @@ from .errors import InvalidLinkError, ManifestInvalidError
 from .hashstate import HashStateError, ResumableSha256
 from .links import decode_link
 from .manifests import Manifest, parse_manifest
+from .readahead import ReadAhead, Snapshot
 from .registry import Registry
 from .uploads import parse_started_at
 
@@ -38,6 +40,11 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 Fix = Callable[[], Awaitable[None]]
+
+SMALL_FILE = 256 << 10  # blobs and uploads up to this size are read in batches...
+BATCH_BYTES = 16 << 20  # ...of at most this many bytes (and BATCH_FILES files)
+BATCH_FILES = 512
+GROUP = 64  # repositories whose link files and manifests are read ahead together
 
 # Normal states of a store the registry writes, counted rather than reported.
 REGISTRY_STATES = {
@@ -118,8 +125,12 @@ class Fsck:
         workers: int = 2,
         progress: Progress | None = None,
         on_total: Callable[[int], None] | None = None,
+        check_data: bool = True,
     ) -> None:
         self.driver = driver
+        self.check_data = check_data  # False: a blob with data counts as good, unhashed
+        self.snapshot = Snapshot(driver, {})  # the store's listings, read by run
+        self.ahead = ReadAhead(driver)
         self.registry = Registry(driver)
         self.repair = repair
         self.workers = max(1, workers)
@@ -137,18 +148,28 @@ class Fsck:
 
     async def run(self) -> Report:
         self.pending = {w.path for w in await self.driver.pending_writes(paths.ROOT)}
+        self.snapshot = await Snapshot.read(self.driver)
         blobs = await self._list_blobs()
         uploads = await self._list_uploads()
         hashed = sum(u.size for u in uploads if u.states and u.readable)
-        self.on_total(sum(b.size for b in blobs) + hashed)
+        self.on_total((sum(b.size for b in blobs) if self.check_data else 0) + hashed)
         await self._check_blobs(blobs)
-        for name in await self.registry.repositories(self._odd):
-            self.report.repositories += 1
-            await self._check_repository(name)
+        names = await self.registry.repositories(self._odd, self.snapshot)
+        for start in range(0, len(names), GROUP):
+            group = names[start : start + GROUP]
+            await self._read_ahead(group)
+            for name in group:
+                self.report.repositories += 1
+                await self._check_repository(name)
+            self.ahead.forget()
         limiter = trio.CapacityLimiter(self.workers)
-        async with trio.open_nursery() as nursery:
-            for upload in uploads:
-                nursery.start_soon(self._check_upload, limiter, upload)
+        for start in range(0, len(uploads), BATCH_FILES):
+            batch = uploads[start : start + BATCH_FILES]
+            await self._read_uploads_ahead(batch)
+            async with trio.open_nursery() as nursery:
+                for upload in batch:
+                    nursery.start_soon(self._check_upload, limiter, upload)
+            self.ahead.forget()
         return self.report
 
     # bookkeeping -----------------------------------------------------------
@@ -174,7 +195,7 @@ class Fsck:
         self.report.registry_states[state] += 1
 
     async def _list(self, path: str) -> list[str]:
-        return sorted(await self.driver.list_if_present(path))
+        return sorted(await self.snapshot.list_if_present(path))
 
     # blobs -----------------------------------------------------------------
     async def _odd(self, path: str, why: str) -> None:
@@ -187,49 +208,81 @@ class Fsck:
 
     async def _list_blobs(self) -> list[_Blob]:
         found = []
-        for digest, blob_dir in await walk.blob_dirs(self.driver, self._odd):
-            blob = await self._blob_at(digest, blob_dir)
+        blob_dirs = []
+        for digest, blob_dir in await walk.blob_dirs(self.snapshot, self._odd):
+            if paths.blob_data(digest) in self.pending:
+                self._normal("write-in-progress")  # a copy under way, or cut short: no blob yet
+            else:
+                blob_dirs.append((digest, blob_dir))
+        infos = await self.driver.stat_many([f"{blob_dir}/data" for _, blob_dir in blob_dirs])
+        for (digest, blob_dir), info in zip(blob_dirs, infos, strict=True):
+            blob = await self._blob_at(digest, blob_dir, info)
             if blob is not None:
                 found.append(blob)
         return found
 
-    async def _blob_at(self, digest: Digest, blob_dir: str) -> _Blob | None:
-        if paths.blob_data(digest) in self.pending:
-            self._normal("write-in-progress")  # a copy under way, or cut short: no blob yet
-            return None
-        try:
-            info = await self.driver.stat(paths.blob_data(digest))
-        except PathNotFoundError:
+    async def _blob_at(
+        self, digest: Digest, blob_dir: str, info: FileInfo | Exception
+    ) -> _Blob | None:
+        if isinstance(info, PathNotFoundError):
             await self._found("blob-no-data", blob_dir, "blob directory without data", blob_dir)
             return None
-        except UnsafeEntryError as exc:
+        if isinstance(info, UnsafeEntryError):
             self.unsafe_blobs.add(digest)
-            await self._unsafe(exc)
+            await self._unsafe(info)
             return None
-        return _Blob(digest, paths.blob_data(digest), info.size)
+        assert isinstance(info, FileInfo)
+        return _Blob(digest, info.path, info.size)
 
     async def _check_blobs(self, blobs: list[_Blob]) -> None:
+        """Hash every blob: small ones read in batches and hashed in a worker thread,
+        large ones one at a time by the driver (in place on a local disk);
+        ``workers`` of either at once."""
+        if not self.check_data:
+            for blob in blobs:
+                await self._judge(blob, blob.digest.hex)
+            return
         limiter = trio.CapacityLimiter(self.workers)
+        small = [b for b in blobs if b.size <= SMALL_FILE]
 
         async def check(blob: _Blob) -> None:
             async with limiter:
                 actual = await self._hash(blob.path, blob.digest.algorithm)
-            self.report.blobs += 1
-            self.report.blob_bytes += blob.size
-            if actual == blob.digest.hex:
-                self.good_blobs.add(blob.digest)
-                return
-            self.corrupt_blobs.add(blob.digest)
-            await self._found(
-                "blob-corrupt",
-                blob.path,
-                f"content hashes to {blob.digest.algorithm}:{actual}, not {blob.digest}",
-                paths.blob_dir(blob.digest),
-            )
+            await self._judge(blob, actual)
+
+        async def check_batch(batch: list[_Blob]) -> None:
+            async with limiter:
+                contents = await self.driver.get_contents([b.path for b in batch])
+                hashes = await trio.to_thread.run_sync(_hash_each, batch, contents)
+            for blob, actual in zip(batch, hashes, strict=True):
+                if isinstance(actual, UnsafeEntryError):
+                    self.unsafe_blobs.add(blob.digest)
+                    await self._unsafe(actual)
+                elif isinstance(actual, str):
+                    self.progress(blob.size)
+                    await self._judge(blob, actual)
+                # else gone since it was listed (a gc beside us): neither good nor corrupt
 
         async with trio.open_nursery() as nursery:
+            for batch in _batches(small):
+                nursery.start_soon(check_batch, batch)
             for blob in blobs:
-                nursery.start_soon(check, blob)
+                if blob.size > SMALL_FILE:
+                    nursery.start_soon(check, blob)
+
+    async def _judge(self, blob: _Blob, actual: str) -> None:
+        self.report.blobs += 1
+        self.report.blob_bytes += blob.size
+        if actual == blob.digest.hex:
+            self.good_blobs.add(blob.digest)
+            return
+        self.corrupt_blobs.add(blob.digest)
+        await self._found(
+            "blob-corrupt",
+            blob.path,
+            f"content hashes to {blob.digest.algorithm}:{actual}, not {blob.digest}",
+            paths.blob_dir(blob.digest),
+        )
 
     async def _hash(self, path: str, algorithm: str) -> str:
         return await self.driver.digest_file(path, algorithm, self.progress)
@@ -240,7 +293,7 @@ class Fsck:
         or after reporting it as unreadable."""
         self.report.links += 1
         try:
-            content = await self.driver.get_content(path)
+            content = await self.ahead.get(path)
         except PathNotFoundError:
             self._normal("deleted-link")
             return None
@@ -256,7 +309,7 @@ class Fsck:
 
     async def _link_dirs(self, directory: str) -> list[tuple[Digest, str]]:
         """``<alg>/<hex>`` directories below ``directory`` (odd names reported)."""
-        return await walk.digest_dirs(self.driver, directory, self._odd)
+        return await walk.digest_dirs(self.snapshot, directory, self._odd)
 
     async def _links(self, directory: str) -> list[tuple[Digest, str, Digest]]:
         """(digest, link directory, target) of each usable link below
@@ -278,6 +331,29 @@ class Fsck:
             else:
                 found.append((digest, entry, target))
         return found
+
+    async def _read_ahead(self, names: list[str]) -> None:
+        """Every link file of these repositories, then the manifests their revisions
+        name: a few batched reads where the checks read one file at a time."""
+        links = []
+        for name in names:
+            for directory in (paths.layers_dir(name), paths.manifest_revisions(name)):
+                links += [f"{e}/link" for _, e in await walk.digest_dirs(self.snapshot, directory)]
+            for tag_dir in await self._list(paths.tags_dir(name)):
+                links.append(f"{tag_dir}/current/link")
+                index = await walk.digest_dirs(self.snapshot, f"{tag_dir}/index")
+                links += [f"{e}/link" for _, e in index]
+        await self.ahead.fetch(links)
+        manifests = set()
+        for name in names:
+            revisions = await walk.digest_dirs(self.snapshot, paths.manifest_revisions(name))
+            for _, entry in revisions:
+                content = self.ahead.peek(f"{entry}/link")
+                try:
+                    manifests.add(paths.blob_data(decode_link(entry, content or b"")))
+                except InvalidLinkError:
+                    continue  # reported when it is read
+        await self.ahead.fetch(manifests)
 
     async def _check_repository(self, name: str) -> None:
         await self._check_layer_links(name)
@@ -318,7 +394,7 @@ class Fsck:
         """The parsed manifest; True for a kind we only carry (an unknown type); None
         when it was reported as broken."""
         try:
-            payload = await self.driver.get_content(paths.blob_data(digest))
+            payload = await self.ahead.get(paths.blob_data(digest))
         except UnsafeEntryError:
             return None  # reported with the blobs
         try:
@@ -379,7 +455,7 @@ class Fsck:
         path = f"{tag_dir}/current/link"
         self.report.links += 1
         try:
-            current = decode_link(path, await self.driver.get_content(path))
+            current = decode_link(path, await self.ahead.get(path))
         except UnsafeEntryError as exc:
             await self._unsafe(exc)
         except PathNotFoundError:
@@ -395,30 +471,38 @@ class Fsck:
     # uploads -----------------------------------------------------------------
     async def _list_uploads(self) -> list[_Upload]:
         found = []
-        for name in await self.registry.repositories():  # odd ones reported with the rest
-            for upload_id in await walk.upload_ids(self.driver, name, self._odd):
+        # odd repository directories are reported with the rest
+        for name in await self.registry.repositories(walk.log_odd, self.snapshot):
+            ids = await walk.upload_ids(self.snapshot, name, self._odd)
+            infos = await self.driver.stat_many([paths.upload_data(name, i) for i in ids])
+            for upload_id, info in zip(ids, infos, strict=True):
                 data = paths.upload_data(name, upload_id)
                 readable = data not in self.pending  # else reading would complete it
                 if not readable:
                     self._normal("write-in-progress")
-                try:
-                    size, has_data = (await self.driver.stat(data)).size, True
-                except PathNotFoundError:
-                    size, has_data = 0, False
-                except UnsafeEntryError as exc:
-                    await self._unsafe(exc)
+                if isinstance(info, UnsafeEntryError):
+                    await self._unsafe(info)
                     continue
+                size, has_data = (info.size, True) if isinstance(info, FileInfo) else (0, False)
                 states = await self._hash_states(name, upload_id)
                 found.append(_Upload(name, upload_id, size, states, has_data, readable))
         return found
+
+    async def _read_uploads_ahead(self, uploads: list[_Upload]) -> None:
+        """The start times and hash states of these uploads, and the data of the small
+        ones with states (what their checks read)."""
+        wanted = [paths.upload_started_at(u.repository, u.id) for u in uploads]
+        wanted += [path for u in uploads if u.readable for path in u.states.values()]
+        await self.ahead.fetch(wanted)
+        small = [u for u in uploads if u.states and u.readable and 0 < u.size <= SMALL_FILE]
+        for batch in _batches(small):
+            await self.ahead.fetch(paths.upload_data(u.repository, u.id) for u in batch)
 
     async def _check_upload(self, limiter: trio.CapacityLimiter, upload: _Upload) -> None:
         self.report.uploads += 1
         where = paths.upload_dir(upload.repository, upload.id)
         try:
-            started = await self.driver.get_content(
-                paths.upload_started_at(upload.repository, upload.id)
-            )
+            started = await self.ahead.get(paths.upload_started_at(upload.repository, upload.id))
             parse_started_at(started)
         except UnsafeEntryError as exc:
             await self._unsafe(exc)
@@ -463,7 +547,7 @@ class Fsck:
         async def odd(path: str, why: str) -> None:
             await self._found("upload-bad-hashstate", path, why, path)
 
-        return await walk.hash_states(self.driver, name, upload_id, odd)
+        return await walk.hash_states(self.snapshot, name, upload_id, odd)
 
     async def _check_states(self, upload: _Upload) -> None:
         """Hash the data once, comparing each stored state at its offset."""
@@ -471,7 +555,7 @@ class Fsck:
         pending = sorted(upload.states.items())
         data = paths.upload_data(upload.repository, upload.id)
         try:
-            async for chunk in self.driver.read_all(data, chunk=HASH_CHUNK):
+            async for chunk in self._chunks(data):
                 self.progress(len(chunk))
                 view = memoryview(chunk)
                 while view:
@@ -492,6 +576,16 @@ class Fsck:
         for _ in pending:
             self._normal("state-beyond-data")
 
+    async def _chunks(self, data: str) -> AsyncIterator[bytes]:
+        """The upload's bytes: as read ahead (a small upload), or streamed."""
+        ahead = self.ahead.peek(data)
+        if ahead is not None:
+            await self.ahead.get(data)
+            yield ahead
+            return
+        async for chunk in self.driver.read_all(data, chunk=HASH_CHUNK):
+            yield chunk
+
     async def _check_states_unread(self, upload: _Upload) -> None:
         """The states of data that cannot be read without changing the store (an S3
         multipart upload not completed): each must parse, name its own offset and lie
@@ -506,7 +600,7 @@ class Fsck:
         """A stored state against the hash of the first ``offset`` bytes (None: the
         bytes are not known, so only the state's own offset is checked)."""
         try:
-            stored = ResumableSha256.unmarshal(await self.driver.get_content(path))
+            stored = ResumableSha256.unmarshal(await self.ahead.get(path))
         except UnsafeEntryError as exc:
             await self._unsafe(exc)
             return
@@ -525,6 +619,28 @@ class Fsck:
             )
 
 
+def _batches(blobs: list[_Blob] | list[_Upload]) -> list[list]:
+    """Consecutive runs of at most BATCH_FILES files and BATCH_BYTES bytes."""
+    batches: list[list] = []
+    size = BATCH_BYTES
+    for blob in blobs:
+        if not batches or size + blob.size > BATCH_BYTES or len(batches[-1]) >= BATCH_FILES:
+            batches.append([])
+            size = 0
+        batches[-1].append(blob)
+        size += blob.size
+    return batches
+
+
+def _hash_each(blobs: list[_Blob], contents: list[bytes | Exception]) -> list[str | Exception]:
+    """The hex digest of each blob's bytes (or the error that kept them from being
+    read), in a worker thread."""
+    return [
+        hashlib.new(b.digest.algorithm, c).hexdigest() if isinstance(c, bytes) else c
+        for b, c in zip(blobs, contents, strict=True)
+    ]
+
+
 def _json_object(payload: bytes) -> dict | None:
     try:
         doc = json.loads(payload)
@@ -539,5 +655,6 @@ async def fsck(
     workers: int = 2,
     progress: Progress | None = None,
     on_total: Callable[[int], None] | None = None,
+    check_data: bool = True,
 ) -> Report:
-    return await Fsck(driver, repair, workers, progress, on_total).run()
+    return await Fsck(driver, repair, workers, progress, on_total, check_data).run()

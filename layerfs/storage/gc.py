@@ -34,16 +34,18 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
-from . import paths
+from . import paths, walk
 from .digest import Digest
-from .errors import InvalidLinkError, RegistryError
-from .links import read_link
+from .errors import BlobUnknownError, InvalidLinkError, RegistryError
+from .links import decode_link
 from .manifests import parse_manifest
+from .readahead import ReadAhead, Snapshot, layout_dirs, marked_dirs, repository_dirs
 from .registry import Registry
 
 log = logging.getLogger(__name__)
 
 STAT_CONCURRENCY = 16  # link stats in flight while a blob is checked again
+GROUP = 64  # repositories whose link files and manifests are read ahead together
 
 
 @dataclass(frozen=True)
@@ -99,14 +101,24 @@ class GarbageCollector:
         self.result = GcResult()
         # (repository, manifest) pairs marked so far, kept indexes' children among them
         self.visited: set[tuple[str, Digest]] = set()
+        self.ahead = ReadAhead(driver)
+        self.snapshot = Snapshot(driver, {})  # the listings of the store, read by run
+        self.listed: set[Digest] = set()  # the blobs in it
 
     async def run(self) -> GcResult:
+        descend = layout_dirs if self.delete_untagged else marked_dirs
+        self.snapshot = await Snapshot.read(self.driver, paths.ROOT, descend)
         doomed_manifests: list[tuple[str, Digest]] = []
-        for name in await self.registry.repositories(self._odd):
-            try:
-                doomed_manifests += await self._mark_repository(name)
-            except UnsafeEntryError as exc:
-                self._unreadable(f"{name}: {exc}", "repository")
+        names = await self.registry.repositories(self._odd, self.snapshot)
+        for start in range(0, len(names), GROUP):
+            group = names[start : start + GROUP]
+            await self._read_ahead(group)
+            for name in group:
+                try:
+                    doomed_manifests += await self._mark_repository(name)
+                except UnsafeEntryError as exc:
+                    self._unreadable(f"{name}: {exc}", "repository")
+            self.ahead.forget()
         if not self.result.complete:
             log.error(
                 "%d manifests or repositories could not be read; nothing deleted",
@@ -120,13 +132,42 @@ class GarbageCollector:
                 except UnsafeEntryError as exc:  # a symlink on the way: the manifest stays,
                     self.result.skipped.append(str(exc))  # so what it references does too
                     await self._mark_manifest(name, digest)
-        repositories = await self.registry.repositories()  # pushes may have made more
-        swept = await self._sweep_blobs(repositories)  # (and it adds those made since)
-        for name in repositories:
-            await self._sweep_layer_links(name, swept)
+        # pushes may have made more repositories (and the sweep adds those made since)
+        now = await Snapshot.read(self.driver, paths.REPOSITORIES, repository_dirs)
+        repositories = await self.registry.repositories(walk.log_odd, now)
+        swept = await self._sweep_blobs(repositories)
+        for start in range(0, len(repositories), GROUP):
+            group = repositories[start : start + GROUP]
+            links = []
+            for name in group:
+                layers = await walk.digest_dirs(self.snapshot, paths.layers_dir(name))
+                links += [f"{entry}/link" for _, entry in layers]
+            await self.ahead.fetch(links)
+            for name in group:
+                await self._sweep_layer_links(name, swept)
+            self.ahead.forget()
         return self.result
 
     # mark ------------------------------------------------------------------------
+    async def _read_ahead(self, names: list[str]) -> None:
+        """The revision links (and, to delete untagged ones, the tags) of these
+        repositories, then the manifests they name: a few batched reads."""
+        links = []
+        for name in names:
+            revisions = paths.manifest_revisions(name)
+            links += [f"{e}/link" for _, e in await walk.digest_dirs(self.snapshot, revisions)]
+            if self.delete_untagged:
+                tags = await walk.names(self.snapshot, paths.tags_dir(name))
+                links += [paths.tag_current_link(name, tag) for tag in tags]
+        await self.ahead.fetch(links)
+        manifests = set()
+        for link in links:
+            try:
+                manifests.add(paths.blob_data(decode_link(link, self.ahead.peek(link) or b"")))
+            except InvalidLinkError:
+                continue  # reported when it is read
+        await self.ahead.fetch(manifests)
+
     async def _mark_repository(self, name: str) -> list[tuple[str, Digest]]:
         """Mark what the repository's kept manifests reference; return the untagged
         manifests to delete (when asked to)."""
@@ -148,10 +189,11 @@ class GarbageCollector:
         directory whose link was deleted is no manifest; a link that cannot be read
         is an unreadable manifest."""
         found = []
-        for digest in await self.registry.repository(name).manifests.digests():
-            link = paths.manifest_revision_link(name, digest)
+        revisions = await walk.digest_dirs(self.snapshot, paths.manifest_revisions(name))
+        for digest, entry in revisions:
+            link = f"{entry}/link"
             try:
-                found.append(await read_link(self.driver, link))
+                found.append(decode_link(link, await self.ahead.get(link)))
             except PathNotFoundError:
                 continue  # deleted through the API: the registry's collector skips it too
             except InvalidLinkError as exc:
@@ -159,12 +201,12 @@ class GarbageCollector:
         return found
 
     async def _tagged(self, name: str) -> set[Digest]:
-        tags = self.registry.repository(name).tags
         tagged = set()
-        for tag in await tags.list():
+        for tag in await walk.names(self.snapshot, paths.tags_dir(name), walk.log_odd):
+            link = paths.tag_current_link(name, tag)
             try:
-                tagged.add(await tags.resolve(tag))
-            except RegistryError:
+                tagged.add(decode_link(link, await self.ahead.get(link)))
+            except (RegistryError, PathNotFoundError):
                 continue  # an odd or broken tag names nothing
         return tagged
 
@@ -176,7 +218,10 @@ class GarbageCollector:
         self.visited.add((name, digest))
         self.result.marked.add(digest)
         try:
-            manifest = parse_manifest(await self.blobs.get(digest))
+            manifest = parse_manifest(await self.ahead.get(paths.blob_data(digest)))
+        except PathNotFoundError:
+            self._unreadable(f"{name}@{digest}: {BlobUnknownError(digest)}")
+            return
         except RegistryError as exc:
             self._unreadable(f"{name}@{digest}: {exc}")
             return
@@ -206,8 +251,11 @@ class GarbageCollector:
         self.result.deleted.append(Deletion("manifest", digest, name))
 
     async def _sweep_blobs(self, repositories: list[str]) -> set[Digest]:
+        """Blobs listed before the mark and not marked (one pushed since is not
+        listed, so not swept)."""
         swept = set()
-        for digest in await self.blobs.digests():
+        self.listed = {digest for digest, _ in await walk.blob_dirs(self.snapshot)}
+        for digest in sorted(self.listed, key=lambda d: (d.algorithm, d.hex)):
             if digest in self.result.marked:
                 continue
             await self.before_blob_check(digest)
@@ -263,16 +311,17 @@ class GarbageCollector:
         return bool(new) and await self._blob_is_young(digest, new, data=False)
 
     async def _sweep_layer_links(self, name: str, swept: set[Digest]) -> None:
-        for digest in await self.registry.repository(name).layers.digests():
-            link = paths.layer_link(name, digest)
+        for digest, entry in await walk.digest_dirs(self.snapshot, paths.layers_dir(name)):
+            link = f"{entry}/link"
             try:
-                target = await read_link(self.driver, link)
+                target = decode_link(link, await self.ahead.get(link))
             except (PathNotFoundError, InvalidLinkError):
                 continue  # deleted through the API, or unreadable: fsck's business
             except UnsafeEntryError as exc:  # a symlink: left for the operator (fsck names it)
                 self.result.skipped.append(str(exc))
                 continue
-            if target in swept or not await self.blobs.exists(target):
+            listed = target in self.listed and target not in swept
+            if not listed and (target in swept or not await self.blobs.exists(target)):
                 self.result.deleted.append(Deletion("layer-link", digest, name))
                 if not self.dry_run:
                     await self.driver.delete_if_present(link.rsplit("/", 1)[0])

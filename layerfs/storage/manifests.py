@@ -96,7 +96,12 @@ def _descriptors(doc: dict, key: str) -> tuple[Descriptor, ...]:
     raw = doc.get(key)
     if not isinstance(raw, list):
         raise ManifestInvalidError(f"manifest has no {key!r} list")
-    return tuple(_descriptor(item, f"{key}[{i}]") for i, item in enumerate(raw))
+    try:
+        return tuple(_descriptor(item, key) for item in raw)
+    except ManifestInvalidError:  # again, to name the entry: only on the way to an error
+        for i, item in enumerate(raw):
+            _descriptor(item, f"{key}[{i}]")
+        raise
 
 
 def _schema1(doc: dict) -> Manifest:

@@ -262,13 +262,16 @@ class Registry:
     def repository(self, name: str) -> Repository:
         return Repository(self.driver, self.blobs, name)
 
-    async def repositories(self, on_odd: walk.OnOdd = walk.log_odd) -> list[str]:
+    async def repositories(
+        self, on_odd: walk.OnOdd = walk.log_odd, lister: walk.Lister | None = None
+    ) -> list[str]:
         """Names of directories holding ``_layers``, ``_manifests`` or ``_uploads``.
         A directory that cannot be entered (a symbolic link) goes to ``on_odd``."""
         found: list[str] = []
+        source = lister or self.driver
 
         async def visit(prefix: str) -> None:
-            children = await walk.names(self.driver, f"{paths.REPOSITORIES}{prefix}", on_odd)
+            children = await walk.names(source, f"{paths.REPOSITORIES}{prefix}", on_odd)
             if any(c.startswith("_") for c in children):
                 found.append(prefix.lstrip("/"))
             for child in children:

@@ -1,18 +1,20 @@
 """The walks of the store, one each: blob directories, digest directories below a
 link directory, upload directories, an upload's hash states and uploads by name.
 
-Every walk returns what fits the layout (``paths.LAYOUT``) in lexical order and hands
-each entry that does not to ``on_odd`` with the reason: fsck reports them, the other
-callers leave them alone. Nothing here changes the store.
+Each walk lists with a :class:`Lister`: the driver itself, or a snapshot of it that
+a whole-store pass read in one go. Every walk returns what fits the layout
+(``paths.LAYOUT``) in lexical order and hands each entry that does not to ``on_odd``
+with the reason: fsck reports them, the other callers leave them alone.
+Nothing here changes the store.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from ..drivers import StorageDriver, UnsafeEntryError
+from ..drivers import UnsafeEntryError
 from . import paths
 from .digest import ALGORITHMS, CANONICAL, Digest
 from .errors import InvalidDigestError
@@ -21,6 +23,14 @@ if TYPE_CHECKING:
     from .uploads import UploadStore
 
 OnOdd = Callable[[str, str], Awaitable[None]]
+
+
+class Lister(Protocol):
+    """What the walks list with: a driver, or a ``readahead.Snapshot`` of one."""
+
+    async def list_if_present(self, path: str) -> list[str]: ...
+
+
 log = logging.getLogger(__name__)
 
 
@@ -33,7 +43,7 @@ async def log_odd(path: str, why: str) -> None:
     log.warning("ignoring %s: %s", path, why)
 
 
-async def _entries(driver: StorageDriver, path: str, on_odd: OnOdd = _ignore) -> list[str]:
+async def _entries(driver: Lister, path: str, on_odd: OnOdd = _ignore) -> list[str]:
     """The entries of ``path``; one that cannot be listed (a symbolic link, never
     followed) is odd and holds nothing."""
     try:
@@ -43,7 +53,7 @@ async def _entries(driver: StorageDriver, path: str, on_odd: OnOdd = _ignore) ->
         return []
 
 
-async def names(driver: StorageDriver, path: str, on_odd: OnOdd = _ignore) -> list[str]:
+async def names(driver: Lister, path: str, on_odd: OnOdd = _ignore) -> list[str]:
     """The names of ``path``'s entries (see ``_entries``)."""
     return [_name(entry) for entry in await _entries(driver, path, on_odd)]
 
@@ -52,7 +62,7 @@ def _name(path: str) -> str:
     return path.rsplit("/", 1)[1]
 
 
-async def blob_dirs(driver: StorageDriver, on_odd: OnOdd = _ignore) -> list[tuple[Digest, str]]:
+async def blob_dirs(driver: Lister, on_odd: OnOdd = _ignore) -> list[tuple[Digest, str]]:
     """Every ``blobs/<alg>/<hh>/<hex>`` directory with the digest it names."""
     found = []
     for alg_dir in await _entries(driver, paths.BLOBS, on_odd):
@@ -75,7 +85,7 @@ async def blob_dirs(driver: StorageDriver, on_odd: OnOdd = _ignore) -> list[tupl
 
 
 async def digest_dirs(
-    driver: StorageDriver, directory: str, on_odd: OnOdd = _ignore
+    driver: Lister, directory: str, on_odd: OnOdd = _ignore
 ) -> list[tuple[Digest, str]]:
     """Every ``<alg>/<hex>`` directory below ``directory`` (``_layers``, revisions, a
     tag's index) with the digest it names; its ``link`` may be missing."""
@@ -92,7 +102,7 @@ async def digest_dirs(
     return found
 
 
-async def upload_ids(driver: StorageDriver, repository: str, on_odd: OnOdd = _ignore) -> list[str]:
+async def upload_ids(driver: Lister, repository: str, on_odd: OnOdd = _ignore) -> list[str]:
     """The ids of the upload directories of ``repository``."""
     found = []
     for entry in await _entries(driver, paths.uploads_dir(repository), on_odd):
@@ -104,7 +114,7 @@ async def upload_ids(driver: StorageDriver, repository: str, on_odd: OnOdd = _ig
 
 
 async def hash_states(
-    driver: StorageDriver, repository: str, upload_id: str, on_odd: OnOdd = _ignore
+    driver: Lister, repository: str, upload_id: str, on_odd: OnOdd = _ignore
 ) -> dict[int, str]:
     """An upload's sha256 hash states by the offset they were stored at."""
     states = {}

@@ -1,0 +1,113 @@
+"""What a pass over the whole store (fsck, gc) reads ahead, so that it costs a few
+batched requests instead of one per directory and one per link file.
+
+- :class:`Snapshot`: every listing the walks need, from one ``driver.list_tree``
+  (one worker thread on a local disk, prefixes listed in parallel on S3). It answers
+  ``list_if_present`` as the driver would at the moment it was read; a directory it
+  did not descend into (a blob or link directory, which holds one file) is asked of
+  the driver.
+- :class:`ReadAhead`: small files (link files, manifests) fetched in batches by
+  ``driver.get_contents`` before the checks that read them one by one; each is
+  handed out once, and anything not read ahead is read from the driver then.
+
+Both only read. A pass that deletes looks at what it deletes again first (gc's grace
+check), so a snapshot a little old never makes it delete what is in use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers.base import Absent, Descend, TreeEntry
+from . import paths
+
+# A directory named by a digest's hex holds only ``data`` or ``link``: not listed.
+_DIGEST_HEX = re.compile(r"[0-9a-f]{32,}")
+
+
+def layout_dirs(path: str) -> bool:
+    """``list_tree``'s ``descend`` for the layout: every directory a walk lists, not
+    the blob and link directories (a digest's hex) nor a tag's ``current``."""
+    name = path.rsplit("/", 1)[1]
+    return name != "current" and not _DIGEST_HEX.fullmatch(name)
+
+
+def marked_dirs(path: str) -> bool:
+    """``descend`` for a mark that reads no tags: ``layout_dirs`` but for the tags'
+    own directories and the uploads."""
+    return layout_dirs(path) and not path.endswith(("/_uploads", "/_manifests/tags"))
+
+
+def repository_dirs(path: str) -> bool:
+    """``descend`` for finding repositories: not into ``_layers`` and the like."""
+    return not path.rsplit("/", 1)[1].startswith("_")
+
+
+class Snapshot:
+    """The listings below ``top`` as one ``list_tree`` found them."""
+
+    def __init__(self, driver: StorageDriver, tree: dict[str, list[TreeEntry]]) -> None:
+        self.driver = driver
+        self.tree = tree
+        self.odd = {e.path: e.odd for entries in tree.values() for e in entries if e.odd}
+        self.kind = {e.path: e.is_dir for entries in tree.values() for e in entries}
+
+    @classmethod
+    async def read(
+        cls, driver: StorageDriver, top: str = paths.ROOT, descend: Descend = layout_dirs
+    ) -> Snapshot:
+        try:
+            return cls(driver, await driver.list_tree(top, descend))
+        except PathNotFoundError:
+            return cls(driver, {})
+        except UnsafeEntryError as exc:  # the top itself cannot be entered
+            snapshot = cls(driver, {})
+            snapshot.odd[top] = exc.what
+            return snapshot
+
+    async def list_if_present(self, path: str) -> list[str]:
+        """As ``driver.list_if_present``: the child paths, nothing for a path that is
+        absent or a file, UnsafeEntryError for one that cannot be entered."""
+        entries = self.tree.get(path)
+        if entries is not None:
+            return [e.path for e in entries]
+        if path in self.odd:
+            raise UnsafeEntryError(path, self.odd[path], self.driver.name)
+        if not self.kind.get(path, path.rpartition("/")[0] not in self.tree):
+            return []  # its directory was listed: absent here, or a file
+        return await self.driver.list_if_present(path)  # not descended into, or outside
+
+
+class ReadAhead:
+    """Small files read in batches, each handed out once by ``get``."""
+
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+        self.read: dict[str, bytes | Absent] = {}
+
+    async def fetch(self, wanted: Iterable[str]) -> None:
+        """Read these files now (those not held already)."""
+        batch = sorted({p for p in wanted if p not in self.read})
+        if batch:
+            self.read.update(zip(batch, await self.driver.get_contents(batch), strict=True))
+
+    def peek(self, path: str) -> bytes | None:
+        """What was read ahead of ``path`` (None: nothing, or it was absent)."""
+        found = self.read.get(path)
+        return found if isinstance(found, bytes) else None
+
+    async def get(self, path: str) -> bytes:
+        """As ``driver.get_content``, from what was read ahead where it was."""
+        found = self.read.pop(path, None)
+        if found is None:
+            return await self.driver.get_content(path)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def forget(self) -> None:
+        """Drop what was read ahead and not asked for (bounds the memory of a pass
+        that reads ahead group by group)."""
+        self.read.clear()
