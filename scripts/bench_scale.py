@@ -182,12 +182,12 @@ def bench_scale_s3(work: Path, scale: Scale, rounds: int = 3) -> dict[str, objec
     on the same bucket."""
     store = work / "s3-scale-store"
     blobs = generate(store, scale)
-    gateway = SeaweedFS(work / "s3-scale-seaweed", volume_mib=1024, volumes=4).start()
+    gateway = SeaweedFS(work / "s3-scale-seaweed").start()
     try:
         bucket = gateway.create_bucket("scale")
         client = gateway.client()
         files = [p for p in store.rglob("*") if p.is_file()]
-        with ThreadPoolExecutor(16) as pool:
+        with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda p: client.upload_file(
                 str(p), bucket, f"{S3_PREFIX}/{p.relative_to(store)}"), files))  # fmt: skip
         results: dict[str, object] = {"blobs": blobs, "keys": len(files), "rounds": rounds}

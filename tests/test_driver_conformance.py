@@ -325,3 +325,24 @@ async def test_list_tree_is_every_listing_below(driver: StorageDriver) -> None:
         assert [e.path for e in tree[directory]] == await driver.list(directory)
     with pytest.raises(PathNotFoundError):
         await driver.list_tree("/missing", lambda _: True)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 8192])
+async def test_list_tree_infos_agrees_with_list_infos(driver: StorageDriver, limit: int) -> None:
+    """Whatever way a driver reads ahead (on S3, one listing without a delimiter when
+    the keys fit in ``limit``), each listing it gives is ``list_infos`` of that
+    directory; on an object store, a directory emptied by deletes shows nowhere."""
+    for path in ("/r/a/1", "/r/a/b/2", "/r/c", "/r/gone/x", "/r/d/e/3"):
+        await driver.put_content(path, b"12")
+    await driver.delete("/r/gone/x")
+    tree = await driver.list_tree_infos("/r", limit)
+    assert {"/r/a", "/r/c", "/r/d"} <= {i.path for i in tree["/r"]}
+    for directory, infos in tree.items():
+        want = await driver.list_infos(directory)
+        assert [(i.path, i.is_dir, i.size) for i in infos] == [
+            (i.path, i.is_dir, i.size) for i in want
+        ], directory
+    if driver.name == "s3":  # no directories of their own: gone with their last key
+        assert "/r/gone" not in {i.path for i in tree["/r"]}
+        with pytest.raises(PathNotFoundError):
+            await driver.list_tree_infos("/r/gone", limit)

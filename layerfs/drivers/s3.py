@@ -429,7 +429,7 @@ class S3Driver(StorageDriver):
     async def _level(self, path: str) -> tuple[dict[str, dict], set[str]]:
         """The files (with their listing entries) and directories directly below
         ``path``, every page of them."""
-        files, children = await self._page_through(path, "/")
+        files, children, _ = await self._page_through(path, "/")
         base = "" if path == "/" else path
         key = self.key(path, allow_root=True)
         prefix = key.rstrip("/") + "/" if key else ""
@@ -455,7 +455,7 @@ class S3Driver(StorageDriver):
 
             async def split(directory: str, deeper: list[str] = deeper) -> None:
                 async with limiter:
-                    found, prefixes = await self._page_through(directory, "/")
+                    found, prefixes, _ = await self._page_through(directory, "/")
                 files.setdefault(directory, set()).update(found)
                 deeper += prefixes
 
@@ -477,9 +477,35 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(path, self.name)
         return tree
 
-    async def _page_through(self, path: str, delimiter: str) -> tuple[dict[str, dict], list[str]]:
+    async def list_tree_infos(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
+        """When the keys below ``path`` number at most ``limit``: one paginated listing
+        without a delimiter, every directory below made from the keys (so an emptied
+        prefix, which SeaweedFS keeps listing, shows nowhere, with no request to check
+        it). Otherwise ``path``'s own level and its children's, in parallel."""
+        if limit > 0:
+            files, _, complete = await self._page_through(path, "", stop_after=limit)
+            if complete:
+                now = datetime.now(UTC)
+                tree = {
+                    directory: [
+                        FileInfo(p, 0, now, True)
+                        if is_dir
+                        else FileInfo(p, files[p]["Size"], files[p]["LastModified"], False)
+                        for p, is_dir in entries
+                    ]
+                    for directory, entries in _dirs_of(path, list(files)).items()
+                }
+                if path not in tree and path != "/":
+                    raise PathNotFoundError(path, self.name)
+                return tree or {path: []}
+        return await super().list_tree_infos(path, limit)
+
+    async def _page_through(
+        self, path: str, delimiter: str, stop_after: int = 0
+    ) -> tuple[dict[str, dict], list[str], bool]:
         """The files below ``path`` (with their listing entries) and, with a
-        delimiter, the prefixes, every page of them."""
+        delimiter, the prefixes, every page of them, or (with ``stop_after``) the
+        pages up to that many keys; whether every page was read."""
         key = self.key(path, allow_root=True)
         prefix = key.rstrip("/") + "/" if key else ""
         base = "" if path == "/" else path
@@ -490,6 +516,8 @@ class S3Driver(StorageDriver):
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
             if delimiter:
                 kwargs["Delimiter"] = delimiter
+            if stop_after:
+                kwargs["MaxKeys"] = min(1000, stop_after)
             if token:
                 kwargs["ContinuationToken"] = token
             resp = await self.call(self.client.list_objects_v2, **kwargs)
@@ -500,7 +528,9 @@ class S3Driver(StorageDriver):
             for common in resp.get("CommonPrefixes", []):
                 prefixes.append(f"{base}/{common['Prefix'][len(prefix):].rstrip('/')}")
             if not resp.get("IsTruncated"):
-                return files, prefixes
+                return files, prefixes, True
+            if stop_after and len(files) + len(prefixes) >= stop_after:
+                return files, prefixes, False
             token = resp["NextContinuationToken"]
 
     async def _holds_keys(self, prefix: str) -> bool:
@@ -915,6 +945,15 @@ class PartBody(io.RawIOBase):
 
 def _tree_of(top: str, files: list[str]) -> dict[str, list[TreeEntry]]:
     """The directories (with their entries) that the file paths below ``top`` make."""
+    return {
+        directory: [TreeEntry(p, is_dir) for p, is_dir in entries]
+        for directory, entries in _dirs_of(top, files).items()
+    }
+
+
+def _dirs_of(top: str, files: list[str]) -> dict[str, list[tuple[str, bool]]]:
+    """Each directory the file paths below ``top`` make, with its entries (path, is a
+    directory) in name order."""
     below: dict[str, dict[str, bool]] = {}  # "" is the root
     base = "" if top == "/" else top
     for path in files:
@@ -926,7 +965,4 @@ def _tree_of(top: str, files: list[str]) -> dict[str, list[TreeEntry]]:
             known = up in below
             below.setdefault(up, {})[parent] = True
             parent = up
-    return {
-        directory or "/": [TreeEntry(p, is_dir) for p, is_dir in sorted(entries.items())]
-        for directory, entries in below.items()
-    }
+    return {directory or "/": sorted(entries.items()) for directory, entries in below.items()}
