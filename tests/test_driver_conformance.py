@@ -311,8 +311,8 @@ async def test_a_batch_larger_than_one_thread_takes(driver: StorageDriver) -> No
 
 
 async def test_list_tree_is_every_listing_below(driver: StorageDriver) -> None:
-    for path in ("/t/a/1", "/t/a/b/2", "/t/c", "/t/d/e/f/3", "/u/4"):
-        await driver.put_content(path, b".")
+    for i, path in enumerate(("/t/a/1", "/t/a/b/2", "/t/c", "/t/d/e/f/3", "/u/4")):
+        await driver.put_content(path, b"." * i)
     tree = await driver.list_tree("/t", lambda path: not path.endswith("/e"))
     for directory in ("/t", "/t/a", "/t/a/b", "/t/d"):
         assert [e.path for e in tree[directory]] == await driver.list(directory)
@@ -320,6 +320,10 @@ async def test_list_tree_is_every_listing_below(driver: StorageDriver) -> None:
             (await driver.stat(p)).is_dir for p in await driver.list(directory)
         ]
     assert not any(d == "/u" or d.startswith("/u/") for d in tree)
+    for entries in tree.values():  # a size given is the file's; -1: not given
+        for entry in entries:
+            if entry.size >= 0:
+                assert not entry.is_dir and entry.size == (await driver.stat(entry.path)).size
     # below "/t/d/e" (not descended into) a driver may list or not, but truly
     for directory in [d for d in tree if d.startswith("/t/d/e")]:
         assert [e.path for e in tree[directory]] == await driver.list(directory)

@@ -102,6 +102,7 @@ class TreeEntry(NamedTuple):
     path: str
     is_dir: bool
     odd: str = ""
+    size: int = -1  # a file's size where the listing gave it (S3); -1: ask ``stat``
 
 
 # list_tree asks it of each directory below the top: list this one too?
@@ -425,4 +426,5 @@ class StorageDriver(abc.ABC):
 
 def _tree_entry(info: FileInfo) -> TreeEntry:
     odd = "" if info.readable else "an entry the driver will not open"
-    return TreeEntry(info.path, info.is_dir and info.readable, odd)
+    size = info.size if info.readable and not info.is_dir else -1
+    return TreeEntry(info.path, info.is_dir and info.readable, odd, size)

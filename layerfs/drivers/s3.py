@@ -288,7 +288,7 @@ class S3Driver(StorageDriver):
         known = self._small.get(key)
         condition = {"IfNoneMatch": known[0]} if known else {}
         try:
-            resp = await self.call(self.client.get_object, Bucket=self.bucket, Key=key, **condition)
+            resp, data = await self.call(self._get_whole, Bucket=self.bucket, Key=key, **condition)
         except _NotModified:
             if known is None:
                 raise BackendRequestError(f"s3: {key}: 304 to a GET without a condition") from None
@@ -296,10 +296,14 @@ class S3Driver(StorageDriver):
         except PathNotFoundError:
             self._small.forget(key)
             raise PathNotFoundError(path, self.name) from None
-        data = await self.call(resp["Body"].read)
         self.bytes_read += len(data)
         self._small.remember(key, resp.get("ETag"), data)
         return data
+
+    def _get_whole(self, **request: Any) -> tuple[dict, bytes]:
+        """GET an object and read its body in the same worker thread (one hop)."""
+        resp = self.client.get_object(**request)
+        return resp, resp["Body"].read()
 
     async def put_content(self, path: str, content: bytes) -> None:
         key, content = self.key(path), bytes(content)
@@ -445,7 +449,7 @@ class S3Driver(StorageDriver):
         Directories are made from the keys found, so an emptied prefix (which SeaweedFS
         keeps listing) shows nowhere; ``descend`` prunes nothing, since every key
         below a prefix comes in the same pages."""
-        files: dict[str, set[str]] = {}
+        files: dict[str, int] = {}  # every file found, with its size
         frontier = [path]
         limiter = trio.CapacityLimiter(LISTINGS_AT_ONCE)
         for _ in range(SPLIT_LEVELS):
@@ -456,23 +460,23 @@ class S3Driver(StorageDriver):
             async def split(directory: str, deeper: list[str] = deeper) -> None:
                 async with limiter:
                     found, prefixes, _ = await self._page_through(directory, "/")
-                files.setdefault(directory, set()).update(found)
+                files.update((p, item["Size"]) for p, item in found.items())
                 deeper += prefixes
 
             async with trio.open_nursery() as nursery:
                 for directory in frontier:
                     nursery.start_soon(split, directory)
             frontier = deeper
-        keys: list[str] = []
 
         async def flat(directory: str) -> None:
             async with limiter:
-                keys.extend((await self._page_through(directory, ""))[0])
+                found = (await self._page_through(directory, ""))[0]
+            files.update((p, item["Size"]) for p, item in found.items())
 
         async with trio.open_nursery() as nursery:
             for directory in frontier:
                 nursery.start_soon(flat, directory)
-        tree = _tree_of(path, [k for found in files.values() for k in found] + keys)
+        tree = _tree_of(path, files)
         if path not in tree and path != "/":
             raise PathNotFoundError(path, self.name)
         return tree
@@ -943,12 +947,14 @@ class PartBody(io.RawIOBase):
         return out
 
 
-def _tree_of(top: str, files: list[str]) -> dict[str, list[TreeEntry]]:
-    """The directories (with their entries) that the file paths below ``top`` make."""
+def _tree_of(top: str, files: dict[str, int]) -> dict[str, list[TreeEntry]]:
+    """The directories (with their entries) that the files below ``top`` (with their
+    sizes) make."""
     return {
-        directory: [TreeEntry(p, is_dir) for p, is_dir in entries]
-        for directory, entries in _dirs_of(top, files).items()
-    }
+        directory: [TreeEntry(p, True) if is_dir else TreeEntry(p, False, "", files[p])
+                    for p, is_dir in entries]
+        for directory, entries in _dirs_of(top, list(files)).items()
+    }  # fmt: skip
 
 
 def _dirs_of(top: str, files: list[str]) -> dict[str, list[tuple[str, bool]]]:

@@ -53,6 +53,8 @@ class Snapshot:
         self.tree = tree
         self.odd = {e.path: e.odd for entries in tree.values() for e in entries if e.odd}
         self.kind = {e.path: e.is_dir for entries in tree.values() for e in entries}
+        # files whose size the listing gave (S3's): no stat needed for them
+        self.sizes = {e.path: e.size for es in tree.values() for e in es if e.size >= 0}
 
     @classmethod
     async def read(
