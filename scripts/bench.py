@@ -291,11 +291,15 @@ def s3_round(
     try:
         repo = mount.mountpoint / "repositories/bench/app"
         repo.mkdir(parents=True)
+        before = cpu_of(mount.pid)
         out["cp"] = timed(["cp", str(source), str(repo / "_uploads/blob")])
         read_before = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
         out["mv"] = timed(["mv", str(repo / "_uploads/blob"), str(repo / f"_uploads/{digest}")])
         read_after = int(os.getxattr(mount.mountpoint, "user.layerfs.bytes-read"))
         out["mv_read"] = read_after - read_before
+        out["cpu_user"], out["cpu_sys"], _ = (
+            b - a for a, b in zip(before, cpu_of(mount.pid), strict=True)
+        )
     finally:
         mount.stop()
     source_key = {"Bucket": bucket, "Key": f"boto3/blob{n}"}
@@ -303,6 +307,8 @@ def s3_round(
         lambda: client.copy_object(Bucket=bucket, Key=f"boto3/copy{n}", CopySource=source_key)
     )
     out["s3fs"] = bench_s3fs(work, gateway, bucket, source, n)
+    for mode in ("writes", "off"):
+        out[f"rclone_{mode}"] = bench_rclone(work, gateway, bucket, source, n, mode)
     storage = gateway.registry_storage(bucket, f"/registry{n}", 10 << 20)
     registry = DockerRegistry(work, storage).start()
     try:
@@ -310,6 +316,45 @@ def s3_round(
     finally:
         registry.stop()
     return out
+
+
+def bench_rclone(
+    work: Path, gateway: SeaweedFS, bucket: str, source: Path, n: int, mode: str
+) -> float:
+    """Seconds from the start of a ``cp`` into ``rclone mount`` (S3 backend, the same
+    gateway, ``--vfs-cache-mode`` ``mode``) until the object is in the bucket whole:
+    with a write cache rclone uploads after the close (``--vfs-write-back 0s``: at
+    once), so the cp alone would not count the upload."""
+    plain = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}  # plain HTTP
+    env = {**plain, **{f"RCLONE_CONFIG_GATEWAY_{k}": v for k, v in {
+        "TYPE": "s3", "PROVIDER": "Other", "ENDPOINT": gateway.endpoint,
+        "ACCESS_KEY_ID": "any", "SECRET_ACCESS_KEY": "any", "FORCE_PATH_STYLE": "true",
+    }.items()}}  # fmt: skip
+    mnt = work / f"rclone-{mode}-mnt"
+    mnt.mkdir(exist_ok=True)
+    prefix = f"rclone-{mode}{n}"
+    subprocess.run(
+        ["rclone", "mount", f"gateway:{bucket}/{prefix}", str(mnt), "--daemon",
+         "--vfs-cache-mode", mode, "--vfs-write-back", "0s",
+         "--cache-dir", str(work / "rclone-cache")],
+        check=True, env=env,
+    )  # fmt: skip
+    client = gateway.client()
+    size = source.stat().st_size
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.ismount(mnt) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start = time.perf_counter()
+        subprocess.run(["cp", str(source), str(mnt / "blob")], check=True)
+        while time.monotonic() < deadline + 600:
+            with contextlib.suppress(Exception):
+                if client.head_object(Bucket=bucket, Key=f"{prefix}/blob")["ContentLength"] == size:
+                    break
+            time.sleep(0.02)
+        return time.perf_counter() - start
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
 
 
 def bench_s3fs(work: Path, gateway: SeaweedFS, bucket: str, source: Path, n: int) -> float:
@@ -340,21 +385,43 @@ def bench_s3fs(work: Path, gateway: SeaweedFS, bucket: str, source: Path, n: int
 
 def print_s3(s3: dict[str, float], mib: int) -> None:
     lf_push = s3["cp"] + s3["mv"]
+    best_peer = min(s3["s3fs"], s3["rclone_writes"], s3["rclone_off"])
     rows = [
         (
             "S3 cp: layerfs vs boto3 upload_file",
             s3["cp"],
             s3["boto3_up"],
             s3["boto3_up"] / s3["cp"],
-            ">= 0.8x",
+            ">= 1.0x",
         ),
-        ("S3 cp: layerfs vs s3fs-fuse cp", s3["cp"], s3["s3fs"], s3["s3fs"] / s3["cp"], ">= 1.2x"),
+        ("S3 cp: layerfs vs s3fs-fuse cp", s3["cp"], s3["s3fs"], s3["s3fs"] / s3["cp"], ""),
+        (
+            "S3 cp: layerfs vs rclone mount (cache writes)",
+            s3["cp"],
+            s3["rclone_writes"],
+            s3["rclone_writes"] / s3["cp"],
+            "",
+        ),
+        (
+            "S3 cp: layerfs vs rclone mount (cache off)",
+            s3["cp"],
+            s3["rclone_off"],
+            s3["rclone_off"] / s3["cp"],
+            "",
+        ),
+        (
+            "S3 cp: layerfs vs the best of s3fs and rclone",
+            s3["cp"],
+            best_peer,
+            best_peer / s3["cp"],
+            ">= 1.3x",
+        ),
         (
             "S3 finish vs one server-side copy",
             s3["mv"],
             s3["copy"],
             s3["mv"] / s3["copy"],
-            "<= 1.2 (ratio of times)",
+            "<= 1.0 (ratio of times)",
         ),
         (
             "S3 cp+finish vs registry (s3) HTTP push",
@@ -379,12 +446,17 @@ def print_s3(s3: dict[str, float], mib: int) -> None:
     for name, ours, theirs, ratio, goal in rows:
         print(f"{name:45} {ours:8.2f}s {theirs:8.2f}s {ratio:7.2f}x  {goal}")
     print(f"{'bytes read from S3 during the finish':45} {s3['mv_read']:9.0f}  {'':>18}  0")
+    gib = mib / 1024
+    print(f"{'daemon CPU per GiB on S3, cp+finish':45} {s3['cpu_user'] / gib:8.2f}s user"
+          f" {s3['cpu_sys'] / gib:.2f}s system (local: the CPU table above)")  # fmt: skip
     spreads = ", ".join(
         f"{label} {s3['spread_' + key]:.2f}"
         for key, label in (
             ("cp", "layerfs cp"),
             ("boto3_up", "boto3"),
             ("s3fs", "s3fs"),
+            ("rclone_writes", "rclone writes"),
+            ("rclone_off", "rclone off"),
             ("push", "registry"),
             ("mv", "finish"),
             ("copy", "copy"),
