@@ -103,9 +103,9 @@ async def _uploads(root: Path, n: int) -> None:
         await upload.close()
 
 
-def _time(command: str, cwd: Path) -> float:
+def _time(command: str, cwd: Path, env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(["sh", "-c", command], cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["sh", "-c", command], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -203,7 +203,7 @@ def bench_scale_s3(work: Path, scale: Scale, rounds: int = 3) -> dict[str, objec
         finally:
             mount.stop()
         for name, command in (("fsck --no-data", "fsck --no-data"), ("gc", "gc --dry-run")):
-            results[name] = _time_env(f"{LAYERFS} {command} {spec} > /dev/null", work, env)
+            results[name] = _time(f"{LAYERFS} {command} {spec} > /dev/null", work, env)
         storage = gateway.registry_storage(bucket, f"/{S3_PREFIX}")
         results["registry gc"] = _registry_gc(DockerRegistry(work, storage))
         return results
@@ -216,12 +216,6 @@ def _list_prefix(client, bucket: str) -> float:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
     for _ in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=S3_PREFIX):
         pass
-    return time.perf_counter() - start
-
-
-def _time_env(command: str, cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(["sh", "-c", command], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 

@@ -271,3 +271,26 @@ async def test_gc_sweeps_past_a_symlinked_layer_link(tmp_path: Path) -> None:
     assert not await registry.blobs.exists(unreferenced)
     assert link.is_symlink() and (tmp_path / "outside").read_bytes() == SECRET
     assert any("symbolic link" in skipped for skipped in result.skipped), result.skipped
+
+
+@pytest.mark.parametrize("moved", ["_manifests/revisions/sha256", "_manifests/tags"])
+def test_gc_deletes_nothing_when_a_listing_it_marks_from_is_a_symlink(
+    tmp_path: Path, store_dir: Path, docker_registry: DockerRegistry, moved: str
+) -> None:
+    """The revisions (or, to delete untagged ones, the tags) of a repository pushed by
+    docker-registry moved outside and linked back: the manifests behind the link are
+    unknown, so their blobs must not be taken for unreferenced."""
+    image = make_image(seed=11, layers=2)
+    skopeo_push(write_oci_layout(image, tmp_path / "layout", "v1"), "v1", docker_registry, "app:v1")
+    repo = store_dir / V2 / "repositories/app"
+    aside = tmp_path / "aside"
+    shutil.move(repo / moved, aside)
+    os.symlink(aside, repo / moved)
+    blobs = sorted(p for p in (store_dir / V2 / "blobs").rglob("data"))
+    gc = layerfs("gc", "--grace", "0s", "--delete-untagged", str(store_dir))
+    out = gc.stdout + gc.stderr
+    assert "Traceback" not in out
+    assert gc.returncode == 1, out
+    assert "deleted nothing" in out and f"app/{moved}" in out, out
+    assert sorted(p for p in (store_dir / V2 / "blobs").rglob("data")) == blobs
+    assert (repo / moved).is_symlink()

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, PathNotFoundError, UnsafeEntryError
+from layerfs.drivers.filesystem import TREE_DEPTH
 from layerfs.storage import Digest, paths
 from layerfs.storage.readahead import (
     ReadAhead,
@@ -133,3 +134,16 @@ async def test_read_ahead_gives_what_a_read_would_once() -> None:
     ahead.forget()
     await driver.put_content("/a/one", b"third")
     assert await ahead.get("/a/one") == b"third"
+
+
+async def test_a_tree_deeper_than_any_repository_name_is_listed_in_part(tmp_path: Path) -> None:
+    """A store made to exhaust the stack or the descriptors: list_tree stops at
+    TREE_DEPTH levels, and a snapshot asks the driver for what lies deeper."""
+    deep = tmp_path / "store" / Path(*["d"] * 300)
+    deep.mkdir(parents=True)
+    (deep / "f").write_bytes(b"")
+    driver = FilesystemDriver(tmp_path / "store")
+    tree = await driver.list_tree("/", lambda _: True)
+    assert len(tree) == TREE_DEPTH + 1  # "/" and TREE_DEPTH levels below it
+    path = "/" + "/".join(["d"] * 300)
+    assert await Snapshot(driver, tree).list_if_present(path) == [f"{path}/f"]

@@ -21,9 +21,9 @@ import trio
 HASH_CHUNK = 4 << 20
 LISTINGS_AT_ONCE = 16  # child directories listed at once by list_tree_infos
 REQUESTS_AT_ONCE = 16  # reads and stats in flight at once in a batch (get_contents etc.)
-PATH_RE = re.compile(r"^(/[A-Za-z0-9._-]+)+$")
-# PATH_RE with no "." or ".." component, in one match (checked on every driver call)
-_SAFE_PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)+")
+# distribution's path rule, with no "." or ".." component (which would name something
+# outside the root), in one match: it is checked on every driver call
+PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)+")
 
 
 class StorageDriverError(Exception):
@@ -127,8 +127,8 @@ def check_path(path: str, driver: str = "", allow_root: bool = False) -> str:
     """Raise InvalidPathError unless ``path`` obeys distribution's path rule."""
     if allow_root and path == "/":
         return path
-    if not isinstance(path, str) or not _SAFE_PATH_RE.fullmatch(path):
-        raise InvalidPathError(str(path), driver)  # "..": would name something outside
+    if not isinstance(path, str) or not PATH_RE.fullmatch(path):
+        raise InvalidPathError(str(path), driver)
     return path
 
 

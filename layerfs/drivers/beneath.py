@@ -204,10 +204,7 @@ class Beneath:
                 with self.parent(path) as (parent, name):
                     fd = os.open(name, _READ, dir_fd=parent)
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.EXDEV):
-                raise SymlinkError(errno.ELOOP, "a symbolic link, not followed", path) from None
-            exc.filename = path
-            raise
+            raise self._refusal(exc, path) from None
         try:
             st = os.fstat(fd)
             if stat.S_ISDIR(st.st_mode):

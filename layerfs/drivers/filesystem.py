@@ -47,6 +47,9 @@ T = TypeVar("T")
 MMAP_HASH_STEP = 16 << 20
 # Paths a batch (get_contents, stat_many) hands to one worker thread at a time.
 BATCH = 1024
+# Levels list_tree descends at most (a repository name has at most 128 components);
+# a deeper directory is left unlisted, for a caller to list itself if it must.
+TREE_DEPTH = 160
 # Writes smaller than this are gathered before they go to a worker thread.
 WRITE_BUFFER = 1 << 20
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -381,7 +384,9 @@ _WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = _WRITE | os.O_CREAT
 
 
-def _walk_tree(fd: int, directory: str, descend: Descend, tree: dict[str, list[TreeEntry]]) -> None:
+def _walk_tree(
+    fd: int, directory: str, descend: Descend, tree: dict[str, list[TreeEntry]], depth: int = 0
+) -> None:
     entries = []
     with os.scandir(fd) as found:
         for entry in found:
@@ -400,6 +405,8 @@ def _walk_tree(fd: int, directory: str, descend: Descend, tree: dict[str, list[T
                 continue  # gone meanwhile
     entries.sort()  # by path: names in one directory are unique
     tree[directory or "/"] = entries
+    if depth >= TREE_DEPTH:  # a store made to exhaust the stack or the descriptors
+        return
     for entry in entries:
         if entry.is_dir and descend(entry.path):
             try:
@@ -407,7 +414,7 @@ def _walk_tree(fd: int, directory: str, descend: Descend, tree: dict[str, list[T
             except OSError:
                 continue  # gone meanwhile, or swapped for a symlink
             try:
-                _walk_tree(child, entry.path, descend, tree)
+                _walk_tree(child, entry.path, descend, tree, depth + 1)
             finally:
                 os.close(child)
 

@@ -53,6 +53,7 @@ READ_AHEAD = 4
 DELETE_BATCH = 1000
 SMALL_OBJECT = 64 << 10  # get_content remembers objects up to this size...
 SMALL_OBJECTS_TOTAL = 4 << 20  # ...and this many bytes of them in all
+FLAT_PAGES = 1  # list_tree_infos: pages of keys tried before listing level by level
 SPLIT_LEVELS = 3  # list_tree: levels listed with a delimiter to find prefixes to list at once
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 # Seconds one request may take in all, its retries included: a FUSE request on a
@@ -482,12 +483,14 @@ class S3Driver(StorageDriver):
         return tree
 
     async def list_tree_infos(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
-        """When the keys below ``path`` number at most ``limit``: one paginated listing
-        without a delimiter, every directory below made from the keys (so an emptied
-        prefix, which SeaweedFS keeps listing, shows nowhere, with no request to check
-        it). Otherwise ``path``'s own level and its children's, in parallel."""
+        """When the keys below ``path`` fit in FLAT_PAGES pages (and ``limit``): one
+        listing without a delimiter, every directory below made from the keys (so an
+        emptied prefix, which SeaweedFS keeps listing, shows nowhere, with no request
+        to check it). Otherwise ``path``'s own level and its children's, in parallel:
+        a big directory (the root of a big store) costs one page more, not eight."""
         if limit > 0:
-            files, _, complete = await self._page_through(path, "", stop_after=limit)
+            flat = min(limit, FLAT_PAGES * 1000)
+            files, _, complete = await self._page_through(path, "", stop_after=flat)
             if complete:
                 now = datetime.now(UTC)
                 tree = {

@@ -347,25 +347,18 @@ class Fsck:
     async def _read_ahead(self, names: list[str]) -> None:
         """Every link file of these repositories, then the manifests their revisions
         name: a few batched reads where the checks read one file at a time."""
-        links = []
+        links, revisions = [], []
         for name in names:
-            for directory in (paths.layers_dir(name), paths.manifest_revisions(name)):
-                links += [f"{e}/link" for _, e in await walk.digest_dirs(self.snapshot, directory)]
+            layers = await walk.digest_dirs(self.snapshot, paths.layers_dir(name))
+            links += [f"{e}/link" for _, e in layers]
+            held = await walk.digest_dirs(self.snapshot, paths.manifest_revisions(name))
+            revisions += [f"{e}/link" for _, e in held]
             for tag_dir in await self._list(paths.tags_dir(name)):
                 links.append(f"{tag_dir}/current/link")
                 index = await walk.digest_dirs(self.snapshot, f"{tag_dir}/index")
                 links += [f"{e}/link" for _, e in index]
-        await self.ahead.fetch(links)
-        manifests = set()
-        for name in names:
-            revisions = await walk.digest_dirs(self.snapshot, paths.manifest_revisions(name))
-            for _, entry in revisions:
-                content = self.ahead.peek(f"{entry}/link")
-                try:
-                    manifests.add(paths.blob_data(decode_link(entry, content or b"")))
-                except InvalidLinkError:
-                    continue  # reported when it is read
-        await self.ahead.fetch(manifests)
+        await self.ahead.fetch(links + revisions)
+        await self.ahead.fetch_named(revisions)
 
     async def _check_repository(self, name: str) -> None:
         await self._check_layer_links(name)

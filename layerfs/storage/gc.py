@@ -160,13 +160,7 @@ class GarbageCollector:
                 tags = await walk.names(self.snapshot, paths.tags_dir(name))
                 links += [paths.tag_current_link(name, tag) for tag in tags]
         await self.ahead.fetch(links)
-        manifests = set()
-        for link in links:
-            try:
-                manifests.add(paths.blob_data(decode_link(link, self.ahead.peek(link) or b"")))
-            except InvalidLinkError:
-                continue  # reported when it is read
-        await self.ahead.fetch(manifests)
+        await self.ahead.fetch_named(links)
 
     async def _mark_repository(self, name: str) -> list[tuple[str, Digest]]:
         """Mark what the repository's kept manifests reference; return the untagged
@@ -189,8 +183,8 @@ class GarbageCollector:
         directory whose link was deleted is no manifest; a link that cannot be read
         is an unreadable manifest."""
         found = []
-        revisions = await walk.digest_dirs(self.snapshot, paths.manifest_revisions(name))
-        for digest, entry in revisions:
+        directory = paths.manifest_revisions(name)
+        for digest, entry in await walk.digest_dirs(self.snapshot, directory, self._odd):
             link = f"{entry}/link"
             try:
                 found.append(decode_link(link, await self.ahead.get(link)))
@@ -202,7 +196,7 @@ class GarbageCollector:
 
     async def _tagged(self, name: str) -> set[Digest]:
         tagged = set()
-        for tag in await walk.names(self.snapshot, paths.tags_dir(name), walk.log_odd):
+        for tag in await walk.names(self.snapshot, paths.tags_dir(name), self._odd):
             link = paths.tag_current_link(name, tag)
             try:
                 tagged.add(decode_link(link, await self.ahead.get(link)))
@@ -235,9 +229,10 @@ class GarbageCollector:
         log.error("unreadable %s %s", kind, what)
 
     async def _odd(self, path: str, why: str) -> None:
-        """A repository directory that cannot be entered (a symbolic link): what it
-        holds is unknown, so nothing may be deleted."""
-        self._unreadable(f"{path}: {why}", "repository")
+        """An entry the mark cannot read or understand where it looks for manifests
+        (a repository, a revision or a tag directory that is a symbolic link, a name
+        that is no digest): what it holds is unknown, so nothing may be deleted."""
+        self._unreadable(f"{path}: {why}", "entry")
 
     # sweep -----------------------------------------------------------------------
     async def _delete_manifest(self, name: str, digest: Digest) -> None:

@@ -16,12 +16,15 @@ check), so a snapshot a little old never makes it delete what is in use.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 
 from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import Absent, Descend, TreeEntry
 from . import paths
+from .errors import InvalidLinkError
+from .links import decode_link
 
 # A directory named by a digest's hex holds only ``data`` or ``link``: not listed.
 _DIGEST_HEX = re.compile(r"[0-9a-f]{32,}")
@@ -94,6 +97,17 @@ class ReadAhead:
         batch = sorted({p for p in wanted if p not in self.read})
         if batch:
             self.read.update(zip(batch, await self.driver.get_contents(batch), strict=True))
+
+    async def fetch_named(self, links: Iterable[str]) -> None:
+        """Read the blobs (manifests) that these link files, read ahead, name; a link
+        not read ahead or holding no digest is skipped (its reader reports it)."""
+        named = set()
+        for link in links:
+            content = self.peek(link)
+            with contextlib.suppress(InvalidLinkError):
+                if content is not None:
+                    named.add(paths.blob_data(decode_link(link, content)))
+        await self.fetch(named)
 
     def peek(self, path: str) -> bytes | None:
         """What was read ahead of ``path`` (None: nothing, or it was absent)."""
