@@ -159,6 +159,7 @@ def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
     results["fsck"] = _time(f"{LAYERFS} fsck {store} > /dev/null", work)
     results["fsck --no-data"] = _time(f"{LAYERFS} fsck --no-data {store} > /dev/null", work)
     results["gc"] = _time(f"{LAYERFS} gc --dry-run {store} > /dev/null", work)
+    results["du"] = _time(f"{LAYERFS} du {store} > /dev/null", work)
     storage = {"filesystem": {"rootdirectory": str(store)}}
     results["registry gc"] = _registry_gc(DockerRegistry(work, storage))
     return results
@@ -202,7 +203,8 @@ def bench_scale_s3(work: Path, scale: Scale, rounds: int = 3) -> dict[str, objec
             )
         finally:
             mount.stop()
-        for name, command in (("fsck --no-data", "fsck --no-data"), ("gc", "gc --dry-run")):
+        commands = (("fsck --no-data", "fsck --no-data"), ("gc", "gc --dry-run"), ("du", "du"))
+        for name, command in commands:
             results[name] = _time(f"{LAYERFS} {command} {spec} > /dev/null", work, env)
         storage = gateway.registry_storage(bucket, f"/{S3_PREFIX}")
         results["registry gc"] = _registry_gc(DockerRegistry(work, storage))
@@ -230,7 +232,7 @@ def print_scale_s3(r: dict[str, object], scale: Scale) -> None:
         print(f"{'mount ' + name + ' vs listing':30} {listing:9.3f}s {r[name]:9.3f}s"
               f" {r[name] / listing:6.1f}x  <= 1.5x")  # type: ignore[operator]  # fmt: skip
     reg = r["registry gc"]
-    for name in ("fsck --no-data", "gc"):
+    for name in ("fsck --no-data", "gc", "du"):
         print(f"{'layerfs ' + name + ' vs registry gc':30} {reg:9.3f}s {r[name]:9.3f}s"
               f" {reg / r[name]:6.1f}x  >= 3x faster")  # type: ignore[operator]  # fmt: skip
 
@@ -297,7 +299,7 @@ def print_scale(r: dict[str, object], scale: Scale) -> None:
     print(f"{'daemon RSS after find':30} {r['rss after find']:8.0f}M {'':>10} {'':>10}"
           f" {'':>7} {'':>7}  <= 150 MB")  # fmt: skip
     reg = r["registry gc"]
-    for name in ("fsck", "fsck --no-data", "gc"):
+    for name in ("fsck", "fsck --no-data", "gc", "du"):
         print(f"{'layerfs ' + name + ' vs registry gc -d':30} {r[name]:9.3f}s {reg:9.3f}s"
               f" {'':>10} {reg / r[name]:6.1f}x {'':>7}  >= 3x faster")  # type: ignore[operator]  # fmt: skip
 

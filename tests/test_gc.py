@@ -268,10 +268,18 @@ async def test_refuses_a_read_write_mount(store_dir: Path, tmp_path: Path) -> No
         read_only.stop()
 
 
-@pytest.mark.parametrize("grace", ["1d", "soon"])
+@pytest.mark.parametrize("grace", ["1y", "soon", "1d2"])
 def test_bad_grace(store_dir: Path, grace: str) -> None:
     result = layerfs_gc(FilesystemStore(store_dir), "--grace", grace)
     assert result.returncode == 2 and "invalid duration" in result.stderr
+
+
+def test_durations_take_days_beside_go_units() -> None:
+    from layerfs.storage.maintenance import parse_duration
+
+    assert parse_duration("30d") == timedelta(days=30)
+    assert parse_duration("1d12h") == timedelta(hours=36)
+    assert parse_duration("1h30m") == timedelta(minutes=90)
 
 
 async def test_an_index_in_two_repositories_keeps_its_children_in_both(

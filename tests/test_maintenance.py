@@ -27,13 +27,14 @@ OLD = datetime.now(UTC) - timedelta(days=10)
 
 
 @pytest.mark.parametrize(
-    "text, seconds", [("168h", 168 * 3600), ("1h30m", 5400), ("90s", 90), ("0.5h", 1800)]
+    "text, seconds",
+    [("168h", 168 * 3600), ("1h30m", 5400), ("90s", 90), ("0.5h", 1800), ("7d", 7 * 86400)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
 
-@pytest.mark.parametrize("text", ["", "7d", "1h 30m", "h", "-1h", "10"])
+@pytest.mark.parametrize("text", ["", "7y", "1h 30m", "h", "-1h", "10"])
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError):
         parse_duration(text)
@@ -116,7 +117,7 @@ async def test_purge_command(store_dir: Path) -> None:
     assert f"deleted cli/app {old}" in out
     assert await registry.repository("cli/app").uploads.ids() == [young]
     bad = subprocess.run(
-        [LAYERFS, "purge-uploads", "--older-than", "7d", str(store_dir)],
+        [LAYERFS, "purge-uploads", "--older-than", "7y", str(store_dir)],
         capture_output=True,
         text=True,
     )

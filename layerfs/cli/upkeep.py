@@ -142,9 +142,13 @@ def _set_total(bar):  # type: ignore[no-untyped-def]
 @click.option("--delete-untagged", is_flag=True, help="Also delete manifests no tag names.")
 @click.option("--grace", default="1h", show_default=True, help="Keep anything younger (1h30m).")
 @click.option("--force", is_flag=True, help="Run even while a read-write mount serves STORE.")
+@click.option("--json", "as_json", is_flag=True, help="Print what is freed as JSON.")
 @click.argument("store")
-def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool) -> None:
-    """Delete the blobs of STORE that no manifest references (mark and sweep)."""
+def gc(
+    store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool, as_json: bool
+) -> None:
+    """Delete the blobs of STORE that no manifest references (mark and sweep), and
+    print what that frees per repository."""
     from ..fs.mount import writable_mounts_of
     from ..storage.gc import GarbageCollector
     from ..storage.maintenance import parse_duration
@@ -162,6 +166,8 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
         )
     setup_logging("warning", None)
     result = trio.run(GarbageCollector(driver, delete_untagged, grace_period, dry_run).run)
+    if as_json:
+        click.echo(json.dumps(_gc_json(result, dry_run), indent=2))
     if not result.complete:
         for what in result.unreadable:
             click.echo(f"unreadable: {what}", err=True)
@@ -170,6 +176,11 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
             " manifests or repositories could not be read, so what they reference is"
             " unknown (layerfs fsck tells more)"
         )
+    if not as_json:
+        _print_gc(result, dry_run, grace)
+
+
+def _print_gc(result, dry_run: bool, grace: str) -> None:  # type: ignore[no-untyped-def]
     verb = "would delete" if dry_run else "deleted"
     for deletion in result.deleted:
         click.echo(f"{verb} {deletion}")
@@ -177,8 +188,47 @@ def gc(store: str, dry_run: bool, delete_untagged: bool, grace: str, force: bool
         click.echo(f"kept {kept} (younger than {grace})")
     for skipped in result.skipped:
         click.echo(f"kept {skipped}")
+    rows = [(name or "(no repository)", freed) for name, freed in result.by_repository().items()]
+    if rows:
+        width = max(len("REPOSITORY"), *(len(name) for name, _ in rows))
+        heading = f"{'BYTES':>10} {'BLOBS':>6} {'MANIFESTS':>9} {'LAYER LINKS':>11}"
+        click.echo(f"{'REPOSITORY':<{width}} {heading}")
+        for name, freed in [*rows, ("total", result.total())]:
+            click.echo(
+                f"{name:<{width}} {human(freed.bytes):>10} {freed.blobs:>6}"
+                f" {freed.manifests:>9} {freed.layer_links:>11}"
+            )
     kinds = [d.kind for d in result.deleted]
     click.echo(
-        f"{len(result.marked)} blobs marked; {verb} {kinds.count('blob')} blobs,"
-        f" {kinds.count('manifest')} manifests, {kinds.count('layer-link')} layer links"
+        f"{len(result.marked)} blobs marked; {verb} {kinds.count('blob')} blobs"
+        f" ({human(result.total().bytes)}), {kinds.count('manifest')} manifests,"
+        f" {kinds.count('layer-link')} layer links"
     )
+
+
+def _gc_json(result, dry_run: bool) -> dict:  # type: ignore[no-untyped-def]
+    def freed(f) -> dict:  # type: ignore[no-untyped-def]
+        return {
+            "bytes": f.bytes, "blobs": f.blobs, "manifests": f.manifests,
+            "layer_links": f.layer_links,
+        }  # fmt: skip
+
+    def item(d) -> dict:  # type: ignore[no-untyped-def]
+        return {
+            "kind": d.kind,
+            "digest": str(d.digest),
+            "repository": d.repository,
+            "bytes": d.size,
+        }
+
+    return {
+        "dry_run": dry_run,
+        "complete": result.complete,
+        "marked": len(result.marked),
+        "repositories": {name: freed(f) for name, f in result.by_repository().items()},
+        "total": freed(result.total()),
+        "deleted": [item(d) for d in result.deleted],
+        "kept_young": [item(d) for d in result.kept_young],
+        "skipped": list(result.skipped),
+        "unreadable": list(result.unreadable),
+    }

@@ -53,6 +53,7 @@ class Deletion:
     kind: str  # "manifest", "blob" or "layer-link"
     digest: Digest
     repository: str = ""
+    size: int = 0  # a blob's bytes
 
     def __str__(self) -> str:
         where = f"{self.repository}@" if self.repository else ""
@@ -66,10 +67,53 @@ class GcResult:
     kept_young: list[Deletion] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # a non-empty list: nothing deleted
     skipped: list[str] = field(default_factory=list)  # symlinks the sweep left alone
+    # the repositories that linked or held each blob (a layer link, a manifest, a
+    # revision whose link was deleted): where by_repository counts what is freed
+    holders: dict[Digest, set[str]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
         return not self.unreadable
+
+    def by_repository(self) -> dict[str, RepositoryFreed]:
+        """What the collection frees per repository. A blob counts under every
+        repository that linked it (or whose deleted manifest it was), and under ""
+        when none did; the ``total`` counts each blob once."""
+        freed: dict[str, RepositoryFreed] = {}
+        for deletion in self.deleted:
+            if deletion.kind == "blob":
+                for name in self.holders.get(deletion.digest) or {""}:
+                    freed.setdefault(name, RepositoryFreed()).add_blob(deletion.size)
+            else:
+                freed.setdefault(deletion.repository, RepositoryFreed()).add(deletion.kind)
+        return dict(sorted(freed.items()))
+
+    def total(self) -> RepositoryFreed:
+        total = RepositoryFreed()
+        for deletion in self.deleted:
+            if deletion.kind == "blob":
+                total.add_blob(deletion.size)
+            else:
+                total.add(deletion.kind)
+        return total
+
+
+@dataclass
+class RepositoryFreed:
+    bytes: int = 0
+    blobs: int = 0
+    manifests: int = 0
+    layer_links: int = 0
+
+    def add_blob(self, size: int) -> None:
+        self.bytes += size
+        self.blobs += 1
+
+    def add(self, kind: str) -> None:
+        if kind == "manifest":
+            self.manifests += 1
+        else:
+            self.layer_links += 1
 
 
 # Called with each blob just before the sweep looks at it again (tests widen the
@@ -188,8 +232,9 @@ class GarbageCollector:
             link = f"{entry}/link"
             try:
                 found.append(decode_link(link, await self.ahead.get(link)))
-            except PathNotFoundError:
-                continue  # deleted through the API: the registry's collector skips it too
+            except PathNotFoundError:  # deleted through the API: the registry skips it too,
+                self.result.holders.setdefault(digest, set()).add(name)  # it was name's
+                continue
             except InvalidLinkError as exc:
                 self._unreadable(f"{name}@{digest}: {exc}")
         return found
@@ -244,6 +289,7 @@ class GarbageCollector:
             await self.driver.delete_if_present(revision)
             log.info("deleted manifest %s@%s", name, digest)
         self.result.deleted.append(Deletion("manifest", digest, name))
+        self.result.holders.setdefault(digest, set()).add(name)
 
     async def _sweep_blobs(self, repositories: list[str]) -> set[Digest]:
         """Blobs listed before the mark and not marked (one pushed since is not
@@ -269,11 +315,22 @@ class GarbageCollector:
         ):
             self.result.kept_young.append(Deletion("blob", digest))
             return False
+        size = await self._size(digest)
         if not self.dry_run:
             await self.driver.delete_if_present(paths.blob_dir(digest))
             log.info("deleted blob %s", digest)
-        self.result.deleted.append(Deletion("blob", digest))
+        self.result.deleted.append(Deletion("blob", digest, size=size))
         return True
+
+    async def _size(self, digest: Digest) -> int:
+        """A blob's bytes: from the listing where it gave them (S3), else a stat."""
+        data = paths.blob_data(digest)
+        if data in self.snapshot.sizes:
+            return self.snapshot.sizes[data]
+        try:
+            return (await self.driver.stat(data)).size
+        except (PathNotFoundError, UnsafeEntryError):
+            return 0
 
     async def _blob_is_young(
         self, digest: Digest, repositories: list[str], data: bool = True
@@ -318,6 +375,7 @@ class GarbageCollector:
             listed = target in self.listed and target not in swept
             if not listed and (target in swept or not await self.blobs.exists(target)):
                 self.result.deleted.append(Deletion("layer-link", digest, name))
+                self.result.holders.setdefault(target, set()).add(name)
                 if not self.dry_run:
                     await self.driver.delete_if_present(link.rsplit("/", 1)[0])
                     log.info("deleted layer link %s@%s", name, digest)

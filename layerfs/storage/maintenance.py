@@ -27,15 +27,16 @@ from .uploads import parse_started_at
 
 log = logging.getLogger(__name__)
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|m|s)")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(d|h|m|s)")
 
 
 def parse_duration(text: str) -> timedelta:
-    """Go-style durations as the registry's config uses them: ``168h``, ``1h30m``, ``90s``."""
+    """Go-style durations as the registry's config uses them (``168h``, ``1h30m``,
+    ``90s``), and days (``30d``), which retention is most often given in."""
     parts = _DURATION_PART.findall(text)
     if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {text!r}: use hours, minutes, seconds (1h30m)")
-    unit = {"h": 3600, "m": 60, "s": 1}
+        raise ValueError(f"invalid duration {text!r}: use days, hours, minutes, seconds (1h30m)")
+    unit = {"d": 86400, "h": 3600, "m": 60, "s": 1}
     return timedelta(seconds=sum(float(n) * unit[u] for n, u in parts))
 
 
@@ -47,13 +48,15 @@ class UploadAge:
     dated_by: str  # "startedat"; "files" or "directory" when startedat was missing or unreadable
 
 
-async def _date_upload(driver: StorageDriver, name: str, upload_id: str) -> UploadAge | None:
+async def upload_age(
+    driver: StorageDriver, name: str, upload_id: str, on_odd: walk.OnOdd | None = None
+) -> UploadAge | None:
     """When the upload started; None when it is gone, or when a symbolic link on the
-    way makes it unknown (then it is left alone)."""
+    way makes it unknown (then it goes to ``on_odd``, by default left alone)."""
     try:
         return await _date_known_upload(driver, name, upload_id)
     except UnsafeEntryError as exc:
-        await _leave_alone(paths.upload_dir(name, upload_id), exc.what)
+        await (on_odd or _leave_alone)(paths.upload_dir(name, upload_id), exc.what)
         return None
 
 
@@ -88,7 +91,7 @@ async def upload_ages(registry: Registry) -> list[UploadAge]:
     found = []
     for name in await registry.repositories(_leave_alone):
         for upload_id in await walk.upload_ids(registry.driver, name, _leave_alone):
-            age = await _date_upload(registry.driver, name, upload_id)
+            age = await upload_age(registry.driver, name, upload_id)
             if age is not None:
                 found.append(age)
     return found
