@@ -25,7 +25,7 @@ D = Digest.of(b"x")
         (se.DigestMismatchError(D, D), errno.EBADMSG),
         (se.InvalidNameError("x"), errno.EINVAL),
         (se.InvalidDigestError("x"), errno.EINVAL),
-        (se.ManifestBlobsUnknownError([D]), errno.ENOENT),
+        (se.ManifestBlobsUnknownError([D]), errno.EINVAL),
         (se.BlobUnknownError(D), errno.ENOENT),
         (PathNotFoundError("/x"), errno.ENOENT),
         (BackendUnavailableError("down"), errno.EIO),

@@ -270,14 +270,19 @@ def test_link_files(mount: Mount, repo: Path, payload: tuple[Path, bytes]) -> No
     assert (other / "_layers/sha256" / digest[7:] / "link").read_text() == digest
     # unknown blob, garbage, a digest that is not the path's
     unknown = digest_of(b"never stored")
-    sh(f"mkdir -p _layers/sha256/{unknown[7:]}", repo)
-    err = sh_fails(f"printf {unknown} > _layers/sha256/{unknown[7:]}/link", repo)
-    assert "No such file" in err
-    err = sh_fails(f"echo garbage > _layers/sha256/{unknown[7:]}/link", repo)
-    assert "Invalid argument" in err
-    err = sh_fails(f"printf {digest} > _layers/sha256/{unknown[7:]}/link", repo)
-    assert "Invalid argument" in err
-    assert not (repo / "_layers/sha256" / unknown[7:] / "link").exists()
+    folder = f"_layers/sha256/{unknown[7:]}"
+    for content, message in [
+        (f"printf {unknown}", "No such file"),
+        ("echo garbage", "Invalid argument"),
+        (f"printf {digest}", "Invalid argument"),
+    ]:
+        err = sh_fails(f"mkdir -p {folder} && {content} > {folder}/link", repo)
+        assert message in err
+        # the folder mkdir -p made goes with the refusal; the reason stays on the
+        # deepest one that still shows (the repository links a blob already)
+        assert not (repo / folder).exists()
+        reason = os.getxattr(repo / "_layers/sha256", "user.layerfs.error").decode()
+        assert reason.startswith(f"repositories/{REPO}/{folder}/link: E")
     assert errno_of(os.mkdir, repo / "_layers/md5") == errno.EINVAL
     assert errno_of(os.mkdir, repo / "_layers/sha256/abc") == errno.EINVAL
     # rm unlinks; the blob stays
@@ -318,10 +323,12 @@ def test_manifests_and_tags(mount: Mount, repo: Path, tmp_path: Path) -> None:
     other = mount.mountpoint / "repositories/empty"
     sh(f"mkdir -p {other}/_manifests/revisions/sha256/{digest[7:]}", repo)
     err = sh_fails(f"printf {digest} > {other}/_manifests/revisions/sha256/{digest[7:]}/link", repo)
-    assert "No such file" in err
+    assert "Invalid argument" in err  # bash names the errno; the reason is in the xattr
+    reason = os.getxattr(other / "_manifests/revisions", "user.layerfs.error").decode()
     log = mount.log_text()
     for layer in json.loads(manifest)["layers"]:
-        assert layer["digest"] in log
+        assert layer["digest"] in log and layer["digest"] in reason
+    assert not (other / "_manifests/revisions/sha256").exists()  # no phantom folder
     # tag errors
     err = sh_fails("mkdir -p _manifests/tags/.bad", repo)
     assert "Invalid argument" in err
@@ -332,8 +339,7 @@ def test_manifests_and_tags(mount: Mount, repo: Path, tmp_path: Path) -> None:
         repo,
     )
     assert "No such file" in err
-    assert not (repo / "_manifests/tags/v2/current/link").exists()
-    sh("rm -r _manifests/tags/v2", repo)  # the directories mkdir made, nothing stored
+    assert not (repo / "_manifests/tags/v2").exists()  # what mkdir -p made went with it
     # untag with rm -r; deleting the revision removes its tags too
     tags = repo / "_manifests/tags"
     sh(f"mkdir -p {tags}/v3/current && printf {digest} > {tags}/v3/current/link", repo)

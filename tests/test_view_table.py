@@ -132,7 +132,14 @@ async def test_revision_links(k: Kernel) -> None:
     manifest, layer = await push_image(k)
     folder = f"{R}/_manifests/revisions/sha256/{manifest.hex}"
     await k.unlink(f"{R}/_layers/sha256/{layer.hex}/link")
-    assert await errno_of(write_link(k, folder, str(manifest).encode())) == errno.ENOENT
+    # refused as bad content, with the missing digest on the directory that stays;
+    # the directories mkdir -p made for it alone go with the refusal
+    assert await errno_of(write_link(k, folder, str(manifest).encode())) == errno.EINVAL
+    assert await errno_of(k.stat(folder)) == errno.ENOENT
+    assert "sha256" not in await k.listdir(f"{R}/_manifests/revisions")
+    reason = (await k.getxattr(f"{R}/_manifests/revisions", "user.layerfs.error")).decode()
+    assert f"EINVAL: manifest references unknown blobs: {layer}" in reason
+    assert folder in reason
     await write_link(k, f"{R}/_layers/sha256/{layer.hex}", str(layer).encode())
     await write_link(k, folder, str(manifest).encode())  # registers the manifest
     registry = Registry(k.ops.state.driver).repository("r")

@@ -101,6 +101,7 @@ class Model:
         self.tags: dict[str, dict[str, str]] = {}
         self.phantom_revisions: dict[str, set[str]] = {}  # folders kept or made, no link
         self.phantom_tags: dict[str, set[str]] = {}
+        self.tag_indexes: dict[str, set[str]] = {}  # untagged: their index/ stays in view
         self.handles: dict[int, MHandle] = {}
         self.made: set[str] = set()  # repositories this mount made or keeps in view
         self.phantom_links: dict[str, set[str]] = {}  # mkdir'ed _layers/sha256/<hex> dirs
@@ -131,6 +132,7 @@ class Model:
         self.phantom_links.clear()
         self.phantom_revisions.clear()
         self.phantom_tags.clear()
+        self.tag_indexes.clear()
 
 
 Result = tuple[str, Any]  # ("ok", value) or ("errno", code)
@@ -531,6 +533,8 @@ class ViewMachine(RuleBasedStateMachine):
         got = self.do("write_file", f"{folder}/link", f"sha256:{digest}".encode())
         if digest not in self.model.blobs:
             self.expect(got, ("errno", errno.ENOENT))
+            if digest not in self.model.layers.get(repo, set()):  # its folder goes with it
+                self.model.phantom_links.get(repo, set()).discard(digest)
         elif self.expect(got, ("ok", None)):
             self.model.layers.setdefault(repo, set()).add(digest)
             self.model.phantom_links.get(repo, set()).discard(digest)
@@ -556,9 +560,9 @@ class ViewMachine(RuleBasedStateMachine):
         model.made.add(repo) if repo not in model.visible_repos() else None
         got = self.do("write_file", f"{folder}/link", f"sha256:{M}".encode())
         if not model.can_register(repo):
-            self.expect(got, ("errno", errno.ENOENT))  # the manifest's blobs are not linked
-            if M not in model.revisions.get(repo, set()):
-                model.phantom_revisions.setdefault(repo, set()).add(M)
+            self.expect(got, ("errno", errno.EINVAL))  # the manifest's blobs are not linked
+            if M not in model.revisions.get(repo, set()):  # its folder goes with it
+                model.phantom_revisions.get(repo, set()).discard(M)
         elif self.expect(got, ("ok", None)):
             model.revisions.setdefault(repo, set()).add(M)
             model.phantom_revisions.get(repo, set()).discard(M)
@@ -585,8 +589,9 @@ class ViewMachine(RuleBasedStateMachine):
         got = self.do("write_file", f"{folder}/link", f"sha256:{M}".encode())
         if M not in model.revisions.get(repo, set()):
             self.expect(got, ("errno", errno.ENOENT))
-            if tag not in model.tags.get(repo, {}):
-                model.phantom_tags.setdefault(repo, set()).add(tag)
+            # its folders go with it, but for an index/ an earlier untag left in view
+            if tag not in model.tags.get(repo, {}) and tag not in model.tag_indexes.get(repo, ()):
+                model.phantom_tags.get(repo, set()).discard(tag)
         elif self.expect(got, ("ok", None)):
             model.tags.setdefault(repo, {})[tag] = M
             model.phantom_tags.get(repo, set()).discard(tag)
@@ -600,6 +605,7 @@ class ViewMachine(RuleBasedStateMachine):
         elif self.expect(got, ("ok", None)):  # the whole tag goes; its folders stay in view
             del model.tags[repo][tag]
             model.phantom_tags.setdefault(repo, set()).add(tag)
+            model.tag_indexes.setdefault(repo, set()).add(tag)
             model.made.add(repo)
 
     @rule(repo=repos, name=names)

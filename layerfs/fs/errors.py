@@ -31,7 +31,9 @@ log = logging.getLogger("layerfs.fs")
 
 ERRNO_OF: list[tuple[type[BaseException], int]] = [
     (se.DigestMismatchError, errno.EBADMSG),
-    (se.ManifestBlobsUnknownError, errno.ENOENT),
+    # a manifest naming blobs not linked here is bad content, not a missing path:
+    # EINVAL, so a shell says "Invalid argument" rather than "No such file"
+    (se.ManifestBlobsUnknownError, errno.EINVAL),
     (se.BlobUnknownError, errno.ENOENT),
     (se.UploadUnknownError, errno.ENOENT),
     (se.ManifestUnknownError, errno.ENOENT),

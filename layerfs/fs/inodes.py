@@ -34,6 +34,10 @@ class InodeTable:
             self._by_ino[ino] = parts
         return ino
 
+    def known(self, parts: Parts) -> int | None:
+        """The inode of ``parts`` if one was handed out, else None."""
+        return self._by_path.get(parts)
+
     def remember(self, ino: int) -> None:
         """The kernel now holds one more reference (a lookup or readdirplus entry)."""
         if ino != pyfuse3.ROOT_INODE:

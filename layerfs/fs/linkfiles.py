@@ -22,7 +22,7 @@ from ..storage.errors import RegistryError
 from ..storage.links import decode_link
 from .errors import Refusal, errno_of
 from .state import DIR_TIMEOUT, LinkHandle, MountState
-from .view import LAYOUT_KIND, Kind, Place
+from .view import LAYOUT_KIND, Kind, Parts, Place
 
 log = logging.getLogger("layerfs.fs")
 LONGEST_DIGEST = len("sha512:") + 128
@@ -138,14 +138,47 @@ class LinkFiles:
             finally:
                 state.changed()  # a listing read meanwhile may miss the link
         except Exception as exc:
-            state.link_errors[place.parts] = f"{errno.errorcode[errno_of(exc)]}: {exc}"
+            error = f"{errno.errorcode[errno_of(exc)]}: {exc}"
+            state.link_errors[place.parts] = error
+            self._refused(place, error)
             raise
         handle.dirty = False
         state.link_errors.pop(place.parts, None)
+        for depth in range(len(place.parts)):
+            state.dir_errors.pop(place.parts[:depth], None)
         if state.pending_links.get(place.parts) is handle:
             del state.pending_links[place.parts]
         state.stored_below(place.parts)
         log.info("%s %s -> %s", place.kind.value, place.where, target)
+
+    def _refused(self, place: Place, error: str) -> None:
+        """A refused link leaves none of the directories that ``mkdir -p`` made for
+        it alone, and its reason on the deepest one that still shows."""
+        state = self.state
+        parts = place.parts[:-1]
+        # _layers, _manifests/revisions and _manifests/tags always show: stop there
+        top = len(place.repository_parts) + (
+            2 if place.parts[len(place.repository_parts)] == "_manifests" else 1
+        )
+        while (
+            len(parts) > top
+            and parts in state.created_dirs
+            and not self._holds_others(parts, place.parts)
+        ):
+            state.created_dirs.discard(parts)
+            state.forget_entry(parts)
+            parts = parts[:-1]
+        state.dir_errors[parts] = f"{place.where}: {error}"
+
+    def _holds_others(self, directory: Parts, link: Parts) -> bool:
+        """Whether a directory made by mkdir holds another made one or another link
+        being written."""
+        below = [*self.state.created_dirs, *self.state.pending_links]
+        return any(p[: len(directory)] == directory and p != directory and p != link for p in below)
+
+    def dir_xattrs(self, parts: Parts) -> dict[str, bytes]:
+        error = self.state.dir_errors.get(parts)
+        return {} if error is None else {"error": error.encode()}
 
     async def remove(self, place: Place) -> None:
         state = self.state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -20,7 +21,9 @@ from ..storage.maintenance import (
     purge_interrupted_copies,
     purge_uploads,
 )
+from .inodes import InodeTable
 from .operations import Operations
+from .view import Parts
 
 log = logging.getLogger("layerfs.mount")
 
@@ -118,6 +121,15 @@ def is_mounted(mountpoint: str) -> bool:
         return any(_unescape(line.split()[4]) == target for line in info)
 
 
+def _forget_entry(inodes: InodeTable, parts: Parts) -> None:
+    """Have the kernel drop its entry of ``parts`` now (it may hold it for its
+    timeout): queued, so a handler may call it."""
+    parent = inodes.known(parts[:-1])
+    if parent is not None:
+        name = parts[-1].encode("utf-8", "surrogateescape")
+        pyfuse3.invalidate_entry_async(parent, name, ignore_enoent=True)
+
+
 def writable_mounts_of(store_root: str) -> list[str]:
     """Mount points of read-write layerfs mounts on this machine serving ``store_root``
     (as their root's ``user.layerfs.store`` names it)."""
@@ -161,6 +173,7 @@ async def serve(
     read_only = mount_options.read_only
     async with trio.open_nursery() as background:
         ops = Operations(driver, background, read_only=read_only)
+        ops.state.forget_entry = functools.partial(_forget_entry, ops.state.inodes)
         try:
             pyfuse3.init(ops, mountpoint, options)
         except RuntimeError as exc:

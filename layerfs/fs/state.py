@@ -21,6 +21,9 @@ The store is the truth; the mount remembers only what no store can say
     link files created and not yet holding a whole digest, by path.
 ``link_errors``
     the last refusal of a link write, by path, for ``user.layerfs.error``.
+``dir_errors``
+    the same refusal on the deepest directory of the refused link that still shows
+    (the ones ``mkdir -p`` made for it alone go with the refusal).
 """
 
 from __future__ import annotations
@@ -170,6 +173,9 @@ class MountState:
         self.repository_marks: set[Parts] = set()
         self.pending_links: dict[Parts, LinkHandle] = {}
         self.link_errors: dict[Parts, str] = {}
+        self.dir_errors: dict[Parts, str] = {}
+        # tells the kernel a name is gone before its entry times out (set by the mount)
+        self.forget_entry: Callable[[Parts], None] = lambda parts: None
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started = time.time_ns()
 

@@ -1,5 +1,5 @@
 """``user.layerfs.*``: the mount's status on its root, an upload's state on its file and
-the last refusal of a link write on the link.
+the last refusal of a link write on the link and on its deepest directory that shows.
 
 One extended attribute holds at most 64 KiB, so the list of open uploads is split
 into pages: ``user.layerfs.uploads`` holds the first, ``user.layerfs.uploads.1`` and
@@ -37,7 +37,7 @@ class Xattrs:
             return await self.uploads.xattrs(place)
         if place.kind in LINK_KINDS:
             return self.links.xattrs(place)
-        return {}
+        return self.links.dir_xattrs(place.parts) if place.is_dir else {}
 
     def root_values(self) -> dict[str, bytes]:
         driver = self.state.driver
