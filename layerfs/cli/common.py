@@ -65,6 +65,17 @@ def open_store(store: str, s3: dict | None = None, existing: bool = False):  # t
         raise click.UsageError(str(exc)) from None
 
 
+def store_of(argument: str) -> str:
+    """The store a command reads: ``argument`` itself, or, for a layerfs mount
+    point, the store that mount serves (its root's ``user.layerfs.store``)."""
+    if "://" in argument or not os.path.isdir(argument):
+        return argument
+    try:
+        return os.getxattr(argument, "user.layerfs.store").decode()
+    except OSError:
+        return argument
+
+
 def not_a_store(path: str) -> str:
     """Why ``path`` is not a registry store's root directory, or "" when it is: one
     holds ``docker/registry/v2``, or nothing yet (a registry that never stored)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import sys
 from datetime import datetime
@@ -12,7 +11,7 @@ from datetime import datetime
 import click
 import trio
 
-from .common import cli, open_store, setup_logging
+from .common import cli, open_store, setup_logging, store_of
 
 USAGE_ERROR = 2
 UPLOADS_SHOWN = 10  # the oldest uploads listed by name in the text output
@@ -38,17 +37,6 @@ def age_text(seconds: float) -> str:
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
     return f"{int(seconds)}s"
-
-
-def store_of(argument: str) -> str:
-    """The store a command reads: ``argument`` itself, or, for a layerfs mount
-    point, the store that mount serves (its root's ``user.layerfs.store``)."""
-    if "://" in argument or not os.path.isdir(argument):
-        return argument
-    try:
-        return os.getxattr(argument, "user.layerfs.store").decode()
-    except OSError:
-        return argument
 
 
 def _fail(message: str) -> None:

@@ -1,0 +1,163 @@
+"""What ``layerfs inspect`` shows of a tag or a manifest: the manifest as stored, what
+it references with the stored sizes, an index's platforms, and the tag's history.
+
+A tag is resolved as the registry resolves it: its ``current`` link, naming a
+revision of the repository; a digest must be a revision too. An index's children are
+read from their blobs (as gc reads them), so an index whose children's revisions
+were deleted still shows what it names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..drivers import FileInfo, StorageDriver
+from . import paths, walk
+from .digest import Digest
+from .errors import ManifestUnknownError, RegistryError
+from .manifests import Manifest, parse_manifest
+from .registry import Registry
+
+MAX_DEPTH = 8  # indexes nested deeper are not read (the registry's own bound)
+
+
+@dataclass(frozen=True)
+class Blob:
+    digest: Digest
+    media_type: str
+    size: int  # as stored (-1: not in the store)
+
+
+@dataclass
+class ManifestView:
+    digest: Digest
+    media_type: str
+    raw: bytes
+    manifest: Manifest
+    platform: dict[str, str] = field(default_factory=dict)  # as an index entry names it
+    config: Blob | None = None
+    layers: list[Blob] = field(default_factory=list)
+    children: list[ManifestView] = field(default_factory=list)
+
+    def blobs(self) -> dict[Digest, int]:
+        """Every blob below, each once, with its stored size."""
+        found = {self.digest: len(self.raw)}
+        for blob in [*([self.config] if self.config else []), *self.layers]:
+            found[blob.digest] = blob.size
+        for child in self.children:
+            found.update(child.blobs())
+        return found
+
+    @property
+    def total_size(self) -> int:
+        return sum(size for size in self.blobs().values() if size > 0)
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    digest: Digest
+    written: datetime | None
+    current: bool
+
+
+@dataclass
+class Inspection:
+    repository: str
+    tag: str
+    top: ManifestView
+    history: list[HistoryEntry] = field(default_factory=list)
+
+
+def parse_reference(text: str) -> tuple[str, str, Digest | None]:
+    """``REPO:TAG`` or ``REPO@DIGEST`` (a bare ``REPO`` means ``REPO:latest``)."""
+    if "@" in text:
+        name, _, digest = text.partition("@")
+        return name, "", Digest.parse(digest)
+    name, colon, tag = text.rpartition(":")
+    if not colon or "/" in tag:
+        return text, "latest", None
+    return name, tag, None
+
+
+async def inspect(driver: StorageDriver, reference: str) -> Inspection:
+    name, tag, digest = parse_reference(reference)
+    registry = Registry(driver)
+    repository = registry.repository(name)
+    if digest is None:
+        digest = await repository.tags.resolve(tag)
+    raw = await repository.manifests.get(digest)  # a revision of this repository, or unknown
+    reader = _Reader(driver, registry)
+    top = await reader.view(digest, raw, {}, 0)
+    history = await _history(driver, name, tag, digest) if tag else []
+    return Inspection(name, tag, top, history)
+
+
+class _Reader:
+    def __init__(self, driver: StorageDriver, registry: Registry) -> None:
+        self.driver = driver
+        self.registry = registry
+
+    async def view(
+        self, digest: Digest, raw: bytes, platform: dict[str, str], depth: int
+    ) -> ManifestView:
+        manifest = parse_manifest(raw)
+        refs = manifest.blob_references()
+        sizes = await self._sizes([r.digest for r in refs])
+        blobs = [Blob(r.digest, r.media_type, sizes[r.digest]) for r in refs]
+        view = ManifestView(digest, manifest.media_type, raw, manifest, platform)
+        if manifest.config is not None and blobs and blobs[0].digest == manifest.config.digest:
+            view.config, view.layers = blobs[0], blobs[1:]
+        else:
+            view.layers = blobs
+        if manifest.is_index:
+            if depth >= MAX_DEPTH:
+                raise RegistryError(f"{digest}: indexes nested more than {MAX_DEPTH} deep")
+            entries = json.loads(raw).get("manifests", [])
+            for entry, child in zip(entries, manifest.manifests, strict=True):
+                try:
+                    child_raw = await self.registry.blobs.get(child.digest)
+                except RegistryError:
+                    raise ManifestUnknownError(child.digest) from None
+                child_platform = entry.get("platform") or {}
+                view.children.append(
+                    await self.view(child.digest, child_raw, child_platform, depth + 1)
+                )
+        return view
+
+    async def _sizes(self, digests: list[Digest]) -> dict[Digest, int]:
+        infos = await self.driver.stat_many([paths.blob_data(d) for d in digests])
+        return {
+            d: info.size if isinstance(info, FileInfo) else -1
+            for d, info in zip(digests, infos, strict=True)
+        }
+
+
+async def _history(
+    driver: StorageDriver, name: str, tag: str, current: Digest
+) -> list[HistoryEntry]:
+    """Every manifest the tag has named (its index), oldest first."""
+    entries = await walk.digest_dirs(driver, paths.tag_index_dir(name, tag))
+    links = [f"{entry}/link" for _, entry in entries]
+    infos = await driver.stat_many(links)
+    found = [
+        HistoryEntry(
+            digest, info.mod_time if isinstance(info, FileInfo) else None, digest == current
+        )
+        for (digest, _), info in zip(entries, infos, strict=True)
+        if not isinstance(info, Exception) or digest == current
+    ]
+    return sorted(
+        found, key=lambda e: (e.written is None, e.written or datetime.min, str(e.digest))
+    )
+
+
+def platform_name(platform: dict[str, str]) -> str:
+    parts = [platform.get("os", "?"), platform.get("architecture", "?")]
+    if platform.get("variant"):
+        parts.append(platform["variant"])
+    return "/".join(parts)
+
+
+__all__ = ["Blob", "HistoryEntry", "Inspection", "ManifestView", "inspect", "parse_reference"]
