@@ -31,6 +31,9 @@ def free_port_pair() -> int:
         return port
 
 
+RELAUNCH_AFTER = 25  # seconds a start may take before the server is started again
+
+
 class SeaweedFS:
     def __init__(self, workdir: Path, volume_mib: int = 256, volumes: int = 0) -> None:
         """``volume_mib`` and ``volumes`` (0: as many as the free disk holds) size the
@@ -55,16 +58,24 @@ class SeaweedFS:
             "-s3.port.iceberg=0", "-s3.port.lance=0",
         ]  # fmt: skip
         self.log = open(self.workdir / "seaweed.log", "ab")  # noqa: SIM115
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        launched = time.monotonic()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 # right after a kill its ports can still be held for a moment: try again
                 time.sleep(1)
                 self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+                launched = time.monotonic()
                 continue
             if self._serves_objects():
                 return self
+            if time.monotonic() - launched > RELAUNCH_AFTER:
+                # restarted on its old data, its master sometimes never settles on a
+                # raft leader (seen: silent after "Not current leader"): start it again
+                self.process.kill()
+                self.process.wait()
+                continue
             time.sleep(0.2)
         self.stop()
         raise RuntimeError("SeaweedFS did not come up; see " + str(self.workdir))
