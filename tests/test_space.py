@@ -458,3 +458,43 @@ async def test_du_shows_progress_and_prune_asks_on_a_terminal(store: Store, tmp_
         assert tag_names(registry, "app/a") == ["v2"]
     finally:
         registry.stop()
+
+
+def test_prune_deletes_nothing_from_a_store_it_cannot_read_whole(
+    store_dir: Path, tmp_path: Path
+) -> None:
+    store = FilesystemStore(store_dir)
+    registry = DockerRegistry(tmp_path, store.registry_storage()).start()
+    try:
+        push_tags(registry, tmp_path, "app/a", ["v1", "v2", "v3"])
+        kept = digest_of(registry, "app/a", "v3")
+    finally:
+        registry.stop()
+    repo = store_dir / "docker/registry/v2/repositories/app/a/_manifests"
+    (repo / "revisions/sha256" / kept[7:] / "link").write_text("not a digest")
+    before = sorted(p.name for p in (repo / "tags").iterdir())
+    result = layerfs(store, "prune", "app/a", "--keep-last", "1", "--yes")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "deleted nothing" in result.stderr and kept[7:] in result.stderr
+    assert sorted(p.name for p in (repo / "tags").iterdir()) == before == ["v1", "v2", "v3"]
+
+
+def test_du_names_what_it_cannot_account_for(store_dir: Path, tmp_path: Path) -> None:
+    store = FilesystemStore(store_dir)
+    registry = DockerRegistry(tmp_path, store.registry_storage()).start()
+    try:
+        push_tags(registry, tmp_path, "app/a", ["v1"])
+    finally:
+        registry.stop()
+    repositories = store_dir / "docker/registry/v2/repositories"
+    outside = tmp_path / "outside"
+    (outside / "_layers").mkdir(parents=True)
+    (repositories / "linked").symlink_to(outside)  # a repository that is a symlink
+    tag = repositories / "app/a/_manifests/tags/bad/current"
+    tag.mkdir(parents=True)
+    (tag / "link").write_text("sha256:" + "0" * 64)  # a tag naming no manifest
+    report = json.loads(run_ok(store, "du", "--json"))
+    odd = {item["path"]: item["why"] for item in report["summary"]["odd"]}
+    assert any(p.endswith("/repositories/linked") for p in odd), odd
+    assert any(p.endswith("tags/bad/current/link") and "no manifest" in w for p, w in odd.items())
+    assert [r["repository"] for r in report["rows"]] == ["app/a"]  # what it could read
