@@ -257,6 +257,17 @@ def push_tags(registry: DockerRegistry, tmp_path: Path, repo: str, tags: list[st
         skopeo_push(layout, "t", registry, f"{repo}:{tag}")
 
 
+def pushed_store(store_dir: Path, tmp_path: Path, tags: list[str]) -> FilesystemStore:
+    """A store on disk holding ``app/a`` with these tags, pushed through docker-registry."""
+    store = FilesystemStore(store_dir)
+    registry = DockerRegistry(tmp_path, store.registry_storage()).start()
+    try:
+        push_tags(registry, tmp_path, "app/a", tags)
+    finally:
+        registry.stop()
+    return store
+
+
 def manifest_status(registry: DockerRegistry, repo: str, reference: str) -> int:
     return registry.get_manifest(repo, reference, ACCEPT_ALL).status
 
@@ -401,12 +412,7 @@ def test_prune_older_than_takes_the_current_links_age(store_dir: Path, tmp_path:
 def test_prune_bad_input_is_a_usage_error(
     store_dir: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    store = FilesystemStore(store_dir)
-    registry = DockerRegistry(tmp_path, store.registry_storage()).start()
-    try:
-        push_tags(registry, tmp_path, "app/a", ["v1"])
-    finally:
-        registry.stop()
+    store = pushed_store(store_dir, tmp_path, ["v1"])
     result = layerfs(store, "prune", *args, "--yes")
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
@@ -480,12 +486,7 @@ def test_prune_deletes_nothing_from_a_store_it_cannot_read_whole(
 
 
 def test_du_names_what_it_cannot_account_for(store_dir: Path, tmp_path: Path) -> None:
-    store = FilesystemStore(store_dir)
-    registry = DockerRegistry(tmp_path, store.registry_storage()).start()
-    try:
-        push_tags(registry, tmp_path, "app/a", ["v1"])
-    finally:
-        registry.stop()
+    store = pushed_store(store_dir, tmp_path, ["v1"])
     repositories = store_dir / "docker/registry/v2/repositories"
     outside = tmp_path / "outside"
     (outside / "_layers").mkdir(parents=True)
