@@ -175,3 +175,70 @@ def test_prune_deletes_exactly_what_no_remaining_tag_or_index_needs(store, kept)
                 assert model.manifests_below(d) & revisions <= left
 
     trio.run(check)
+
+
+def test_indexes_nested_deeper_than_the_interpreter_recurses() -> None:
+    """A chain of 1,500 indexes, each naming the one below, over one image: du, gc and
+    prune walk it without recursion (it once raised RecursionError)."""
+    from layerfs.storage.gc import GarbageCollector
+
+    image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config":
+                        descriptor("application/vnd.oci.image.config.v1+json", b"{}"),
+                        "layers": []}).encode()  # fmt: skip
+    chain = [image]
+    for _ in range(1500):
+        below = [descriptor(OCI_INDEX, chain[-1])]
+        chain.append(
+            json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": below}).encode()
+        )
+
+    async def check() -> None:
+        driver = MemoryDriver()
+        await write(driver, [], chain, {"app/a": ([chain[-1]], {"v1": chain[-1]})}, [])
+        await driver.put_content(paths.blob_data(Digest.of(b"{}")), b"{}")
+        summary = Usage(await read_store(driver)).summary()
+        assert summary.tagged.blobs == len(chain) + 1  # every index, the image, its config
+        assert summary.unreferenced.blobs == 0
+        result = await GarbageCollector(driver, dry_run=True).run()
+        assert result.complete and result.deleted == []
+        assert len(result.marked) == len(chain) + 1
+        plan = await plan_prune(driver, "app/*", Policy(keep_last=0))
+        assert [len(r.tags) for r in plan.repositories] == [1]
+        assert plan.repositories[0].manifests == [Digest.of(chain[-1])]
+
+    trio.run(check)
+
+
+def test_prune_looks_again_before_it_deletes() -> None:
+    """Between the plan and the deletes, a pruned tag is pushed again and an index
+    naming a pruned manifest is pushed: both stay."""
+    images = [json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config":
+                          descriptor("application/vnd.oci.image.config.v1+json", b"{}"),
+                          "layers": [], "n": n}).encode() for n in range(3)]  # fmt: skip
+    old, other, third = (Digest.of(m) for m in images)
+
+    async def check() -> None:
+        driver = MemoryDriver()
+        tags = {"v1": images[0], "v2": images[1], "v3": images[2]}
+        await write(driver, [], images, {"app/a": (images, tags)}, [])
+        await driver.put_content(paths.blob_data(Digest.of(b"{}")), b"{}")
+        plan = await plan_prune(driver, "app/a", Policy(keep_tags=re.compile("v3")))
+        assert [t.name for t in plan.repositories[0].tags] == ["v1", "v2"]
+        assert plan.repositories[0].manifests == sorted([old, other], key=str)
+        # meanwhile: v1 pushed again (to the third image); an index naming v2's image
+        link = paths.tag_current_link("app/a", "v1")
+        await driver.put_content(link, str(third).encode())
+        below = [descriptor(OCI_MANIFEST, images[1])]
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": below})
+        index = index.encode()
+        await write(driver, [], [index], {"app/a": ([index], {"multi": index})}, [])
+        kept = await apply_prune(driver, plan)
+        why = "still needed, or its tag moved, since the plan"
+        assert kept == [f"tag app/a:v1 (names {third} since)"] + [
+            f"manifest app/a@{d} ({why})" for d in sorted([old, other], key=str)
+        ]
+        assert await driver.exists(link)  # v1 stays
+        assert not await driver.exists(paths.tag_dir("app/a", "v2") + "/current/link")
+        assert await driver.exists(paths.manifest_revision_link("app/a", other))
+
+    trio.run(check)

@@ -21,7 +21,6 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import trio
 
@@ -215,23 +214,12 @@ class Fsck:
                 self._normal("write-in-progress")  # a copy under way, or cut short: no blob yet
             else:
                 blob_dirs.append((digest, blob_dir))
-        infos = await self._data_infos([f"{blob_dir}/data" for _, blob_dir in blob_dirs])
+        infos = await self.snapshot.stat_many([f"{blob_dir}/data" for _, blob_dir in blob_dirs])
         for (digest, blob_dir), info in zip(blob_dirs, infos, strict=True):
             blob = await self._blob_at(digest, blob_dir, info)
             if blob is not None:
                 found.append(blob)
         return found
-
-    async def _data_infos(self, data: list[str]) -> list[FileInfo | Exception]:
-        """What the blobs' ``data`` are: from the snapshot where its listing gave their
-        sizes (S3), else one ``stat_many``."""
-        unknown = [p for p in data if p not in self.snapshot.sizes]
-        stated = dict(zip(unknown, await self.driver.stat_many(unknown), strict=True))
-        epoch = datetime.fromtimestamp(0, UTC)  # not used: a blob's age is gc's business
-        return [
-            stated[p] if p in stated else FileInfo(p, self.snapshot.sizes[p], epoch, False)
-            for p in data
-        ]
 
     async def _blob_at(
         self, digest: Digest, blob_dir: str, info: FileInfo | Exception

@@ -33,13 +33,21 @@ from datetime import UTC, datetime, timedelta
 
 import trio
 
-from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
 from .digest import Digest
 from .errors import BlobUnknownError, InvalidLinkError, RegistryError
 from .links import decode_link
 from .manifests import parse_manifest
-from .readahead import ReadAhead, Snapshot, layout_dirs, marked_dirs, repository_dirs
+from .readahead import (
+    ReadAhead,
+    Snapshot,
+    layout_dirs,
+    marked_dirs,
+    read_revisions,
+    read_tags,
+    repository_dirs,
+)
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -196,15 +204,7 @@ class GarbageCollector:
     async def _read_ahead(self, names: list[str]) -> None:
         """The revision links (and, to delete untagged ones, the tags) of these
         repositories, then the manifests they name: a few batched reads."""
-        links = []
-        for name in names:
-            revisions = paths.manifest_revisions(name)
-            links += [f"{e}/link" for _, e in await walk.digest_dirs(self.snapshot, revisions)]
-            if self.delete_untagged:
-                tags = await walk.names(self.snapshot, paths.tags_dir(name))
-                links += [paths.tag_current_link(name, tag) for tag in tags]
-        await self.ahead.fetch(links)
-        await self.ahead.fetch_named(links)
+        await self.ahead.fetch_repositories(self.snapshot, names, tags=self.delete_untagged)
 
     async def _mark_repository(self, name: str) -> list[tuple[str, Digest]]:
         """Mark what the repository's kept manifests reference; return the untagged
@@ -227,47 +227,42 @@ class GarbageCollector:
         directory whose link was deleted is no manifest; a link that cannot be read
         is an unreadable manifest."""
         found = []
-        directory = paths.manifest_revisions(name)
-        for digest, entry in await walk.digest_dirs(self.snapshot, directory, self._odd):
-            link = f"{entry}/link"
-            try:
-                found.append(decode_link(link, await self.ahead.get(link)))
-            except PathNotFoundError:  # deleted through the API: the registry skips it too,
-                self.result.holders.setdefault(digest, set()).add(name)  # it was name's
-                continue
-            except InvalidLinkError as exc:
-                self._unreadable(f"{name}@{digest}: {exc}")
+        for digest, target in await read_revisions(self.snapshot, self.ahead, name, self._odd):
+            if isinstance(target, PathNotFoundError):  # deleted through the API: the
+                # registry's collector skips it too; it was name's, for the account
+                self.result.holders.setdefault(digest, set()).add(name)
+            elif isinstance(target, Exception):
+                self._unreadable(f"{name}@{digest}: {target}")
+            else:
+                found.append(target)
         return found
 
     async def _tagged(self, name: str) -> set[Digest]:
-        tagged = set()
-        for tag in await walk.names(self.snapshot, paths.tags_dir(name), self._odd):
-            link = paths.tag_current_link(name, tag)
-            try:
-                tagged.add(decode_link(link, await self.ahead.get(link)))
-            except (RegistryError, PathNotFoundError):
-                continue  # an odd or broken tag names nothing
-        return tagged
+        """What the tags name (an odd or broken tag names nothing)."""
+        tags = await read_tags(self.snapshot, self.ahead, name, self._odd)
+        return {target for _, target in tags if isinstance(target, Digest)}
 
     async def _mark_manifest(self, name: str, digest: Digest) -> None:
-        """Mark a manifest and, through an index, its children: per repository, so
-        that an index in two repositories keeps its children in both."""
-        if (name, digest) in self.visited:
-            return
-        self.visited.add((name, digest))
-        self.result.marked.add(digest)
-        try:
-            manifest = parse_manifest(await self.ahead.get(paths.blob_data(digest)))
-        except PathNotFoundError:
-            self._unreadable(f"{name}@{digest}: {BlobUnknownError(digest)}")
-            return
-        except RegistryError as exc:
-            self._unreadable(f"{name}@{digest}: {exc}")
-            return
-        for ref in manifest.blob_references():
-            self.result.marked.add(ref.digest)
-        for child in manifest.manifests:
-            await self._mark_manifest(name, child.digest)
+        """Mark a manifest and, through an index, its children (a stack, not
+        recursion: indexes may nest deep): per repository, so that an index in two
+        repositories keeps its children in both."""
+        pending = [digest]
+        while pending:
+            current = pending.pop()
+            if (name, current) in self.visited:
+                continue
+            self.visited.add((name, current))
+            self.result.marked.add(current)
+            try:
+                manifest = parse_manifest(await self.ahead.get(paths.blob_data(current)))
+            except PathNotFoundError:
+                self._unreadable(f"{name}@{current}: {BlobUnknownError(current)}")
+                continue
+            except RegistryError as exc:
+                self._unreadable(f"{name}@{current}: {exc}")
+                continue
+            self.result.marked.update(ref.digest for ref in manifest.blob_references())
+            pending += [child.digest for child in manifest.manifests]
 
     def _unreadable(self, what: str, kind: str = "manifest") -> None:
         self.result.unreadable.append(what)
@@ -324,13 +319,8 @@ class GarbageCollector:
 
     async def _size(self, digest: Digest) -> int:
         """A blob's bytes: from the listing where it gave them (S3), else a stat."""
-        data = paths.blob_data(digest)
-        if data in self.snapshot.sizes:
-            return self.snapshot.sizes[data]
-        try:
-            return (await self.driver.stat(data)).size
-        except (PathNotFoundError, UnsafeEntryError):
-            return 0
+        (info,) = await self.snapshot.stat_many([paths.blob_data(digest)])
+        return info.size if isinstance(info, FileInfo) else 0
 
     async def _blob_is_young(
         self, digest: Digest, repositories: list[str], data: bool = True

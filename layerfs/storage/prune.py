@@ -6,6 +6,8 @@ tag last wrote). The registry deletes a tag by removing its directory (history
 included), and a manifest by removing its revision's ``link`` (the directory stays,
 empty); prune does the same, so the registry serving the store sees the result at
 its next read. Blobs are left to ``gc``, which frees what nothing references then.
+Just before deleting, prune looks again: a tag pushed again since the plan stays, and
+a manifest that a tag or index written since needs stays too.
 
 Nothing is deleted from a repository whose tags or manifests prune could not all
 read and parse: an index it cannot read might need a manifest it would delete.
@@ -20,11 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
-from . import paths, walk
+from . import paths
 from .digest import Digest
-from .errors import InvalidLinkError, RegistryError
+from .errors import RegistryError
 from .links import decode_link
 from .manifests import parse_manifest
+from .readahead import ReadAhead, read_revisions, read_tags
 from .registry import Registry
 from .usage import Tag
 
@@ -102,80 +105,20 @@ async def plan_prune(
     return plan
 
 
-class _RepositoryPlanner:
-    def __init__(self, driver: StorageDriver, name: str, unreadable: list[str]) -> None:
-        self.driver = driver
-        self.name = name
-        self.unreadable = unreadable
-        self.children: dict[Digest, list[Digest]] = {}
+@dataclass
+class _Repository:
+    """A repository's tags, revisions and the manifests each index names, as read."""
 
-    async def _odd(self, path: str, why: str) -> None:
-        self.unreadable.append(f"{path}: {why}")
+    tags: list[Tag]
+    revisions: set[Digest]
+    children: dict[Digest, list[Digest]]
 
-    async def plan(self, policy: Policy, now: datetime) -> RepositoryPlan:
-        before = len(self.unreadable)
-        tags = await self._tags()
-        revisions = await self._revisions()
-        for digest in revisions:
-            await self._read_children(digest)
-        if len(self.unreadable) > before:
-            return RepositoryPlan(self.name)
-        doomed = policy.doomed(tags, now)
-        kept = [t for t in tags if t not in doomed]
-        candidates = self._reachable({t.target for t in doomed}) & revisions
-        roots = {t.target for t in kept} | (revisions - candidates)
-        needed = self._reachable(roots)
-        return RepositoryPlan(self.name, doomed, sorted(candidates - needed, key=str))
-
-    async def _tags(self) -> list[Tag]:
-        names = await walk.names(self.driver, paths.tags_dir(self.name), self._odd)
-        links = [paths.tag_current_link(self.name, tag) for tag in names]
-        contents = await self.driver.get_contents(links)
-        infos = await self.driver.stat_many(links)
-        found = []
-        for tag, link, content, info in zip(names, links, contents, infos, strict=True):
-            if isinstance(content, PathNotFoundError):
-                continue  # a tag directory without current: the registry lists nothing
-            try:
-                if isinstance(content, Exception):
-                    raise content
-                target = decode_link(link, content)
-            except (InvalidLinkError, UnsafeEntryError) as exc:
-                await self._odd(link, str(exc))
-                continue
-            when = info.mod_time.astimezone(UTC) if isinstance(info, FileInfo) else None
-            found.append(Tag(tag, target, when))
-        return found
-
-    async def _revisions(self) -> set[Digest]:
-        found = set()
-        directory = paths.manifest_revisions(self.name)
-        entries = await walk.digest_dirs(self.driver, directory, self._odd)
-        links = [f"{entry}/link" for _, entry in entries]
-        for link, content in zip(links, await self.driver.get_contents(links), strict=True):
-            if isinstance(content, PathNotFoundError):
-                continue  # deleted through the API
-            try:
-                if isinstance(content, Exception):
-                    raise content
-                found.add(decode_link(link, content))
-            except (InvalidLinkError, UnsafeEntryError) as exc:
-                await self._odd(link, str(exc))
-        return found
-
-    async def _read_children(self, digest: Digest) -> None:
-        """The manifests an index names, and theirs."""
-        if digest in self.children:
-            return
-        self.children[digest] = []
-        try:
-            manifest = parse_manifest(await self.driver.get_content(paths.blob_data(digest)))
-        except (RegistryError, PathNotFoundError, UnsafeEntryError) as exc:
-            await self._odd(f"{self.name}@{digest}", f"manifest not readable: {exc}")
-            return
-        self.children[digest] = [child.digest for child in manifest.manifests]
-        for child in self.children[digest]:
-            await self._read_children(child)
+    def unneeded(self, gone: set[Digest]) -> set[Digest]:
+        """The revisions that only the tags naming ``gone`` reached: what no remaining
+        tag, and no revision outside their reach, needs."""
+        candidates = self._reachable(gone) & self.revisions
+        roots = {t.target for t in self.tags} | (self.revisions - candidates)
+        return candidates - self._reachable(roots)
 
     def _reachable(self, roots: set[Digest]) -> set[Digest]:
         seen: set[Digest] = set()
@@ -188,22 +131,102 @@ class _RepositoryPlanner:
         return seen
 
 
+class _RepositoryPlanner:
+    def __init__(self, driver: StorageDriver, name: str, unreadable: list[str]) -> None:
+        self.driver = driver
+        self.name = name
+        self.unreadable = unreadable
+        self.ahead = ReadAhead(driver)
+
+    async def _odd(self, path: str, why: str) -> None:
+        self.unreadable.append(f"{path}: {why}")
+
+    async def plan(self, policy: Policy, now: datetime) -> RepositoryPlan:
+        repository = await self.read()
+        if repository is None:
+            return RepositoryPlan(self.name)
+        doomed = policy.doomed(repository.tags, now)
+        repository.tags = [t for t in repository.tags if t not in doomed]
+        unneeded = repository.unneeded({t.target for t in doomed})
+        return RepositoryPlan(self.name, doomed, sorted(unneeded, key=str))
+
+    async def read(self) -> _Repository | None:
+        """The repository as it is now; None (and what it could not read, in
+        ``unreadable``) when any tag or manifest it depends on cannot be read."""
+        before = len(self.unreadable)
+        tags = await self._tags()
+        revisions = set()
+        for digest, target in await read_revisions(self.driver, self.ahead, self.name, self._odd):
+            if isinstance(target, Digest):
+                revisions.add(target)
+            elif not isinstance(target, PathNotFoundError):  # else deleted: no manifest
+                await self._odd(paths.manifest_revision_link(self.name, digest), str(target))
+        children = await self._children(revisions)
+        if len(self.unreadable) > before:
+            return None
+        return _Repository(tags, revisions, children)
+
+    async def _tags(self) -> list[Tag]:
+        found = []
+        for tag, target in await read_tags(self.driver, self.ahead, self.name, self._odd):
+            if isinstance(target, Digest):
+                found.append((tag, target))
+            elif not isinstance(target, PathNotFoundError):  # else the registry lists none
+                await self._odd(paths.tag_current_link(self.name, tag), str(target))
+        links = [paths.tag_current_link(self.name, tag) for tag, _ in found]
+        infos = await self.driver.stat_many(links)
+        return [
+            Tag(tag, target, info.mod_time.astimezone(UTC) if isinstance(info, FileInfo) else None)
+            for (tag, target), info in zip(found, infos, strict=True)
+        ]
+
+    async def _children(self, revisions: set[Digest]) -> dict[Digest, list[Digest]]:
+        """The manifests each index names, and theirs, read a level at a time."""
+        children: dict[Digest, list[Digest]] = {}
+        level = set(revisions)
+        while level:
+            await self.ahead.fetch(paths.blob_data(d) for d in level)
+            for digest in sorted(level, key=str):
+                try:
+                    manifest = parse_manifest(await self.ahead.get(paths.blob_data(digest)))
+                except (RegistryError, PathNotFoundError, UnsafeEntryError) as exc:
+                    await self._odd(f"{self.name}@{digest}", f"manifest not readable: {exc}")
+                    manifest = None
+                children[digest] = [c.digest for c in manifest.manifests] if manifest else []
+            level = {c for d in level for c in children[d]} - children.keys()
+        return children
+
+
 async def apply_prune(driver: StorageDriver, plan: PrunePlan) -> list[str]:
-    """Delete what ``plan`` names; returns what was kept after all (a manifest a tag
-    pushed since names)."""
+    """Delete what ``plan`` names, looking again first: a tag pushed again since the
+    plan stays, and so does a manifest that a tag or index written since needs.
+    Returns what was kept so."""
     if plan.unreadable:
         raise RegistryError("prune deletes nothing from a store it could not read whole")
-    registry = Registry(driver)
     kept = []
     for repo in plan.repositories:
-        repository = registry.repository(repo.name)
+        unreadable: list[str] = []
+        gone = set()
         for tag in repo.tags:
+            link = paths.tag_current_link(repo.name, tag.name)
+            try:
+                now = decode_link(link, await driver.get_content(link))
+            except PathNotFoundError:
+                continue  # deleted meanwhile
+            if now != tag.target:
+                kept.append(f"tag {repo.name}:{tag.name} (names {now} since)")
+                continue
             if await driver.delete_if_present(paths.tag_dir(repo.name, tag.name)):
                 log.info("deleted tag %s:%s", repo.name, tag.name)
+            gone.add(tag.target)
+        repository = await _RepositoryPlanner(driver, repo.name, unreadable).read()
+        if repository is None:
+            raise RegistryError(f"{repo.name} could not be read again: {'; '.join(unreadable)}")
+        unneeded = repository.unneeded(gone)
         for digest in repo.manifests:
-            naming = await repository.tags.tags_of(digest)
-            if naming:  # tagged since the plan: it stays
-                kept.append(f"{repo.name}@{digest} (tagged {', '.join(naming)} since)")
+            if digest not in unneeded:  # a tag or index written since needs it
+                why = "still needed, or its tag moved, since the plan"
+                kept.append(f"manifest {repo.name}@{digest} ({why})")
                 continue
             # the link alone, as the registry's DELETE leaves it: no manifest then
             if await driver.delete_if_present(paths.manifest_revision_link(repo.name, digest)):

@@ -19,10 +19,12 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
-from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import Absent, Descend, TreeEntry
-from . import paths
+from . import paths, walk
+from .digest import Digest
 from .errors import InvalidLinkError
 from .links import decode_link
 
@@ -84,6 +86,17 @@ class Snapshot:
             return []  # its directory was listed: absent here, or a file
         return await self.driver.list_if_present(path)  # not descended into, or outside
 
+    async def stat_many(self, wanted: list[str]) -> list[FileInfo | Absent]:
+        """As ``driver.stat_many``, but a file whose size the listing gave (S3's) is
+        not asked again; its time is unknown (the epoch): ages are asked of the
+        driver."""
+        unknown = [p for p in wanted if p not in self.sizes]
+        stated = dict(zip(unknown, await self.driver.stat_many(unknown), strict=True))
+        epoch = datetime.fromtimestamp(0, UTC)
+        return [
+            stated[p] if p in stated else FileInfo(p, self.sizes[p], epoch, False) for p in wanted
+        ]
+
 
 class ReadAhead:
     """Small files read in batches, each handed out once by ``get``."""
@@ -123,7 +136,64 @@ class ReadAhead:
             raise found
         return found
 
+    async def fetch_repositories(
+        self, lister: walk.Lister, names: Iterable[str], tags: bool = True
+    ) -> None:
+        """The revision links (and the tags' ``current`` links) of these repositories,
+        then the manifests they name: what a whole-store pass reads for a group."""
+        links = []
+        for name in names:
+            revisions = await walk.digest_dirs(lister, paths.manifest_revisions(name))
+            links += [f"{entry}/link" for _, entry in revisions]
+            if tags:
+                links += [
+                    paths.tag_current_link(name, t)
+                    for t in await walk.names(lister, paths.tags_dir(name))
+                ]
+        await self.fetch(links)
+        await self.fetch_named(links)
+
     def forget(self) -> None:
         """Drop what was read ahead and not asked for (bounds the memory of a pass
         that reads ahead group by group)."""
         self.read.clear()
+
+
+Linked = Digest | Exception  # what a link names, or why it names nothing
+
+
+async def read_revisions(
+    lister: walk.Lister, ahead: ReadAhead, name: str, on_odd: walk.OnOdd
+) -> list[tuple[Digest, Linked]]:
+    """Each revision directory of repository ``name`` with the manifest its link names,
+    or why it names none: PathNotFoundError where an API DELETE removed the link,
+    InvalidLinkError or UnsafeEntryError where it cannot be read. Read in one batch."""
+    entries = await walk.digest_dirs(lister, paths.manifest_revisions(name), on_odd)
+    return list(
+        zip(
+            (d for d, _ in entries),
+            await _targets(ahead, [f"{e}/link" for _, e in entries]),
+            strict=True,
+        )
+    )
+
+
+async def read_tags(
+    lister: walk.Lister, ahead: ReadAhead, name: str, on_odd: walk.OnOdd
+) -> list[tuple[str, Linked]]:
+    """Each tag of repository ``name`` with the manifest its ``current`` link names,
+    or why it names none (PathNotFoundError: a tag without one)."""
+    tags = await walk.names(lister, paths.tags_dir(name), on_odd)
+    links = [paths.tag_current_link(name, tag) for tag in tags]
+    return list(zip(tags, await _targets(ahead, links), strict=True))
+
+
+async def _targets(ahead: ReadAhead, links: list[str]) -> list[Linked]:
+    await ahead.fetch(links)
+    found: list[Linked] = []
+    for link in links:
+        try:
+            found.append(decode_link(link, await ahead.get(link)))
+        except (PathNotFoundError, InvalidLinkError, UnsafeEntryError) as exc:
+            found.append(exc)
+    return found

@@ -32,11 +32,10 @@ from datetime import UTC, datetime
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
 from .digest import Digest
-from .errors import InvalidLinkError, RegistryError
-from .links import decode_link
+from .errors import RegistryError
 from .maintenance import upload_age
 from .manifests import Manifest, parse_manifest
-from .readahead import ReadAhead, Snapshot, layout_dirs
+from .readahead import ReadAhead, Snapshot, layout_dirs, read_revisions, read_tags
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ class UsageReader:
     async def _read_blob_sizes(self) -> None:
         found = await walk.blob_dirs(self.snapshot, self._odd)
         data = [paths.blob_data(digest) for digest, _ in found]
-        infos = await self._stat(data)
+        infos = await self.snapshot.stat_many(data)
         for (digest, blob_dir), info in zip(found, infos, strict=True):
             if isinstance(info, FileInfo):
                 self.facts.blob_sizes[digest] = info.size
@@ -157,23 +156,8 @@ class UsageReader:
             else:
                 await self._odd(blob_dir, "blob directory without data")
 
-    async def _stat(self, data: list[str]) -> list[FileInfo | Exception]:
-        """Sizes the listing gave (S3's), else one batch of stats."""
-        sizes = self.snapshot.sizes
-        unknown = [p for p in data if p not in sizes]
-        stated = dict(zip(unknown, await self.driver.stat_many(unknown), strict=True))
-        epoch = datetime.fromtimestamp(0, UTC)
-        return [stated[p] if p in stated else FileInfo(p, sizes[p], epoch, False) for p in data]
-
     async def _read_group(self, names: list[str]) -> None:
-        links = []
-        for name in names:
-            revisions = paths.manifest_revisions(name)
-            links += [f"{e}/link" for _, e in await walk.digest_dirs(self.snapshot, revisions)]
-            tags = await walk.names(self.snapshot, paths.tags_dir(name))
-            links += [paths.tag_current_link(name, tag) for tag in tags]
-        await self.ahead.fetch(links)
-        await self.ahead.fetch_named(links)
+        await self.ahead.fetch_repositories(self.snapshot, names)
         for name in names:
             facts = RepositoryFacts(name)
             facts.revisions = await self._revisions(name)
@@ -185,27 +169,22 @@ class UsageReader:
 
     async def _revisions(self, name: str) -> list[Digest]:
         found = []
-        directory = paths.manifest_revisions(name)
-        for _, entry in await walk.digest_dirs(self.snapshot, directory, self._odd):
-            link = f"{entry}/link"
-            try:
-                found.append(decode_link(link, await self.ahead.get(link)))
-            except PathNotFoundError:
-                continue  # deleted through the API: no manifest
-            except (InvalidLinkError, UnsafeEntryError) as exc:
-                await self._odd(link, str(exc))
+        for digest, target in await read_revisions(self.snapshot, self.ahead, name, self._odd):
+            if isinstance(target, Digest):
+                found.append(target)
+            elif not isinstance(target, PathNotFoundError):  # else deleted: no manifest
+                await self._odd(paths.manifest_revision_link(name, digest), str(target))
         return found
 
     async def _tags(self, name: str) -> list[Tag]:
         found = []
-        for tag in await walk.names(self.snapshot, paths.tags_dir(name), self._odd):
-            link = paths.tag_current_link(name, tag)
-            try:
-                found.append(Tag(tag, decode_link(link, await self.ahead.get(link))))
-            except PathNotFoundError:
+        for tag, target in await read_tags(self.snapshot, self.ahead, name, self._odd):
+            if isinstance(target, Digest):
+                found.append(Tag(tag, target))
+            elif isinstance(target, PathNotFoundError):
                 await self._odd(paths.tag_dir(name, tag), "tag without a current link")
-            except (InvalidLinkError, UnsafeEntryError) as exc:
-                await self._odd(link, str(exc))
+            else:
+                await self._odd(paths.tag_current_link(name, tag), str(target))
         return found
 
     async def _read_manifest(self, digest: Digest) -> None:
@@ -221,25 +200,22 @@ class UsageReader:
             await self._odd(paths.blob_data(digest), f"not a readable manifest: {exc}")
 
     async def _read_children(self) -> None:
-        """The children of every index read so far, and theirs, in batches."""
-        while wanted := sorted(
-            {
-                child.digest
-                for manifest in list(self.facts.manifests.values())
-                for child in manifest.manifests
-                if child.digest not in self.facts.manifests
-                and child.digest in self.facts.blob_sizes
-                and child.digest not in self.unparsed
-            }
-        ):
+        """The children of every index read so far, and theirs, a level at a time."""
+        level = list(self.facts.manifests.values())
+        while wanted := sorted({
+            child.digest for manifest in level for child in manifest.manifests
+            if child.digest not in self.facts.manifests and child.digest not in self.unparsed
+            and child.digest in self.facts.blob_sizes
+        }):  # fmt: skip
             await self.ahead.fetch(paths.blob_data(d) for d in wanted)
             for digest in wanted:
                 await self._read_manifest(digest)
+            level = [self.facts.manifests[d] for d in wanted if d in self.facts.manifests]
             self.ahead.forget()
 
     async def _read_uploads(self, name: str) -> None:
         ids = await walk.upload_ids(self.snapshot, name, self._odd)
-        infos = await self._stat([paths.upload_data(name, i) for i in ids])
+        infos = await self.snapshot.stat_many([paths.upload_data(name, i) for i in ids])
         for upload_id, info in zip(ids, infos, strict=True):
             size = info.size if isinstance(info, FileInfo) else 0
             age = await upload_age(self.driver, name, upload_id, self._odd)
@@ -262,23 +238,38 @@ class Usage:
 
     def closure(self, digest: Digest) -> frozenset[Digest]:
         """The stored blobs a manifest keeps: itself, its config and layers, and its
-        children's closures."""
-        found = self._closures.get(digest)
-        if found is not None:
-            return found
-        self._closures[digest] = frozenset()  # an index that names itself ends here
+        children's closures. Worked out without recursion (a store may nest indexes
+        as deep as its writers like) and once per manifest; an index that names
+        itself, or one that names it, ends the cycle there."""
+        stack = [(digest, False)]
+        entered: set[Digest] = set()
+        while stack:
+            current, children_done = stack.pop()
+            if current in self._closures:
+                continue
+            manifest = self.facts.manifests.get(current)
+            children = [c.digest for c in manifest.manifests] if manifest else []
+            if not children_done:
+                if current in entered:
+                    continue  # a cycle: its first visit finishes it
+                entered.add(current)
+                stack.append((current, True))
+                stack += [(c, False) for c in children if c not in self._closures]
+                continue
+            blobs = self._own_blobs(current, manifest)
+            for child in children:
+                blobs |= self._closures.get(child, frozenset())
+            self._closures[current] = frozenset(blobs)
+        return self._closures[digest]
+
+    def _own_blobs(self, digest: Digest, manifest: Manifest | None) -> set[Digest]:
         blobs = {digest} if digest in self.facts.blob_sizes else set()
-        manifest = self.facts.manifests.get(digest)
-        if manifest is not None:
-            for ref in manifest.blob_references():
-                if ref.digest in self.facts.blob_sizes:
-                    blobs.add(ref.digest)
-                else:
-                    self.missing.add((digest, ref.digest))
-            for child in manifest.manifests:
-                blobs |= self.closure(child.digest)
-        self._closures[digest] = found = frozenset(blobs)
-        return found
+        for ref in manifest.blob_references() if manifest else ():
+            if ref.digest in self.facts.blob_sizes:
+                blobs.add(ref.digest)
+            else:
+                self.missing.add((digest, ref.digest))
+        return blobs
 
     def part(self, blobs: Iterable[Digest]) -> Part:
         sizes = self.facts.blob_sizes
