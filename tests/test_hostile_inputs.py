@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from layerfs.images.sources import MAX_INDEX_DEPTH, MAX_MANIFEST, MAX_REFERENCES
+from layerfs.images.sources import MAX_MANIFEST, MAX_REFERENCES
+from layerfs.storage.manifests import MAX_INDEX_DEPTH
 
 from .httpaux import QuietHandler, serve
 from .images import descriptor, make_image, sha256, write_oci_layout

@@ -235,3 +235,17 @@ def test_a_refusal_names_the_file_and_the_reason(mount: Mount, tmp_path: Path) -
     assert not (repo / "_manifests/revisions/sha256").exists()
     assert os.listdir(repo / "_manifests/tags") == []
     assert os.listdir(repo / "_uploads") == []
+
+
+def test_a_symbolic_link_in_the_layout_is_refused(mount: Mount, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"outside the layout")
+    image = make_image(96, layers=1)
+    layout = write_oci_layout(image, tmp_path / "linked", "v1")
+    named = layout / "blobs/sha256" / hashlib.sha256(secret.read_bytes()).hexdigest()
+    named.symlink_to(secret)  # named as the file it points at: a mv would accept it
+    result = push(layout, mount, "linked/app", "v1")
+    assert result.returncode == 1
+    assert f"{named}: a symbolic link, not followed" in result.stderr
+    blobs = mount.mountpoint / "blobs/sha256" / named.name[:2] / named.name
+    assert not blobs.exists()  # nothing of the file outside reached the store

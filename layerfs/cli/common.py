@@ -103,6 +103,18 @@ def setup_logging(level: str, log_file: str | None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def progress_bar(desc: str, enabled: bool, **units):  # type: ignore[no-untyped-def]
+    """A tqdm bar on stderr when it is a terminal (and ``enabled``); nothing otherwise."""
+    from tqdm import tqdm
+
+    return tqdm(total=0, desc=desc, disable=None if enabled else True, leave=False, **units)
+
+
+def plural(count: int, noun: str, nouns: str = "") -> str:
+    """``1 blob``, ``2 blobs``; ``nouns`` where the plural is not noun + s."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:

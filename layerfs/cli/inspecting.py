@@ -9,7 +9,7 @@ import sys
 import click
 import trio
 
-from .common import cli, human, open_store, setup_logging, store_of
+from .common import cli, human, open_store, plural, setup_logging, store_of
 
 NOT_FOUND = 1
 # the host's machine name as OCI spells architectures
@@ -59,7 +59,11 @@ async def _config(driver, top) -> bytes:  # type: ignore[no-untyped-def]
     view = top
     if view.children:
         wanted = ARCHITECTURES.get(host.machine(), host.machine())
-        matching = [c for c in view.children if c.platform.get("architecture") == wanted]
+        matching = [
+            c
+            for c in view.children
+            if c.platform.get("os") == "linux" and c.platform.get("architecture") == wanted
+        ]
         if not matching:
             names = ", ".join(platform_name(c.platform) for c in view.children)
             raise RegistryError(f"an index without linux/{wanted} (it has {names})")
@@ -135,8 +139,7 @@ def _print(found) -> None:  # type: ignore[no-untyped-def]
 def _summary(view) -> str:  # type: ignore[no-untyped-def]
     if view.children:
         return f"an index of {len(view.children)}, {human(view.total_size)}"
-    count = len(view.layers)
-    return f"{count} layer{'' if count == 1 else 's'}, {human(view.total_size)}"
+    return f"{plural(len(view.layers), 'layer')}, {human(view.total_size)}"
 
 
 def _print_image(view, indent: str) -> None:  # type: ignore[no-untyped-def]

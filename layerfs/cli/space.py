@@ -11,7 +11,7 @@ from datetime import datetime
 import click
 import trio
 
-from .common import cli, open_store, setup_logging, store_of
+from .common import cli, open_store, plural, progress_bar, setup_logging, store_of
 
 USAGE_ERROR = 2
 UPLOADS_SHOWN = 10  # the oldest uploads listed by name in the text output
@@ -64,8 +64,8 @@ def du(store: str, by: str, as_json: bool, exact: bool, only: tuple[str, ...]) -
 
     setup_logging("error", None)
     driver = open_store(store_of(store), existing=True)
-    bar = _progress(enabled=not as_json)
-    facts = trio.run(read_store, driver, bar)
+    bar = progress_bar("du", not as_json, unit="repo")
+    facts = trio.run(read_store, driver, _advance(bar))
     bar.close()
     usage = Usage(facts)
     rows = usage.rows(by)
@@ -116,9 +116,9 @@ def _print_du(usage, rows, by: str, exact: bool) -> None:  # type: ignore[no-unt
     odd = usage.odd()
     click.echo("")
     click.echo(
-        f"store: {size(summary.total_bytes)} in {_plural(summary.blobs.blobs, 'blob')} and"
-        f" {_plural(summary.uploads.blobs, 'upload')},"
-        f" {_plural(len(facts.repositories), 'repository').replace('ys', 'ies')}"
+        f"store: {size(summary.total_bytes)} in {plural(summary.blobs.blobs, 'blob')} and"
+        f" {plural(summary.uploads.blobs, 'upload')},"
+        f" {plural(len(facts.repositories), 'repository', 'repositories')}"
     )
     parts = [
         (summary.tagged, "tagged images", ""),
@@ -126,7 +126,7 @@ def _print_du(usage, rows, by: str, exact: bool) -> None:  # type: ignore[no-unt
         (summary.unreferenced, "unreferenced", "freed by gc"),
     ]
     for part, what, freed in parts:
-        blobs = _plural(part.blobs, "blob")
+        blobs = plural(part.blobs, "blob")
         click.echo(f"{size(part.bytes):>10}  {what} ({blobs}){': ' + freed if freed else ''}")
     uploads = summary.uploads
     click.echo(f"{size(uploads.bytes):>10}  uploads ({uploads.blobs}): freed by purge-uploads")
@@ -146,10 +146,6 @@ def _started(started: datetime | None, now: datetime) -> str:
     if started is None:
         return "(start unknown)"
     return f"started {started:%Y-%m-%dT%H:%M:%SZ}, {age_text((now - started).total_seconds())} ago"
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _part(part) -> dict:  # type: ignore[no-untyped-def]
@@ -199,18 +195,14 @@ def _du_json(usage, rows, by: str) -> dict:  # type: ignore[no-untyped-def]
     }
 
 
-def _progress(enabled: bool):  # type: ignore[no-untyped-def]
-    """Repositories read, on a terminal (stderr); nothing otherwise."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="repo", desc="du", disable=None if enabled else True, leave=False)
+def _advance(bar):  # type: ignore[no-untyped-def]
+    """read_store's progress (repositories read, of how many) on ``bar``."""
 
     def update(done: int, total: int) -> None:
         bar.total = total
         bar.n = done
         bar.refresh()
 
-    update.close = bar.close  # type: ignore[attr-defined]
     return update
 
 
@@ -267,12 +259,12 @@ def prune(
             click.echo(f"{verb} tag {repo.name}:{tag.name} ({when}, {tag.target})")
         for digest in repo.manifests:
             click.echo(f"{verb} manifest {repo.name}@{digest}")
-    counts = f"{_plural(plan.tags, 'tag')} and {_plural(plan.manifests, 'manifest')}"
+    counts = f"{plural(plan.tags, 'tag')} and {plural(plan.manifests, 'manifest')}"
     if not plan.tags and not plan.manifests:
         click.echo("nothing to prune")
         return
     if dry_run:
-        where = _plural(len(plan.repositories), "repository").replace("ys", "ies")
+        where = plural(len(plan.repositories), "repository", "repositories")
         click.echo(f"{counts} to delete in {where}")
         return
     if not yes:

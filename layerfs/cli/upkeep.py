@@ -9,7 +9,7 @@ import sys
 import click
 import trio
 
-from .common import cli, human, open_store, setup_logging
+from .common import cli, human, open_store, progress_bar, setup_logging
 
 
 @cli.command("purge-uploads")
@@ -79,7 +79,7 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int, no_data: bool) -
 
     setup_logging("error", None)
     driver = open_store(store, existing=True)
-    bar = _progress_bar(enabled=not as_json)
+    bar = progress_bar("fsck", not as_json, unit="B", unit_scale=True, unit_divisor=1024)
     try:
         report = trio.run(
             run_fsck, driver, repair, workers, bar.update, _set_total(bar), not no_data
@@ -117,16 +117,6 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int, no_data: bool) -
     if report.clean:
         sys.exit(FSCK_CLEAN)
     sys.exit(FSCK_UNREPAIRED if report.unrepaired else FSCK_REPAIRED)
-
-
-def _progress_bar(enabled: bool):  # type: ignore[no-untyped-def]
-    """Bytes/s and ETA on a terminal (stderr); nothing otherwise."""
-    from tqdm import tqdm
-
-    return tqdm(
-        total=0, unit="B", unit_scale=True, unit_divisor=1024, desc="fsck",
-        disable=None if enabled else True, leave=False,
-    )  # fmt: skip
 
 
 def _set_total(bar):  # type: ignore[no-untyped-def]

@@ -24,11 +24,10 @@ from ..storage import (
     parse_manifest,
 )
 from ..storage.errors import SizeMismatchError
-from ..storage.manifests import Manifest
+from ..storage.manifests import MAX_INDEX_DEPTH, Manifest
 from .destinations import ImageDestination
 from .sources import (
     CHUNK,
-    MAX_INDEX_DEPTH,
     MAX_REFERENCES,
     ImageSource,
     SourceError,

@@ -28,11 +28,11 @@ if TYPE_CHECKING:  # requests loads only for docker:// locations
 CHUNK = 4 << 20  # large reads: fewer thread hops per byte
 # What a source may hand over. docker-registry refuses manifests over 4 MiB; an
 # index.json or manifest.json is held to the same. A manifest names at most
-# MAX_REFERENCES blobs or children, and indexes nest at most MAX_INDEX_DEPTH deep.
+# MAX_REFERENCES blobs or children, and indexes nest at most
+# storage.manifests.MAX_INDEX_DEPTH deep.
 MAX_MANIFEST = 4 << 20
 MAX_CONFIG = 64 << 20  # a docker save config, read whole to make its manifest
 MAX_REFERENCES = 10_000
-MAX_INDEX_DEPTH = 8
 REF_NAME = "org.opencontainers.image.ref.name"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_TAR_LAYER = "application/vnd.docker.image.rootfs.diff.tar"

@@ -17,10 +17,8 @@ from ..drivers import FileInfo, StorageDriver
 from . import paths, walk
 from .digest import Digest
 from .errors import ManifestUnknownError, RegistryError
-from .manifests import Manifest, parse_manifest
+from .manifests import MAX_INDEX_DEPTH, Manifest, parse_manifest
 from .registry import Registry
-
-MAX_DEPTH = 8  # indexes nested deeper are not read (the registry's own bound)
 
 
 @dataclass(frozen=True)
@@ -112,8 +110,8 @@ class _Reader:
         else:
             view.layers = blobs
         if manifest.is_index:
-            if depth >= MAX_DEPTH:
-                raise RegistryError(f"{digest}: indexes nested more than {MAX_DEPTH} deep")
+            if depth >= MAX_INDEX_DEPTH:
+                raise RegistryError(f"{digest}: indexes nested more than {MAX_INDEX_DEPTH} deep")
             entries = json.loads(raw).get("manifests", [])
             for entry, child in zip(entries, manifest.manifests, strict=True):
                 try:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from .digest import Digest
 from .errors import InvalidDigestError, ManifestInvalidError
 
+# How deep indexes may nest in what layerfs reads whole (an import, ``inspect``).
+MAX_INDEX_DEPTH = 8
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
