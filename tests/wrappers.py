@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Sequence
+
+import trio
 
 from layerfs.drivers import FileInfo, FileWriter, Reader, StorageDriver
 
@@ -119,3 +122,96 @@ class LaggingStatDriver(Passthrough):
             self.lag -= 1
             return FileInfo(info.path, info.size - 1, info.mod_time, info.is_dir)
         return info
+
+
+class YieldingDriver(Passthrough):
+    """Yields to the scheduler ``pauses()`` times before every call, and inside every
+    reader's and writer's calls: each ``await`` of storage becomes a point where
+    another request runs. With Hypothesis drawing the pauses (and trio's scheduler
+    seeded by Hypothesis), an interleaving that breaks something is found, replayed
+    and shrunk."""
+
+    def __init__(self, inner: StorageDriver, pauses: Callable[[], int]) -> None:
+        super().__init__(inner)
+        self.pauses = pauses
+
+    async def pause(self) -> None:
+        for _ in range(self.pauses()):
+            await trio.lowlevel.checkpoint()
+
+    async def committed_size(self, path: str) -> int:
+        await self.pause()
+        return await self.inner.committed_size(path)
+
+    async def committed_reader(self, path: str, offset: int = 0) -> Reader:
+        await self.pause()
+        return _YieldingReader(await self.inner.committed_reader(path, offset), self)
+
+    async def get_content(self, path: str) -> bytes:
+        await self.pause()
+        return await self.inner.get_content(path)
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        await self.pause()
+        await self.inner.put_content(path, content)
+
+    async def reader(self, path: str, offset: int = 0) -> Reader:
+        await self.pause()
+        return _YieldingReader(await self.inner.reader(path, offset), self)
+
+    async def writer(self, path: str, append: bool = False) -> FileWriter:
+        await self.pause()
+        return _YieldingWriter(await self.inner.writer(path, append), self)
+
+    async def stat(self, path: str) -> FileInfo:
+        await self.pause()
+        return await self.inner.stat(path)
+
+    async def list(self, path: str) -> list[str]:
+        await self.pause()
+        return await self.inner.list(path)
+
+    async def move(self, source: str, dest: str) -> None:
+        await self.pause()
+        await self.inner.move(source, dest)
+
+    async def delete(self, path: str) -> None:
+        await self.pause()
+        await self.inner.delete(path)
+
+
+class _YieldingReader(Reader):
+    def __init__(self, inner: Reader, driver: YieldingDriver) -> None:
+        self.inner, self.driver = inner, driver
+
+    async def read(self, size: int) -> bytes:
+        await self.driver.pause()
+        return await self.inner.read(size)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _YieldingWriter(FileWriter):
+    def __init__(self, inner: FileWriter, driver: YieldingDriver) -> None:
+        self.inner, self.driver = inner, driver
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    async def write_pieces(self, pieces: Sequence[bytes]) -> int:
+        await self.driver.pause()
+        return await self.inner.write_pieces(pieces)
+
+    async def close(self) -> None:
+        await self.driver.pause()
+        await self.inner.close()
+
+    async def cancel(self) -> None:
+        await self.driver.pause()
+        await self.inner.cancel()
+
+    async def commit(self) -> None:
+        await self.driver.pause()
+        await self.inner.commit()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import trio
 
@@ -20,9 +20,15 @@ from .base import (
     is_under,
 )
 
+_last = datetime.fromtimestamp(0, UTC)
+
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    """The time, strictly later than any time given before: a file changed twice in
+    one microsecond still shows two modification times, as a stamp needs."""
+    global _last
+    _last = max(datetime.now(UTC), _last + timedelta(microseconds=1))
+    return _last
 
 
 class MemoryDriver(StorageDriver):
@@ -81,11 +87,12 @@ class MemoryDriver(StorageDriver):
         await trio.lowlevel.checkpoint()
         self._ensure_file_slot(path)
         if append:
-            self._file(path)
-        else:
-            self._files[path] = bytearray()
+            data = self._file(path)
+        else:  # O_TRUNC: the same file emptied, so other writers' "descriptors" see it
+            data = self._files.setdefault(path, bytearray())
+            data.clear()
             self._mtimes[path] = _now()
-        return _MemoryWriter(self, path)
+        return _MemoryWriter(self, path, data)
 
     async def stat(self, path: str) -> FileInfo:
         self._check(path)
@@ -152,16 +159,26 @@ class _MemoryReader(Reader):
 
 
 class _MemoryWriter(FileWriter):
-    def __init__(self, driver: MemoryDriver, path: str) -> None:
+    """Appends to the file it opened, wherever that file is now: like a descriptor,
+    it follows a move, and a file replaced at its path is no longer its file."""
+
+    def __init__(self, driver: MemoryDriver, path: str, data: bytearray) -> None:
         self._driver = driver
         self._path = path
+        self._data = data
         self._closed = False
         self._committed = False
         self._cancelled = False
 
     @property
     def size(self) -> int:
-        return len(self._driver._files.get(self._path, b""))
+        return len(self._data)
+
+    def _where(self) -> str | None:
+        """The path the opened file is at now, if it is still stored."""
+        if self._driver._files.get(self._path) is self._data:
+            return self._path
+        return next((p for p, d in self._driver._files.items() if d is self._data), None)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -174,10 +191,11 @@ class _MemoryWriter(FileWriter):
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
         self._check_open()
         await trio.lowlevel.checkpoint()
-        stored = self._driver._file(self._path)
         for piece in pieces:
-            stored.extend(piece)
-        self._driver._mtimes[self._path] = _now()
+            self._data.extend(piece)
+        where = self._where()
+        if where is not None:
+            self._driver._mtimes[where] = _now()
         return sum(map(len, pieces))
 
     async def close(self) -> None:
@@ -190,8 +208,9 @@ class _MemoryWriter(FileWriter):
         self._check_open()
         self._cancelled = True
         await trio.lowlevel.checkpoint()
-        self._driver._files.pop(self._path, None)
-        self._driver._mtimes.pop(self._path, None)
+        if self._driver._files.get(self._path) is self._data:
+            del self._driver._files[self._path]
+            self._driver._mtimes.pop(self._path, None)
 
     async def commit(self) -> None:
         self._check_open()

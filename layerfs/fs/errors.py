@@ -39,6 +39,7 @@ ERRNO_OF: list[tuple[type[BaseException], int]] = [
     (se.ManifestUnknownError, errno.ENOENT),
     (se.TagUnknownError, errno.ENOENT),
     (se.UploadClosedError, errno.ESTALE),
+    (se.UploadBusyError, errno.EBUSY),
     (se.RegistryError, errno.EINVAL),  # names, tags, digests, links, sizes, manifests
     (PathNotFoundError, errno.ENOENT),
     (InvalidPathError, errno.EINVAL),

@@ -7,12 +7,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from ..storage import Registry, Upload, walk
-from ..storage.errors import UploadClosedError
+from ..storage.errors import UploadBusyError, UploadClosedError
+from ..storage.uploads import Stamp
 from ..storage.writebehind import WriteBehind
+
+if TYPE_CHECKING:
+    from .state import UploadHandle
 
 log = logging.getLogger("layerfs.fs")
 
@@ -23,7 +28,18 @@ class UploadSession:
 
     ``handles`` counts the open file handles and the requests (truncate, finish) that
     use the session without one. ``removed`` is set when the upload is cancelled or
-    replaced while handles remain: they then get ESTALE, never a wait."""
+    replaced while handles remain: they then get ESTALE, never a wait.
+
+    One writer at a time (README, "Concurrent writers"): ``writer`` is the handle
+    whose writes the upload takes, from its open to its release. Another writable
+    open is refused (EBUSY) while that handle has written since its last flush; when
+    it has flushed everything (a program that closed: the kernel sends the release
+    after close returns, so it can come after the next open), the open waits up to
+    ``RELEASE_GRACE`` seconds for the release, and is refused if it does not come.
+    ``finishing`` refuses writes and restarts while a finish runs. ``streams`` are
+    the handles with a reader's stream on the data, closed before the data moves."""
+
+    RELEASE_GRACE = 1.0
 
     upload: Upload
     pipe: WriteBehind
@@ -32,6 +48,11 @@ class UploadSession:
     removed: bool = False
     opened: float = field(default_factory=time.monotonic)
     size_at_open: int = 0
+    writer: object | None = None
+    writer_dirty: bool = False  # the writer wrote (or opened) since its last flush
+    finishing: bool = False
+    streams: list[UploadHandle] = field(default_factory=list)
+    released: trio.Event = field(default_factory=trio.Event)  # the writer let go
 
     @property
     def repository(self) -> str:
@@ -40,6 +61,44 @@ class UploadSession:
     def check_usable(self) -> None:
         if self.removed or not self.upload.usable:
             raise UploadClosedError(f"upload {self.name} was removed while open")
+
+    async def claim_writer(self, handle: object) -> None:
+        """Make ``handle`` the upload's one writer, or raise UploadBusyError."""
+        deadline = trio.current_time() + self.RELEASE_GRACE
+        while self.writer is not None and self.writer is not handle:
+            if self.writer_dirty or self.finishing or trio.current_time() >= deadline:
+                raise UploadBusyError(f"upload {self.name} is open for writing elsewhere")
+            with trio.move_on_at(deadline):
+                await self.released.wait()
+        if self.finishing:
+            raise UploadBusyError(f"upload {self.name} is being finished")
+        self.writer, self.writer_dirty = handle, True
+        self.released = trio.Event()
+
+    def check_writer(self, handle: object) -> None:
+        """Raise unless ``handle`` is the writer and may write now."""
+        self.check_usable()
+        if self.finishing:
+            raise UploadBusyError(f"upload {self.name} is being finished")
+        if self.writer is not handle:
+            raise UploadClosedError(f"upload {self.name}: this handle is not its writer")
+
+    def flushed(self, handle: object) -> None:
+        if self.writer is handle:
+            self.writer_dirty = False
+
+    def let_go(self, handle: object) -> None:
+        """``handle`` closed: it writes no more."""
+        if self.writer is handle:
+            self.writer, self.writer_dirty = None, False
+            self.released.set()
+
+    async def close_streams(self) -> None:
+        """Close every reader's stream on the data, before the data moves: no
+        descriptor of this mount's outlives the upload (a read opens it again)."""
+        for handle in list(self.streams):
+            if handle.stream is not None:
+                await handle.stream.aclose()
 
     def status(self) -> dict[str, object]:
         age = time.monotonic() - self.opened
@@ -149,6 +208,11 @@ class UploadTable:
         self.registry = registry
         self.nursery = nursery  # runs the write-behind of open uploads
         self.sessions: dict[str, UploadSession] = {}  # by upload id
+        self._opening: dict[str, trio.Event] = {}  # ids whose session is being made
+        # (size, mtime) of an upload's data right after this mount last stored it
+        # with its hash state: a later session trusts that state only while the
+        # data still shows exactly this (storage.uploads.Upload, "stamp")
+        self.stamps: dict[str, Stamp] = {}
         self.errors: dict[str, str] = {}  # last error by upload id
         self.index = UploadNames(registry, trusted, clock)
 
@@ -184,12 +248,24 @@ class UploadTable:
             session.name = name
 
     async def open(self, repository: str, upload_id: str, name: str) -> UploadSession:
+        """The upload's one session: opens that arrive while it is being made wait
+        for it rather than each making their own (two sessions would write one data
+        file with two ideas of its end and its hash)."""
+        while upload_id not in self.sessions and upload_id in self._opening:
+            await self._opening[upload_id].wait()
         session = self.sessions.get(upload_id)
-        if session is None:
-            upload = await self.registry.repository(repository).uploads.resume(upload_id)
+        if session is not None:
+            return session
+        made = self._opening[upload_id] = trio.Event()
+        try:
+            uploads = self.registry.repository(repository).uploads
+            upload = await uploads.resume(upload_id, stamp=self.stamps.get(upload_id))
             pipe = WriteBehind(upload, self.nursery)
             session = UploadSession(upload, pipe, name, size_at_open=upload.size)
             self.sessions[upload_id] = session
+        finally:
+            del self._opening[upload_id]
+            made.set()
         return session
 
     async def size(self, repository: str, upload_id: str) -> int:
@@ -238,11 +314,18 @@ class UploadTable:
         """This mount removed or finished the upload: forget its name and last error."""
         self.index.removed(repository, upload_id)
         self.errors.pop(upload_id, None)
+        self.stamps.pop(upload_id, None)
 
     async def forget(self, upload_id: str) -> None:
         session = self.sessions.pop(upload_id, None)
         if session is not None:
             await session.pipe.aclose()
+            await session.close_streams()
+            stamp = session.upload.stamp
+            if stamp is None or session.removed:
+                self.stamps.pop(upload_id, None)
+            else:
+                self.stamps[upload_id] = stamp
 
     async def close_all(self) -> None:
         """Store data and hash state of every open upload and end its session."""

@@ -66,13 +66,15 @@ class UploadFiles:
             session = await self.table.create(place.repository, place.upload_name)
             if session is not None:
                 session.handles += 1
+                handle = UploadHandle(session, True)
+                await session.claim_writer(handle)  # a new session: nobody else holds it
                 log.info(
                     "upload %s started in %s as %s",
                     session.upload.id,
                     place.repository,
                     place.upload_name,
                 )
-                return self._file_info(UploadHandle(session, True))
+                return self._file_info(handle)
             # another mount created the same name at this moment: that upload is it
         if flags & os.O_EXCL:
             raise Refusal(errno.EEXIST, f"upload {place.upload_name} exists")
@@ -85,15 +87,28 @@ class UploadFiles:
         upload_id = await self.upload_id(place)
         session = await self.table.open(place.repository, upload_id, place.upload_name)
         session.handles += 1
+        handle = UploadHandle(session, writable)
         try:
+            if writable:
+                await self._claim(session, handle)
             if flags & os.O_TRUNC and writable:
                 await session.pipe.drain()
+                session.check_writer(handle)  # still ours after the wait
                 await session.upload.restart()
                 log.info("upload %s restarted (O_TRUNC)", upload_id)
         except BaseException:
+            session.let_go(handle)
             await self._release_session(session)
             raise
-        return self._file_info(UploadHandle(session, writable))
+        return self._file_info(handle)
+
+    async def _claim(self, session: UploadSession, handle: UploadHandle) -> None:
+        """Make ``handle`` the upload's one writer; a refusal is kept for the xattr."""
+        try:
+            await session.claim_writer(handle)
+        except Exception as exc:
+            self.table.errors[session.upload.id] = f"{errno.errorcode[errno_of(exc)]}: {exc}"
+            raise
 
     def _file_info(self, handle: UploadHandle) -> pyfuse3.FileInfo:
         return pyfuse3.FileInfo(fh=self.state.handles.add(handle), direct_io=True)
@@ -120,25 +135,35 @@ class UploadFiles:
         if handle.stream is None or handle.stream.committed != committed:
             if handle.stream is not None:
                 await handle.stream.aclose()
+            else:
+                session.streams.append(handle)
             handle.stream = StoredFileReader(driver, session.upload.data_path, committed)
+        session.check_usable()  # removed while the stream opened: no descriptor on it
         return await handle.stream.read_at(offset, size, end)
 
     async def write(self, handle: UploadHandle, offset: int, data: bytes) -> int:
         if not handle.writable:
             raise Refusal(errno.EBADF, "file is not open for writing")
         session = handle.session
-        session.check_usable()
+        session.check_writer(handle)
+        session.writer_dirty = True
         return await self.call(session, session.pipe.write_at(offset, data))
 
     async def flush(self, handle: UploadHandle) -> None:
         if handle.writable:
-            handle.session.check_usable()
-            await self.call(handle.session, handle.session.pipe.flush())
+            session = handle.session
+            session.check_writer(handle)
+            await self.call(session, session.pipe.flush())
+            session.flushed(handle)
 
     async def release(self, handle: UploadHandle) -> None:
+        session = handle.session
+        session.let_go(handle)
+        if handle in session.streams:
+            session.streams.remove(handle)
         if handle.stream is not None:
             await handle.stream.aclose()
-        await self._release_session(handle.session)
+        await self._release_session(session)
 
     async def _release_session(self, session: UploadSession) -> None:
         try:
@@ -157,6 +182,14 @@ class UploadFiles:
         session.handles += 1
         try:
             session.check_usable()
+            if handle is not None and handle.writable:
+                session.check_writer(handle)
+            elif session.finishing or session.writer_dirty:
+                raise Refusal(
+                    errno.EBUSY,
+                    f"upload {place.upload_name}: truncate refused: it is being written"
+                    " or finished",
+                )
             if size == 0:
                 await session.pipe.drain()
                 await self.call(session, session.upload.restart())
@@ -192,10 +225,15 @@ class UploadFiles:
         session.handles += 1
         try:
             session.check_usable()
+            if session.finishing:
+                raise Refusal(errno.EBUSY, f"upload {source.upload_name} is being finished")
+            session.finishing = True  # writes and restarts are refused from here on
             await self.call(session, session.pipe.flush())
+            await session.close_streams()  # no descriptor here survives the move
             info = await self.call(session, session.upload.finish(digest))
             session.removed = True  # the upload is a blob now: handles left get ESTALE
         finally:
+            session.finishing = False
             session.handles -= 1
             if session.removed:
                 await table.forget(upload_id)

@@ -59,6 +59,10 @@ class UploadClosedError(RegistryError):
     """The upload was finished or cancelled and takes no more calls."""
 
 
+class UploadBusyError(RegistryError):
+    """Another writer holds the upload, or its finish is under way (maps to EBUSY)."""
+
+
 class InvalidOffsetWriteError(RegistryError):
     """A write that does not append at the current end of an upload."""
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import trio
 
-from ..drivers import FileWriter, PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers import FileInfo, FileWriter, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
 from .blobs import BlobInfo, BlobStore
 from .digest import CANONICAL, EMPTY_SHA256, Digest
@@ -25,6 +25,7 @@ from .errors import (
     DigestMismatchError,
     InvalidOffsetWriteError,
     SizeMismatchError,
+    UploadBusyError,
     UploadClosedError,
     UploadUnknownError,
 )
@@ -49,10 +50,23 @@ def parse_started_at(content: bytes) -> datetime:
 
 
 LinkBlob = Callable[[Digest, list[Digest]], Awaitable[None]]
+# An upload's data as a stat shows it (size, modification time): taken right after this
+# program stored the data and its hash state, it tells later whether anyone wrote since.
+Stamp = tuple[int, datetime]
+
+
+def stamp_of(info: FileInfo) -> Stamp:
+    return (info.size, info.mod_time)
 
 
 class Upload:
-    """One upload in progress. Writes append; ``close`` keeps it resumable."""
+    """One upload in progress. Writes append; ``close`` keeps it resumable.
+
+    The finish names only bytes it verified (UPLOADS.md, "Trusting the running
+    hash"): the running sha256 is used only while it is ``trusted`` to cover exactly
+    the stored bytes — built here from an empty file, or from a hash state this
+    program stored whose ``stamp`` the data still shows — and the stored size is the
+    size hashed; otherwise the finish hashes the stored bytes."""
 
     def __init__(
         self,
@@ -64,6 +78,7 @@ class Upload:
         started_at: datetime,
         size: int,
         data_exists: bool,
+        stamp: Stamp | None = None,
     ) -> None:
         self.driver = driver
         self.blobs = blobs
@@ -77,6 +92,8 @@ class Upload:
         self._hasher: ResumableSha256 | None = None
         self._state_stored_at: int | None = None  # a hash state this upload knows is stored
         self._wrote = False  # written or restarted through this object: it knows its size
+        self._stamp = stamp  # the data right after this program last stored it and its state
+        self._trusted = False  # the running hash covers exactly the stored bytes
         self._state = "open"
         self._lock = trio.Lock()
 
@@ -92,6 +109,11 @@ class Upload:
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def stamp(self) -> Stamp | None:
+        """The data as this program last stored it with a matching hash state."""
+        return self._stamp if self._trusted else None
 
     async def refresh(self) -> None:
         """Take the size from the store, for an upload only read through this object:
@@ -137,8 +159,7 @@ class Upload:
             self._check_usable()
             if offset is not None and offset != self._size:
                 raise InvalidOffsetWriteError(self.id, offset, self._size)
-            hasher = await self._sync_hasher()
-            writer = await self._open_writer()
+            hasher, writer = await self._hasher_and_writer()
             try:
                 if size >= PARALLEL_HASH:
                     await _hash_while_writing(hasher, writer, pieces)
@@ -154,6 +175,24 @@ class Upload:
             self._wrote = True
         return size
 
+    async def _hasher_and_writer(self) -> tuple[ResumableSha256, FileWriter]:
+        """The running hash and an open writer that agree on the end of the data. A
+        writer opened again learns the size from the store: bytes another program
+        appended since the hash was synced are hashed before ours go after them."""
+        for _ in range(VALIDATE_RETRIES):
+            hasher = await self._sync_hasher()
+            writer = await self._open_writer()
+            if hasher.size == self._size:
+                return hasher, writer
+            log.warning(
+                "upload %s: the data grew from %d to %d bytes elsewhere; hashing again",
+                self.id,
+                hasher.size,
+                self._size,
+            )
+            await self._drop_writer()
+        raise UploadBusyError(f"upload {self.id} keeps growing through another writer")
+
     async def _open_writer(self) -> FileWriter:
         if self._writer is None:
             self._writer = await self.driver.writer(self.data_path, append=self._data_exists)
@@ -163,6 +202,7 @@ class Upload:
 
     async def _drop_writer(self) -> None:
         writer, self._writer, self._hasher = self._writer, None, None
+        self._trusted = False
         if writer is not None:
             try:
                 await writer.close()
@@ -187,6 +227,7 @@ class Upload:
             self._data_exists = True
             self._size = 0
             self._hasher = ResumableSha256()
+            self._trusted = True
             self._wrote = True
 
     # hash state -------------------------------------------------------------
@@ -201,6 +242,7 @@ class Upload:
         state at or below the size plus a read of the bytes after it."""
         if self._hasher is not None and self._hasher.size == self._size:
             return self._hasher
+        self._trusted = False
         hasher = ResumableSha256()
         for offset, path in sorted((await self._stored_states()).items(), reverse=True):
             if offset > self._size:
@@ -227,7 +269,25 @@ class Upload:
         if hasher.size != self._size:
             raise SizeMismatchError(self._size, hasher.size)
         self._hasher = hasher
+        self._trusted = self._state_stored_at == self._size and await self._unchanged()
         return hasher
+
+    async def _unchanged(self) -> bool:
+        """Whether nobody wrote the data since its hash state at its size was stored:
+        it shows exactly what it showed when this program stored that state (its
+        ``stamp``), or, after a remount, it was last modified no later than the state
+        (every writer, the registry too, stores a state after the bytes it covers)."""
+        try:
+            info = await self.driver.stat(self.data_path)
+        except PathNotFoundError:
+            return False
+        if self._stamp is not None and stamp_of(info) == self._stamp:
+            return True
+        state = paths.upload_hash_state(self.repository, self.id, CANONICAL, info.size)
+        try:
+            return (await self.driver.stat(state)).mod_time >= info.mod_time
+        except PathNotFoundError:
+            return False
 
     async def _store_hash_state(self) -> None:
         """Store the state at the current size, unless it is known to be stored."""
@@ -246,12 +306,37 @@ class Upload:
         async with self._lock:
             wrote = self._writer is not None
             try:
-                await self._close_writer(commit=False)
+                await self._close_writer(commit=False, store_state=False)
             except BaseException:
                 await self._drop_writer()
                 raise
             if wrote:
                 await self._check_still_there()
+                await self._store_state_if_alone()
+
+    async def _store_state_if_alone(self) -> None:
+        """Store the hash state, and take the data's stamp, when the stored size is the
+        size hashed. Otherwise another program wrote beside this one: no state is
+        stored (it would not describe the data), and the finish will hash the data."""
+        try:
+            info = await self.driver.stat(self.data_path)
+        except PathNotFoundError:
+            info = None
+        if info is None or info.size != self._size:
+            log.warning(
+                "upload %s: the data holds %s bytes, %d were written here: another writer"
+                " wrote beside this one; its hash will be taken from the stored bytes",
+                self.id,
+                "no" if info is None else info.size,
+                self._size,
+            )
+            self._hasher, self._trusted = None, False
+            if info is not None:
+                self._size = info.size
+            return
+        await self._store_hash_state()
+        if self._state_stored_at == self._size:
+            self._stamp = stamp_of(info)
 
     async def _check_still_there(self) -> None:
         """Raise UploadUnknownError, leaving nothing behind, when the upload was removed
@@ -285,6 +370,8 @@ class Upload:
         """Make the data final and durable before it is moved into ``blobs/``: through
         the open writer, or one opened again for the purpose (closed uploads too)."""
         if self._writer is None and self._data_exists:
+            if self._trusted and not await self._unchanged():
+                self._trusted = False  # written elsewhere since this program stored it
             try:
                 self._writer = await self.driver.writer(self.data_path, append=True)
             except PathNotFoundError:
@@ -358,12 +445,16 @@ class Upload:
             if self._size != 0:
                 raise
             stored = 0
-        if stored != self._size:
-            raise SizeMismatchError(self._size, stored)
         if size is not None and size != stored:
             raise SizeMismatchError(size, stored)
+        if stored == self._size and (self._hasher is None or self._hasher.size != stored):
+            await self._sync_hasher()  # from a stored state, trusted if it vouches
+        hasher = self._hasher
+        if stored != self._size or hasher is None or hasher.size != stored or not self._trusted:
+            hasher = None  # the stored bytes are read and hashed instead
         if digest.algorithm == CANONICAL:
-            canonical = actual = Digest(CANONICAL, (await self._sync_hasher()).hexdigest())
+            hasher = hasher or await self._hash_stored(stored)
+            canonical = actual = Digest(CANONICAL, hasher.hexdigest())
         elif stored == 0:
             canonical = EMPTY_SHA256
             actual = Digest.of(b"", digest.algorithm)
@@ -374,6 +465,25 @@ class Upload:
         if actual != digest:
             raise DigestMismatchError(digest, actual)
         return canonical
+
+    async def _hash_stored(self, stored: int) -> ResumableSha256:
+        """The sha256 of the stored bytes, read from the store: what the finish names
+        when the running hash does not provably cover them (another writer, a
+        resumed state nobody here vouches for). It becomes the running hash."""
+        if stored:
+            log.info(
+                "upload %s: hashing its %d stored bytes (the running hash does not"
+                " provably cover them)",
+                self.id,
+                stored,
+            )
+        hasher = ResumableSha256()
+        async for chunk in self.driver.read_all(self.data_path, 0, 4 << 20):
+            await trio.to_thread.run_sync(hasher.update, chunk)
+        if hasher.size != stored:  # changed while read: nothing here can be trusted
+            raise SizeMismatchError(stored, hasher.size)
+        self._hasher, self._size, self._trusted = hasher, stored, True
+        return hasher
 
     async def _move_into_place(self, canonical: Digest) -> None:
         if await self.blobs.exists(canonical):
@@ -436,6 +546,7 @@ class UploadStore:
         upload = self._upload(upload_id, started, 0, False)
         await upload._open_writer()  # the data file exists from the start, as the registry's
         upload._hasher = ResumableSha256()
+        upload._trusted = True
         return upload
 
     async def started_at(self, upload_id: str) -> datetime:
@@ -453,15 +564,19 @@ class UploadStore:
             log.warning("upload %s: startedat %r does not parse", upload_id, content)
             return datetime.fromtimestamp(0, UTC)
 
-    async def resume(self, upload_id: str) -> Upload:
-        """Open an upload again by id; the hash state is restored when first needed."""
+    async def resume(self, upload_id: str, stamp: Stamp | None = None) -> Upload:
+        """Open an upload again by id; the hash state is restored when first needed,
+        and trusted only while the data shows ``stamp`` (what this program saw when
+        it stored that state)."""
         started = await self.started_at(upload_id)
         try:
             info = await self.driver.stat(paths.upload_data(self.repository, upload_id))
             size, exists = info.size, True
         except PathNotFoundError:
             size, exists = 0, False
-        return self._upload(upload_id, started, size, exists)
+        upload = self._upload(upload_id, started, size, exists)
+        upload._stamp = stamp
+        return upload
 
     async def set_name(self, upload_id: str, file_name: str) -> None:
         await self.driver.put_content(

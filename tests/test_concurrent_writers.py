@@ -1,0 +1,178 @@
+"""Two programs writing one upload at once, on a kernel FUSE mount (README,
+"Concurrent writers"): one writer at a time, nothing written after a finish reaches
+the blob, and the daemon always unmounts. tests/test_interleavings.py finds such
+cases without the kernel; these are the ones found by hand, kept."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from .conftest import Store
+from .mounts import Mount, is_mounted
+from .test_crash import check_store
+
+REPO = "repositories/conc/test"
+MIB = 1 << 20
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def uploads(mount: Mount) -> Path:
+    (mount.mountpoint / REPO).mkdir(parents=True)  # shows _uploads at once
+    return mount.mountpoint / REPO / "_uploads"
+
+
+@pytest.mark.parametrize("redirect", [">", ">>"])
+def test_two_shells_writing_one_upload(
+    store: Store, mount: Mount, uploads: Path, tmp_path: Path, redirect: str
+) -> None:
+    """``cat a > x & cat b > x``: the upload holds one program's bytes, whole, and a
+    finish under a digest other than its content's is refused; the second writer
+    gets EBUSY while the first has bytes in flight."""
+    size = 6 * MIB if store.kind == "filesystem" else 12 * MIB
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(os.urandom(size))
+    b.write_bytes(os.urandom(size))
+    contents = {a.read_bytes(), b.read_bytes()}
+    for round_ in range(6):
+        target = uploads / f"x{round_}"
+        target.write_bytes(b"")
+        script = f"cat {a} {redirect} {target} & cat {b} {redirect} {target}; wait"
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+        assert not result.stderr or "busy" in result.stderr, result.stderr
+        held = target.read_bytes()
+        if redirect == ">":
+            assert held in contents, f"round {round_}: neither file ({len(held)} bytes)"
+        else:  # appends: one after the other, never interleaved
+            assert held in contents | {x + y for x in contents for y in contents}, round_
+        wrong = (contents - {held}).pop() if held in contents else a.read_bytes()
+        result = subprocess.run(
+            ["mv", str(target), str(uploads / digest(wrong))], capture_output=True, text=True
+        )
+        assert result.returncode != 0, f"round {round_}: a finish named bytes it does not hold"
+        os.rename(target, uploads / digest(held))
+    check_store(store)
+    mount.stop()
+    assert not is_mounted(mount.mountpoint)
+
+
+WRITER_AND_READER = """
+import os, sys, threading
+path = sys.argv[1]
+fds = {}
+def opener(kind, flags):
+    fds[kind] = os.open(path, flags)
+threads = [threading.Thread(target=opener, args=("w", os.O_WRONLY | os.O_APPEND)),
+           threading.Thread(target=opener, args=("r", os.O_RDONLY))]
+for t in threads: t.start()
+for t in threads: t.join()
+os.close(fds["r"])
+os.write(fds["w"], b"a" * (7 << 20))
+print("written", flush=True)
+sys.stdin.readline()                 # the test finishes the upload now
+try:
+    os.write(fds["w"], b"b" * (2 << 20))
+    print("write: ok", flush=True)
+except OSError as exc:
+    print("write:", exc.errno, flush=True)
+try:
+    os.close(fds["w"])
+    print("close: ok", flush=True)
+except OSError as exc:
+    print("close:", exc.errno, flush=True)
+"""
+
+
+def test_a_write_after_the_finish_never_reaches_the_blob(
+    store: Store, mount: Mount, uploads: Path
+) -> None:
+    """A writer and a reader open the upload together; the upload is finished while
+    the writer is open; the writer's next write and close get ESTALE, the blob keeps
+    exactly the bytes it was named for, and the daemon unmounts."""
+    for round_ in range(6):
+        target = uploads / f"w{round_}"
+        target.write_bytes(b"")
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER_AND_READER, str(target)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline() == "written\n"
+        name = digest(b"a" * (7 << 20))
+        os.rename(target, uploads / name)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=60)
+        assert out.splitlines() == [f"write: {errno.ESTALE}", f"close: {errno.ESTALE}"], out
+        blob = mount.mountpoint / f"blobs/sha256/{name[7:9]}/{name[7:]}/data"
+        assert blob.stat().st_size == 7 << 20
+    check_store(store)
+    mount.stop()
+    assert not is_mounted(mount.mountpoint), "the daemon did not unmount"
+
+
+def test_a_second_writer_gets_ebusy_with_the_reason(mount: Mount, uploads: Path) -> None:
+    """While one program has written and not closed, another's open for writing is
+    EBUSY, and user.layerfs.error says why; after the first closes, the second may."""
+    target = uploads / "x"
+    first = os.open(target, os.O_WRONLY | os.O_CREAT)
+    os.write(first, b"first")
+    with pytest.raises(OSError) as refused:
+        os.open(target, os.O_WRONLY | os.O_APPEND)
+    assert refused.value.errno == errno.EBUSY
+    assert b"EBUSY" in os.getxattr(target, "user.layerfs.error")
+    reader = os.open(target, os.O_RDONLY)  # readers are never refused
+    os.close(first)
+    second = os.open(target, os.O_WRONLY | os.O_APPEND)
+    os.write(second, b" second")
+    os.close(second)
+    assert os.read(reader, 100) == b"first second"
+    os.close(reader)
+
+
+def test_opens_racing_in_threads_share_one_writer(mount: Mount, uploads: Path) -> None:
+    """Eight threads open one upload for appending at the same moment: each either
+    writes its bytes whole (one after another's close) or gets EBUSY at its open."""
+    target = uploads / "x"
+    target.write_bytes(b"")
+    barrier = threading.Barrier(8)
+    results: dict[int, str] = {}
+
+    def write(n: int) -> None:
+        barrier.wait()
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            results[n] = errno.errorcode[exc.errno]
+            return
+        try:
+            os.write(fd, bytes([65 + n]) * MIB)
+            results[n] = "wrote"
+        except OSError as exc:
+            results[n] = errno.errorcode[exc.errno]
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    held = target.read_bytes()
+    winners = [n for n, r in results.items() if r == "wrote"]
+    assert winners and set(results.values()) <= {"wrote", "EBUSY"}, results
+    in_order = sorted(winners, key=lambda n: held.index(bytes([65 + n])))
+    assert held == b"".join(bytes([65 + n]) * MIB for n in in_order)
