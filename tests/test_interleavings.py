@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layerfs.drivers import MemoryDriver
-from layerfs.fs.sessions import UploadSession
 from layerfs.storage import Digest, paths
 from layerfs.storage.hashstate import ResumableSha256
 
@@ -166,9 +165,9 @@ async def interleave(programs: list[list[tuple[str, object]]], pauses: list[int]
     cycle = itertools.cycle(pauses or [0])
     driver = YieldingDriver(store, lambda: next(cycle))
     people = [Program(bytes([ord("a") + i])) for i in range(len(programs))]
-    grace, UploadSession.RELEASE_GRACE = UploadSession.RELEASE_GRACE, 0.02  # no late release
     try:
         async with mounted(driver) as k:
+            k.ops.state.uploads.release_grace = 0.02  # programs here never release late
             await k.makedirs(UPLOADS)
             await k.write_file(UPLOAD, b"")
             async with trio.open_nursery() as nursery:
@@ -178,8 +177,7 @@ async def interleave(programs: list[list[tuple[str, object]]], pauses: list[int]
                 await k.ops.close_uploads()
             assert not k.ops.state.uploads.sessions, "a session outlived its handles"
     finally:
-        UploadSession.RELEASE_GRACE = grace
-    await check_store(store, people)
+        await check_store(store, people)
 
 
 @BUDGET

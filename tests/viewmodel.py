@@ -81,6 +81,13 @@ class MUpload:
     repo: str
     content: bytearray = field(default_factory=bytearray)
     gone: bool = False  # removed (rm, renamed over) or finished through the mount
+    writer: int | None = None  # the file handle that may write (one writer at a time)
+    dirty: bool = False  # the writer opened or wrote since its last flush
+
+    def busy_for(self, fh: int | None) -> bool:
+        """A writable open (fh None) or a truncate by another handle is EBUSY: a
+        writer holds the upload (it is never released late here, so no wait helps)."""
+        return self.writer is not None and self.writer != fh
 
 
 @dataclass
@@ -127,6 +134,8 @@ class Model:
         self.uploads.pop((repo, name)).gone = True
 
     def remount(self) -> None:
+        for upload in self.uploads.values():
+            upload.writer, upload.dirty = None, False
         self.handles.clear()
         self.made.clear()
         self.phantom_links.clear()
@@ -178,6 +187,8 @@ class MountedView:
         async def hold() -> None:
             try:
                 async with mounted(driver, clock=clock or Clock()) as kernel:
+                    # one request at a time: a closed writer's release is never late
+                    kernel.ops.state.uploads.release_grace = 0.0
                     self.kernel = kernel
                     self._started.set()
                     await self._unmount.wait()
@@ -364,6 +375,8 @@ class ViewMachine(RuleBasedStateMachine):
             succeeded = self.expect(got, ("errno", errno.ENOENT))
         elif existing is not None and exclusive:
             succeeded = self.expect(got, ("errno", errno.EEXIST))
+        elif existing is not None and existing.busy_for(None):
+            succeeded = self.expect(got, ("errno", errno.EBUSY))
         else:
             succeeded = self.expect(got, *([got] if got[0] == "ok" else []))
         if not succeeded:
@@ -373,6 +386,7 @@ class ViewMachine(RuleBasedStateMachine):
             upload.content.clear()
         self.model.uploads[(repo, name)] = upload
         self.model.handles[got[1]] = MHandle(got[1], upload, True)
+        upload.writer, upload.dirty = got[1], True
 
     @rule(name=st.sampled_from(sorted(BAD_NAMES)))
     def create_badly_named(self, name: str) -> None:
@@ -390,11 +404,16 @@ class ViewMachine(RuleBasedStateMachine):
             if not self.expect(got, ("errno", errno.ENOENT)):
                 return
             upload = self.model.uploads[(repo, name)] = MUpload(repo)  # under faults
+        elif mode != os.O_RDONLY and upload.busy_for(None):
+            if not self.expect(got, ("errno", errno.EBUSY)):
+                return
         elif not self.expect(got, *([got] if got[0] == "ok" else [])):
             return
         if trunc and mode != os.O_RDONLY:
             upload.content.clear()
         self.model.handles[got[1]] = MHandle(got[1], upload, mode != os.O_RDONLY)
+        if mode != os.O_RDONLY:
+            upload.writer, upload.dirty = got[1], True
 
     @rule(pick=picks, data=payloads, where=st.sampled_from(["end", "before", "past"]),
           gap=st.integers(1, 5000))  # fmt: skip
@@ -416,6 +435,7 @@ class ViewMachine(RuleBasedStateMachine):
         elif self.expect(got, ("ok", len(data))):
             content.extend(bytes(offset[where] - len(content)))
             content.extend(data)
+            handle.upload.dirty = True
 
     @rule(pick=picks, start=st.integers(0, 400_000), size=st.integers(1, 400_000))
     def read(self, pick: int, start: int, size: int) -> None:
@@ -435,7 +455,9 @@ class ViewMachine(RuleBasedStateMachine):
             return
         got = self.do("flush", handle.fh)
         stale = handle.upload.gone and handle.writable
-        self.expect(got, ("errno", errno.ESTALE) if stale else ("ok", None))
+        ok = self.expect(got, ("errno", errno.ESTALE) if stale else ("ok", None))
+        if ok and handle.writable and handle.upload.writer == handle.fh:
+            handle.upload.dirty = False
 
     @rule(pick=picks)
     def release(self, pick: int) -> None:
@@ -444,6 +466,8 @@ class ViewMachine(RuleBasedStateMachine):
             return
         got = self.do("release", handle.fh)
         del self.model.handles[handle.fh]
+        if handle.upload.writer == handle.fh:
+            handle.upload.writer, handle.upload.dirty = None, False
         self.expect(got, ("ok", None))
 
     @rule(repo=repos, name=names, how=st.sampled_from(["zero", "same", "grow", "shrink"]),
@@ -458,8 +482,11 @@ class ViewMachine(RuleBasedStateMachine):
         if size < 0 or (handle is not None and handle.upload.gone):
             return  # a gone upload has no path left to truncate through
         got = self.do("truncate", path, size, handle.fh if handle else None)
+        writer = handle is not None and handle.writable
         if upload is None:
             self.expect(got, ("errno", errno.ENOENT))
+        elif not writer and upload.writer is not None and upload.dirty:
+            self.expect(got, ("errno", errno.EBUSY))
         elif how == "shrink" and size > 0:
             self.expect(got, ("errno", errno.EINVAL))
         elif self.expect(got, ("ok", None)):
@@ -868,6 +895,11 @@ class TwoMountsMachine(RuleBasedStateMachine):
     def create(self, mount: str, name: str) -> None:
         got = self.do(mount, "create", f"repositories/r/_uploads/{name}", os.O_WRONLY | os.O_CREAT)
         upload = self.uploads.get(name)
+        writing = any(h.writable and h.upload is upload for (m, _), h in self.handles.items()
+                      if m == mount)  # fmt: skip
+        if writing:  # one writer per upload in a mount
+            assert got == ("errno", errno.EBUSY), got
+            return
         assert got[0] == "ok", got
         if upload is None:
             upload = self.uploads[name] = SharedUpload(mount)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from layerfs.drivers import FileInfo, FileWriter, Reader, StorageDriver
+from layerfs.drivers import FileInfo, FileWriter, PendingWrite, Reader, StorageDriver
 
 
 class Passthrough(StorageDriver):
@@ -28,6 +28,12 @@ class Passthrough(StorageDriver):
 
     async def committed_reader(self, path: str, offset: int = 0) -> Reader:
         return await self.inner.committed_reader(path, offset)
+
+    async def stat_committed(self, path: str) -> FileInfo:
+        return await self.inner.stat_committed(path)
+
+    async def pending_writes(self, path: str) -> list[PendingWrite]:
+        return await self.inner.pending_writes(path)
 
     async def get_content(self, path: str) -> bytes:
         return await self.inner.get_content(path)

@@ -214,6 +214,12 @@ class StorageDriver(abc.ABC):
         """The size of the bytes a reader sees without finishing any open write."""
         return (await self.stat(path)).size
 
+    async def stat_committed(self, path: str) -> FileInfo:
+        """``stat`` of what is stored at ``path`` without any write left open: on S3 a
+        key holding only a pending multipart upload (a copy cut short) is not found.
+        A blob exists only when this finds it."""
+        return await self.stat(path)
+
     async def committed_reader(self, path: str, offset: int = 0) -> Reader:
         """A reader of those bytes: unlike ``reader``, it completes nothing."""
         return await self.reader(path, offset)
@@ -327,6 +333,17 @@ class StorageDriver(abc.ABC):
     async def stat_many(self, paths: Sequence[str]) -> list[FileInfo | Absent]:
         """``stat`` of each path, in order, an absent one as its error."""
         return await self._each(paths, self.stat)
+
+    async def exists_committed(self, path: str) -> bool:
+        try:
+            await self.stat_committed(path)
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def stat_committed_many(self, paths: Sequence[str]) -> list[FileInfo | Absent]:
+        """``stat_committed`` of each path, in order, an absent one as its error."""
+        return await self._each(paths, self.stat_committed)
 
     async def _each(
         self, paths: Sequence[str], one: Callable[[str], Awaitable[T]]

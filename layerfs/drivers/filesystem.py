@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import functools
 import hashlib
 import mmap
@@ -16,7 +17,7 @@ import os
 import shutil
 import stat as statmode
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -247,8 +248,24 @@ class FilesystemDriver(StorageDriver):
 
         fd, size = await self._call(path, open_for_writing)
         return _FileWriter(
-            fd, path, size, functools.partial(self._call, path), self._remove_quietly
+            fd,
+            path,
+            size,
+            functools.partial(self._call, path),
+            self._remove_quietly,
+            functools.partial(self._names, path),
         )
+
+    def _names(self, path: str, fd: int) -> bool:
+        """Whether ``path`` still names the file open on ``fd`` (not moved or removed)."""
+        try:
+            now = self._beneath.lstat(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                return False
+            raise
+        opened = os.fstat(fd)
+        return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
 
     def _remove_quietly(self, path: str) -> None:
         with contextlib.suppress(OSError), self._beneath.parent(path) as (parent, name):
@@ -356,7 +373,10 @@ class FilesystemDriver(StorageDriver):
                 src = os.stat(src_name, dir_fd=src_dir, follow_symlinks=False)
                 if statmode.S_ISLNK(src.st_mode):
                     raise UnsafeEntryError(source, "a symbolic link, not moved", self.name)
-                with self._beneath.parent(dest, create=True) as (dst_dir, dst_name):
+                with (
+                    self._beneath.parent(dest, create=True) as (dst_dir, dst_name),
+                    _locked(src_dir, src_name, src.st_mode),
+                ):
                     os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
 
         await self._call(source, do_move)
@@ -455,8 +475,28 @@ class _FileReader(Reader):
             await _run(os.close, fd)
 
 
+@contextlib.contextmanager
+def _locked(dir_fd: int, name: str, mode: int) -> Iterator[None]:
+    """An exclusive flock on a regular file while it is moved: a writer of this
+    program's (in any process) writes under a shared one, after checking that its
+    file is still at its path, so no byte follows a file into its new place."""
+    if not statmode.S_ISREG(mode):
+        yield
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class _FileWriter(FileWriter):
-    """Appends through one descriptor; small writes are gathered up to WRITE_BUFFER."""
+    """Appends through one descriptor; small writes are gathered up to WRITE_BUFFER.
+
+    Each write-out holds a shared flock and first checks that the path still names
+    the file it opened: a file moved (an upload finished by another mount) or
+    removed meanwhile takes no byte from here (PathNotFoundError)."""
 
     def __init__(
         self,
@@ -465,11 +505,13 @@ class _FileWriter(FileWriter):
         size: int,
         call: Callable[[Callable[[], object]], Awaitable[object]],
         remove: Callable[[str], None],
+        still_there: Callable[[int], bool] = lambda fd: True,
     ) -> None:
         self._fd = fd
         self._full = path
         self._call = call  # runs a system call in a thread, its OSError named for path
         self._remove = remove
+        self._still_there = still_there
         self._flushed = size
         self._buffer = bytearray()
         self._state = "open"
@@ -501,13 +543,19 @@ class _FileWriter(FileWriter):
 
         def write_all() -> None:
             views = [memoryview(piece) for piece in pieces if len(piece)]
-            while views:
-                written = os.writev(self._fd, views[:_IOV_MAX])
-                while views and written >= len(views[0]):
-                    written -= len(views[0])
-                    views.pop(0)
-                if written:
-                    views[0] = views[0][written:]
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            try:
+                if not self._still_there(self._fd):
+                    raise FileNotFoundError(errno.ENOENT, "moved or removed since it was opened")
+                while views:
+                    written = os.writev(self._fd, views[:_IOV_MAX])
+                    while views and written >= len(views[0]):
+                        written -= len(views[0])
+                        views.pop(0)
+                    if written:
+                        views[0] = views[0][written:]
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
             start_writeback(self._fd, start, size)
 
         await self._call(write_all)

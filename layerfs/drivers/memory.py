@@ -174,12 +174,6 @@ class _MemoryWriter(FileWriter):
     def size(self) -> int:
         return len(self._data)
 
-    def _where(self) -> str | None:
-        """The path the opened file is at now, if it is still stored."""
-        if self._driver._files.get(self._path) is self._data:
-            return self._path
-        return next((p for p, d in self._driver._files.items() if d is self._data), None)
-
     def _check_open(self) -> None:
         if self._closed:
             raise WriterClosedError(f"writer for {self._path} is closed")
@@ -191,11 +185,11 @@ class _MemoryWriter(FileWriter):
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
         self._check_open()
         await trio.lowlevel.checkpoint()
+        if self._driver._files.get(self._path) is not self._data:  # as the filesystem's check
+            raise PathNotFoundError(self._path, self._driver.name)
         for piece in pieces:
             self._data.extend(piece)
-        where = self._where()
-        if where is not None:
-            self._driver._mtimes[where] = _now()
+        self._driver._mtimes[self._path] = _now()
         return sum(map(len, pieces))
 
     async def close(self) -> None:

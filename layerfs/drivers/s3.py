@@ -25,6 +25,7 @@ import trio
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 
+from ..faults import crash_point
 from .base import (
     LISTINGS_AT_ONCE,
     BackendRequestError,
@@ -322,6 +323,12 @@ class S3Driver(StorageDriver):
         head = await self._head(self.key(path))
         return 0 if head is None else head["ContentLength"]
 
+    async def stat_committed(self, path: str) -> FileInfo:
+        head = await self._head(self.key(path))
+        if head is None:
+            raise PathNotFoundError(path, self.name)
+        return FileInfo(path, head["ContentLength"], head["LastModified"], False)
+
     async def committed_reader(self, path: str, offset: int = 0) -> Reader:
         if offset < 0:
             raise InvalidOffsetError(path, offset)
@@ -583,6 +590,7 @@ class S3Driver(StorageDriver):
             )
         else:
             await self._multipart_copy(src, dst, head["ContentLength"])
+        crash_point("move:copied")
         await self.call(self.client.delete_object, Bucket=self.bucket, Key=src)
 
     async def _multipart_copy(self, src: str, dst: str, size: int) -> None:
@@ -611,6 +619,7 @@ class S3Driver(StorageDriver):
             async with trio.open_nursery() as nursery:
                 for number, first, last in ranges:
                     nursery.start_soon(copy_part, number, first, last)
+            crash_point("move:copy-under-way")
             await self.call(
                 self.client.complete_multipart_upload,
                 Bucket=self.bucket,

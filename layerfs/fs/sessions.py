@@ -35,11 +35,9 @@ class UploadSession:
     open is refused (EBUSY) while that handle has written since its last flush; when
     it has flushed everything (a program that closed: the kernel sends the release
     after close returns, so it can come after the next open), the open waits up to
-    ``RELEASE_GRACE`` seconds for the release, and is refused if it does not come.
+    ``release_grace`` seconds for the release, and is refused if it does not come.
     ``finishing`` refuses writes and restarts while a finish runs. ``streams`` are
     the handles with a reader's stream on the data, closed before the data moves."""
-
-    RELEASE_GRACE = 1.0
 
     upload: Upload
     pipe: WriteBehind
@@ -53,6 +51,7 @@ class UploadSession:
     finishing: bool = False
     streams: list[UploadHandle] = field(default_factory=list)
     released: trio.Event = field(default_factory=trio.Event)  # the writer let go
+    release_grace: float = 1.0
 
     @property
     def repository(self) -> str:
@@ -64,7 +63,7 @@ class UploadSession:
 
     async def claim_writer(self, handle: object) -> None:
         """Make ``handle`` the upload's one writer, or raise UploadBusyError."""
-        deadline = trio.current_time() + self.RELEASE_GRACE
+        deadline = trio.current_time() + self.release_grace
         while self.writer is not None and self.writer is not handle:
             if self.writer_dirty or self.finishing or trio.current_time() >= deadline:
                 raise UploadBusyError(f"upload {self.name} is open for writing elsewhere")
@@ -208,6 +207,7 @@ class UploadTable:
         self.registry = registry
         self.nursery = nursery  # runs the write-behind of open uploads
         self.sessions: dict[str, UploadSession] = {}  # by upload id
+        self.release_grace = 1.0  # how long a writable open waits for a closed writer's release
         self._opening: dict[str, trio.Event] = {}  # ids whose session is being made
         # (size, mtime) of an upload's data right after this mount last stored it
         # with its hash state: a later session trusts that state only while the
@@ -232,6 +232,7 @@ class UploadTable:
         await uploads.set_name(upload.id, name)
         self.index.named(repository, upload.id, name)
         session = UploadSession(upload, WriteBehind(upload, self.nursery), name)
+        session.release_grace = self.release_grace
         self.sessions[upload.id] = session
         if (await self.index.refresh_new(repository)).get(name) != upload.id:
             await self.forget(upload.id)
@@ -262,6 +263,7 @@ class UploadTable:
             upload = await uploads.resume(upload_id, stamp=self.stamps.get(upload_id))
             pipe = WriteBehind(upload, self.nursery)
             session = UploadSession(upload, pipe, name, size_at_open=upload.size)
+            session.release_grace = self.release_grace
             self.sessions[upload_id] = session
         finally:
             del self._opening[upload_id]

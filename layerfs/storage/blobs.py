@@ -80,7 +80,7 @@ class BlobStore:
 
     async def stat(self, digest: Digest) -> BlobInfo:
         try:
-            info = await self.driver.stat(paths.blob_data(digest))
+            info = await self.driver.stat_committed(paths.blob_data(digest))
         except PathNotFoundError:
             raise BlobUnknownError(digest) from None
         if info.is_dir:

@@ -15,6 +15,7 @@ not read, since reading it would complete it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from . import paths, walk
 from .digest import CANONICAL, Digest
 from .errors import InvalidLinkError, ManifestInvalidError
 from .hashstate import HashStateError, ResumableSha256
+from .holders import uploads_holding
 from .links import decode_link
 from .manifests import Manifest, parse_manifest
 from .readahead import ReadAhead, Snapshot
@@ -40,6 +42,11 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int], None]
 Fix = Callable[[], Awaitable[None]]
+
+
+class NotRepairable(Exception):
+    """A repair that found nothing to repair from: the finding stays."""
+
 
 SMALL_FILE = 256 << 10  # blobs and uploads up to this size are read in batches...
 BATCH_BYTES = 16 << 20  # ...of at most this many bytes (and BATCH_FILES files)
@@ -188,6 +195,9 @@ class Fsck:
             except UnsafeEntryError as exc:
                 log.warning("not repaired: %s", exc)  # a symlink on the way: left alone
                 return
+            except NotRepairable as exc:
+                log.warning("not repaired: %s: %s", path, exc)
+                return
             finding.removed = True
             log.warning("repaired %s", remove)
 
@@ -211,9 +221,10 @@ class Fsck:
         blob_dirs = []
         for digest, blob_dir in await walk.blob_dirs(self.snapshot, self._odd):
             if paths.blob_data(digest) in self.pending:
-                self._normal("write-in-progress")  # a copy under way, or cut short: no blob yet
-            else:
-                blob_dirs.append((digest, blob_dir))
+                self._normal("write-in-progress")  # a copy under way, or cut short
+                if not await self.driver.exists_committed(paths.blob_data(digest)):
+                    continue  # no blob yet (one copied again since is a blob)
+            blob_dirs.append((digest, blob_dir))
         infos = await self.snapshot.stat_many([f"{blob_dir}/data" for _, blob_dir in blob_dirs])
         for (digest, blob_dir), info in zip(blob_dirs, infos, strict=True):
             blob = await self._blob_at(digest, blob_dir, info)
@@ -354,9 +365,31 @@ class Fsck:
         await self._check_tags(name, manifests)
 
     async def _check_layer_links(self, name: str) -> None:
-        for _, _, target in await self._links(paths.layers_dir(name)):
-            if target not in self.good_blobs:
+        for _, entry, target in await self._links(paths.layers_dir(name)):
+            if target in self.good_blobs:
+                continue
+            if paths.blob_data(target) in self.pending and target not in self.corrupt_blobs:
+                await self._found(
+                    "blob-copy-unfinished",
+                    f"{entry}/link",
+                    f"names {target}, whose copy into blobs/ never completed (a finish"
+                    " cut short); a repair finishes it from the upload that holds its bytes",
+                    f"{entry}/link",
+                    fix=functools.partial(self._finish_from_upload, name, target),
+                )
+            else:
                 self._normal("link-to-collected-blob")  # the registry's gc leaves these
+
+    async def _finish_from_upload(self, name: str, target: Digest) -> None:
+        """Complete the finish a crash cut short inside its copy: the upload of
+        ``name`` holding exactly ``target``'s bytes is validated, moved, linked and
+        removed, as its own finish would have done."""
+        holders = await uploads_holding(self.registry, name, {target})
+        if target not in holders:
+            raise NotRepairable(f"no upload of {name} holds the bytes of {target}")
+        upload = await self.registry.repository(name).uploads.resume(holders[target])
+        await upload.finish(target)
+        self.good_blobs.add(target)
 
     async def _check_revisions(self, name: str) -> dict[Digest, str]:
         """Check every revision; returns the usable ones with their link directories."""

@@ -14,7 +14,9 @@ garbage-collect`` does, with these differences on purpose:
   own references are marked (registry 2.8 deletes an untagged multi-arch image's
   children and then their layers);
 - a repository's layer links to swept or missing blobs are removed with them, so
-  no link is left pointing at nothing (registry 2.8 leaves them).
+  no link is left pointing at nothing (registry 2.8 leaves them) — except a link to a
+  missing blob whose bytes an upload of the repository still holds, or whose copy
+  into ``blobs/`` is pending: a finish cut short, which ``fsck --repair`` completes.
 
 As in the registry, a revision directory whose ``link`` was deleted (an API
 DELETE) is no manifest, and a revision is the manifest its link names. An index's
@@ -37,6 +39,7 @@ from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryErr
 from . import paths, walk
 from .digest import Digest
 from .errors import BlobUnknownError, InvalidLinkError, RegistryError
+from .holders import uploads_holding
 from .links import decode_link
 from .manifests import parse_manifest
 from .readahead import (
@@ -353,6 +356,7 @@ class GarbageCollector:
         return bool(new) and await self._blob_is_young(digest, new, data=False)
 
     async def _sweep_layer_links(self, name: str, swept: set[Digest]) -> None:
+        doomed: list[tuple[Digest, str, Digest]] = []
         for digest, entry in await walk.digest_dirs(self.snapshot, paths.layers_dir(name)):
             link = f"{entry}/link"
             try:
@@ -364,11 +368,35 @@ class GarbageCollector:
                 continue
             listed = target in self.listed and target not in swept
             if not listed and (target in swept or not await self.blobs.exists(target)):
-                self.result.deleted.append(Deletion("layer-link", digest, name))
-                self.result.holders.setdefault(target, set()).add(name)
-                if not self.dry_run:
-                    await self.driver.delete_if_present(link.rsplit("/", 1)[0])
-                    log.info("deleted layer link %s@%s", name, digest)
+                doomed.append((digest, link, target))
+        unstored = {t for _, _, t in doomed if t not in swept}
+        last_copies = await self._last_copies(name, unstored)
+        for digest, link, target in doomed:
+            if target in last_copies:
+                self.result.skipped.append(
+                    f"{name}: layer link to {target} kept: {last_copies[target]}"
+                    " (fsck --repair completes its finish)"
+                )
+                continue
+            self.result.deleted.append(Deletion("layer-link", digest, name))
+            self.result.holders.setdefault(target, set()).add(name)
+            if not self.dry_run:
+                await self.driver.delete_if_present(link.rsplit("/", 1)[0])
+                log.info("deleted layer link %s@%s", name, digest)
+
+    async def _last_copies(self, name: str, unstored: set[Digest]) -> dict[Digest, str]:
+        """Of the blobs ``name`` links that are not stored, those whose bytes still
+        are somewhere, with where: a copy into ``blobs/`` pending, or an upload."""
+        found: dict[Digest, str] = {}
+        if not unstored:
+            return found
+        pending = {w.path for w in await self.driver.pending_writes(paths.BLOBS)}
+        for target in unstored:
+            if paths.blob_data(target) in pending:
+                found[target] = "its copy into blobs/ is pending"
+        for target, upload_id in (await uploads_holding(self.registry, name, unstored)).items():
+            found[target] = f"upload {upload_id} holds its bytes"
+        return found
 
     async def _younger_than_grace(self, path: str) -> bool:
         """Whether ``path`` is younger than the grace; a symlink there has no age that

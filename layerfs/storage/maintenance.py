@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from ..drivers import PathNotFoundError, PendingWrite, StorageDriver, UnsafeEntryError
 from . import paths, walk
 from .digest import Digest
+from .holders import unstored_link_targets, uploads_holding
 from .registry import Registry
 from .uploads import parse_started_at
 
@@ -110,6 +111,8 @@ async def purge_uploads(
     doomed = [
         a for a in await upload_ages(registry) if a.started_at < cutoff and a.upload_id not in keep
     ]
+    last = await _last_copies(registry, {a.repository for a in doomed})
+    doomed = [a for a in doomed if (a.repository, a.upload_id) not in last]
     for age in doomed:
         if dry_run:
             continue
@@ -122,6 +125,25 @@ async def purge_uploads(
                 age.started_at.isoformat(),
             )
     return doomed
+
+
+async def _last_copies(registry: Registry, repositories: set[str]) -> set[tuple[str, str]]:
+    """Uploads holding the only bytes of a blob a layer link names (a finish cut
+    short inside its copy): never purged, whatever their age, until ``fsck --repair``
+    finishes them."""
+    kept = set()
+    for name in sorted(repositories):
+        unstored = await unstored_link_targets(registry.driver, name)
+        for target, upload_id in (await uploads_holding(registry, name, unstored)).items():
+            log.warning(
+                "upload %s of %s kept: it holds the only bytes of %s, which a layer link"
+                " names (fsck --repair finishes it)",
+                upload_id,
+                name,
+                target,
+            )
+            kept.add((name, upload_id))
+    return kept
 
 
 async def purge_interrupted_copies(

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import trio
 
 from ..drivers import FileInfo, FileWriter, PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..faults import crash_point
 from . import paths, walk
 from .blobs import BlobInfo, BlobStore
 from .digest import CANONICAL, EMPTY_SHA256, Digest
@@ -408,9 +409,12 @@ class Upload:
                 # the state at the final size records what the move takes away, so a
                 # finish cut short before its link can be told and completed
                 await self._store_hash_state()
+                crash_point("finish:before-move")
                 await self._move_into_place(canonical)
+                crash_point("finish:before-link")
             aliases = [digest] if digest != canonical else []
             await self._link_blob(canonical, aliases)
+            crash_point("finish:before-cleanup")
             await self.driver.delete_if_present(self.dir_path)
             self._state = "finished"
             return await self.blobs.stat(canonical)
@@ -465,6 +469,20 @@ class Upload:
         if actual != digest:
             raise DigestMismatchError(digest, actual)
         return canonical
+
+    async def stored_digest(self) -> Digest | None:
+        """The sha256 of the stored bytes (None without data): from a hash state
+        that vouches for them, else by reading them."""
+        async with self._lock:
+            try:
+                self._size = (await self.driver.stat(self.data_path)).size
+            except PathNotFoundError:
+                return None
+            self._hasher = None
+            hasher = await self._sync_hasher()
+            if not self._trusted:
+                hasher = await self._hash_stored(self._size)
+            return Digest(CANONICAL, hasher.hexdigest())
 
     async def _hash_stored(self, stored: int) -> ResumableSha256:
         """The sha256 of the stored bytes, read from the store: what the finish names
