@@ -32,6 +32,9 @@ class Passthrough(StorageDriver):
     async def stat_committed(self, path: str) -> FileInfo:
         return await self.inner.stat_committed(path)
 
+    async def stamp(self, path: str) -> object:
+        return await self.inner.stamp(path)
+
     async def pending_writes(self, path: str) -> list[PendingWrite]:
         return await self.inner.pending_writes(path)
 
@@ -173,6 +176,14 @@ class YieldingDriver(Passthrough):
         await self.pause()
         return await self.inner.stat(path)
 
+    async def stamp(self, path: str) -> object:
+        await self.pause()
+        return await self.inner.stamp(path)
+
+    async def stat_committed(self, path: str) -> FileInfo:
+        await self.pause()
+        return await self.inner.stat_committed(path)
+
     async def list(self, path: str) -> list[str]:
         await self.pause()
         return await self.inner.list(path)
@@ -205,6 +216,10 @@ class _YieldingWriter(FileWriter):
     @property
     def size(self) -> int:
         return self.inner.size
+
+    @property
+    def stamp(self) -> object | None:
+        return self.inner.stamp
 
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
         await self.driver.pause()

@@ -8,6 +8,7 @@ from typing import Any
 from .base import (
     BackendRequestError,
     BackendUnavailableError,
+    FileChangedError,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -28,6 +29,7 @@ from .memory import MemoryDriver
 __all__ = [
     "BackendRequestError",
     "BackendUnavailableError",
+    "FileChangedError",
     "FileInfo",
     "FileWriter",
     "FilesystemDriver",

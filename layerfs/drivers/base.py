@@ -51,6 +51,11 @@ class InvalidOffsetError(StorageDriverError):
         self.offset = offset
 
 
+class FileChangedError(StorageDriverError):
+    """Another program wrote the file since this writer last did: appending now would
+    put this writer's bytes after someone else's (maps to EBUSY)."""
+
+
 class WriterClosedError(StorageDriverError):
     """A FileWriter was used after close, commit or cancel."""
 
@@ -178,6 +183,12 @@ class FileWriter(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None: ...
 
+    @property
+    def stamp(self) -> object | None:
+        """Once closed, the file as this writer left it, in the terms of
+        ``StorageDriver.stamp``; None when the writer cannot tell."""
+        return None
+
     @abc.abstractmethod
     async def cancel(self) -> None: ...
 
@@ -213,6 +224,15 @@ class StorageDriver(abc.ABC):
     async def committed_size(self, path: str) -> int:
         """The size of the bytes a reader sees without finishing any open write."""
         return (await self.stat(path)).size
+
+    async def stamp(self, path: str) -> object:
+        """What tells whether a file changed: two equal stamps mean the same bytes, as
+        far as the backend can tell (a file system: device, inode, size and
+        modification time in nanoseconds; S3: the parts of a pending write, or the
+        object's ETag). An upload's hash state is trusted only while its data keeps
+        the stamp it had when the state was stored."""
+        info = await self.stat(path)
+        return ("stat", info.size, info.mod_time)
 
     async def stat_committed(self, path: str) -> FileInfo:
         """``stat`` of what is stored at ``path`` without any write left open: on S3 a

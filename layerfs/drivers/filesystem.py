@@ -26,6 +26,7 @@ import trio
 from .base import (
     Absent,
     Descend,
+    FileChangedError,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -256,6 +257,15 @@ class FilesystemDriver(StorageDriver):
             functools.partial(self._names, path),
         )
 
+    async def stamp(self, path: str) -> object:
+        return await self._call(path, functools.partial(self._stamp, path))
+
+    def _stamp(self, path: str) -> object:
+        st = self._beneath.lstat(check_path(path, self.name))
+        if not statmode.S_ISREG(st.st_mode):
+            raise PathNotFoundError(path, self.name)
+        return _stamp_of(st)
+
     def _names(self, path: str, fd: int) -> bool:
         """Whether ``path`` still names the file open on ``fd`` (not moved or removed)."""
         try:
@@ -475,6 +485,10 @@ class _FileReader(Reader):
             await _run(os.close, fd)
 
 
+def _stamp_of(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @contextlib.contextmanager
 def _locked(dir_fd: int, name: str, mode: int) -> Iterator[None]:
     """An exclusive flock on a regular file while it is moved: a writer of this
@@ -496,7 +510,9 @@ class _FileWriter(FileWriter):
 
     Each write-out holds a shared flock and first checks that the path still names
     the file it opened: a file moved (an upload finished by another mount) or
-    removed meanwhile takes no byte from here (PathNotFoundError)."""
+    removed meanwhile takes no byte from here (PathNotFoundError); and that the file
+    ends where this writer left it: bytes another program appended since are not
+    followed by this writer's (FileChangedError)."""
 
     def __init__(
         self,
@@ -512,6 +528,7 @@ class _FileWriter(FileWriter):
         self._call = call  # runs a system call in a thread, its OSError named for path
         self._remove = remove
         self._still_there = still_there
+        self._stamp: object | None = None
         self._flushed = size
         self._buffer = bytearray()
         self._state = "open"
@@ -547,6 +564,10 @@ class _FileWriter(FileWriter):
             try:
                 if not self._still_there(self._fd):
                     raise FileNotFoundError(errno.ENOENT, "moved or removed since it was opened")
+                if os.fstat(self._fd).st_size != start:
+                    raise FileChangedError(
+                        f"{self._full}: another program wrote it since this writer's last write"
+                    )
                 while views:
                     written = os.writev(self._fd, views[:_IOV_MAX])
                     while views and written >= len(views[0]):
@@ -573,9 +594,14 @@ class _FileWriter(FileWriter):
             if self._state != "cancelled":
                 try:
                     await self._flush()
+                    self._stamp = _stamp_of(await _run(os.fstat, self._fd))
                 finally:
                     await _run(os.close, self._fd)
             self._state = "closed"
+
+    @property
+    def stamp(self) -> object | None:
+        return self._stamp
 
     async def cancel(self) -> None:
         self._check_open()

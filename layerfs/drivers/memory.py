@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from .base import (
+    FileChangedError,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -104,6 +105,12 @@ class MemoryDriver(StorageDriver):
             return FileInfo(path, 0, newest, True)
         raise PathNotFoundError(path, self.name)
 
+    async def stamp(self, path: str) -> object:
+        self._check(path)
+        await trio.lowlevel.checkpoint()
+        data = self._file(path)
+        return (id(data), len(data), self._mtimes[path])
+
     async def list(self, path: str) -> list[str]:
         self._check(path, allow_root=True)
         await trio.lowlevel.checkpoint()
@@ -166,6 +173,8 @@ class _MemoryWriter(FileWriter):
         self._driver = driver
         self._path = path
         self._data = data
+        self._end = len(data)  # where this writer's last byte went
+        self._stamp: object | None = None
         self._closed = False
         self._committed = False
         self._cancelled = False
@@ -187,16 +196,25 @@ class _MemoryWriter(FileWriter):
         await trio.lowlevel.checkpoint()
         if self._driver._files.get(self._path) is not self._data:  # as the filesystem's check
             raise PathNotFoundError(self._path, self._driver.name)
+        if len(self._data) != self._end:
+            raise FileChangedError(f"{self._path}: written by another writer since")
         for piece in pieces:
             self._data.extend(piece)
+        self._end = len(self._data)
         self._driver._mtimes[self._path] = _now()
         return sum(map(len, pieces))
+
+    @property
+    def stamp(self) -> object | None:
+        return self._stamp
 
     async def close(self) -> None:
         if self._closed:
             raise WriterClosedError(f"writer for {self._path} is already closed")
         self._closed = True
         await trio.lowlevel.checkpoint()
+        if self._driver._files.get(self._path) is self._data:
+            self._stamp = (id(self._data), len(self._data), self._driver._mtimes[self._path])
 
     async def cancel(self) -> None:
         self._check_open()

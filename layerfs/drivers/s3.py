@@ -323,6 +323,16 @@ class S3Driver(StorageDriver):
         head = await self._head(self.key(path))
         return 0 if head is None else head["ContentLength"]
 
+    async def stamp(self, path: str) -> object:
+        key = self.key(path)
+        pending = await self.current_upload(key)
+        if pending is not None:
+            return _parts_stamp(pending[0], pending[1])
+        head = await self._head(key)
+        if head is None:
+            raise PathNotFoundError(path, self.name)
+        return ("object", head["ETag"], head["ContentLength"])
+
     async def stat_committed(self, path: str) -> FileInfo:
         head = await self._head(self.key(path))
         if head is None:
@@ -734,6 +744,10 @@ class _RangeReader(Reader):
         self._chunk = b""
 
 
+def _parts_stamp(upload_id: str, parts: Sequence[dict]) -> object:
+    return ("parts", upload_id, tuple((p["PartNumber"], p["ETag"], p["Size"]) for p in parts))
+
+
 class _MultipartWriter(FileWriter):
     def __init__(self, driver: S3Driver, key: str, upload_id: str, parts: list[dict]) -> None:
         self.driver, self.key, self.upload_id = driver, key, upload_id
@@ -887,6 +901,10 @@ class _MultipartWriter(FileWriter):
                     await self._upload_part([])
                     await self._drain()
             self._state = "closed"
+
+    @property
+    def stamp(self) -> object | None:
+        return _parts_stamp(self.upload_id, self._parts) if self._state == "closed" else None
 
     async def cancel(self) -> None:
         self._check_open()

@@ -17,6 +17,7 @@ import pyfuse3
 
 from ..drivers import (
     BackendUnavailableError,
+    FileChangedError,
     InvalidOffsetError,
     InvalidPathError,
     PathNotFoundError,
@@ -45,6 +46,7 @@ ERRNO_OF: list[tuple[type[BaseException], int]] = [
     (InvalidPathError, errno.EINVAL),
     (InvalidOffsetError, errno.EINVAL),
     (UnsafeEntryError, errno.EACCES),  # a symlink or device in the store: never followed
+    (FileChangedError, errno.EBUSY),  # another program appended to an upload meanwhile
     (StoreFullError, errno.ENOSPC),
     (StoreReadOnlyError, errno.EROFS),
     (BackendUnavailableError, errno.EIO),

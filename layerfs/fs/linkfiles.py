@@ -71,7 +71,9 @@ class LinkFiles:
             content = bytearray(pending.content)
         else:
             content = bytearray(await self.state.driver.get_content(place.store_path))
-        handle = LinkHandle(place, content, writable, dirty=bool(flags & os.O_TRUNC))
+        # O_TRUNC alone changes nothing stored: a shell's `> link` opens, flushes its
+        # duplicated descriptor, and only then writes; an empty link is no link
+        handle = LinkHandle(place, content, writable)
         return self._file_info(handle)
 
     @staticmethod

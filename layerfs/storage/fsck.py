@@ -365,15 +365,20 @@ class Fsck:
         await self._check_tags(name, manifests)
 
     async def _check_layer_links(self, name: str) -> None:
-        for _, entry, target in await self._links(paths.layers_dir(name)):
+        links = await self._links(paths.layers_dir(name))
+        missing = {t for _, _, t in links if t not in self.good_blobs | self.corrupt_blobs}
+        missing -= self.unsafe_blobs
+        holders = await uploads_holding(self.registry, name, missing)
+        for _, entry, target in links:
             if target in self.good_blobs:
                 continue
-            if paths.blob_data(target) in self.pending and target not in self.corrupt_blobs:
+            if target in holders:
                 await self._found(
                     "blob-copy-unfinished",
                     f"{entry}/link",
-                    f"names {target}, whose copy into blobs/ never completed (a finish"
-                    " cut short); a repair finishes it from the upload that holds its bytes",
+                    f"names {target}, which is not in blobs/ but whose bytes upload"
+                    f" {holders[target]} holds (a finish cut short inside its move);"
+                    " a repair finishes that upload",
                     f"{entry}/link",
                     fix=functools.partial(self._finish_from_upload, name, target),
                 )
@@ -381,12 +386,12 @@ class Fsck:
                 self._normal("link-to-collected-blob")  # the registry's gc leaves these
 
     async def _finish_from_upload(self, name: str, target: Digest) -> None:
-        """Complete the finish a crash cut short inside its copy: the upload of
+        """Complete the finish a crash cut short inside its move: the upload of
         ``name`` holding exactly ``target``'s bytes is validated, moved, linked and
         removed, as its own finish would have done."""
         holders = await uploads_holding(self.registry, name, {target})
         if target not in holders:
-            raise NotRepairable(f"no upload of {name} holds the bytes of {target}")
+            raise NotRepairable(f"no upload of {name} holds the bytes of {target} any more")
         upload = await self.registry.repository(name).uploads.resume(holders[target])
         await upload.finish(target)
         self.good_blobs.add(target)

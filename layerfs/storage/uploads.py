@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import trio
 
-from ..drivers import FileInfo, FileWriter, PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers import FileWriter, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..faults import crash_point
 from . import paths, walk
 from .blobs import BlobInfo, BlobStore
@@ -51,13 +51,9 @@ def parse_started_at(content: bytes) -> datetime:
 
 
 LinkBlob = Callable[[Digest, list[Digest]], Awaitable[None]]
-# An upload's data as a stat shows it (size, modification time): taken right after this
-# program stored the data and its hash state, it tells later whether anyone wrote since.
-Stamp = tuple[int, datetime]
-
-
-def stamp_of(info: FileInfo) -> Stamp:
-    return (info.size, info.mod_time)
+# An upload's data as the driver tells it apart (StorageDriver.stamp), taken when this
+# program stored the data and its hash state: it tells later whether anyone wrote since.
+Stamp = object
 
 
 class Upload:
@@ -258,6 +254,7 @@ class Upload:
                 self._state_stored_at = offset
                 break
             hasher = ResumableSha256()
+        from_zero = hasher.size == 0  # every byte read here: nothing to take on trust
         if hasher.size < self._size:
             log.info(
                 "upload %s: hashing %d bytes again (no state at %d)",
@@ -270,7 +267,9 @@ class Upload:
         if hasher.size != self._size:
             raise SizeMismatchError(self._size, hasher.size)
         self._hasher = hasher
-        self._trusted = self._state_stored_at == self._size and await self._unchanged()
+        self._trusted = from_zero or (
+            self._state_stored_at == self._size and await self._unchanged()
+        )
         return hasher
 
     async def _unchanged(self) -> bool:
@@ -279,11 +278,11 @@ class Upload:
         ``stamp``), or, after a remount, it was last modified no later than the state
         (every writer, the registry too, stores a state after the bytes it covers)."""
         try:
+            if self._stamp is not None and await self.driver.stamp(self.data_path) == self._stamp:
+                return True
             info = await self.driver.stat(self.data_path)
         except PathNotFoundError:
             return False
-        if self._stamp is not None and stamp_of(info) == self._stamp:
-            return True
         state = paths.upload_hash_state(self.repository, self.id, CANONICAL, info.size)
         try:
             return (await self.driver.stat(state)).mod_time >= info.mod_time
@@ -291,8 +290,9 @@ class Upload:
             return False
 
     async def _store_hash_state(self) -> None:
-        """Store the state at the current size, unless it is known to be stored."""
-        if self._state_stored_at == self._size:
+        """Store the state at the current size, unless it is known to be stored. Only
+        a trusted state is stored: one taken on trust would pass its doubt on."""
+        if self._state_stored_at == self._size or not self._trusted:
             return
         if self._hasher is not None and self._hasher.size == self._size:
             path = paths.upload_hash_state(self.repository, self.id, CANONICAL, self._size)
@@ -305,39 +305,31 @@ class Upload:
         if self._state != "open":
             return
         async with self._lock:
-            wrote = self._writer is not None
+            writer = self._writer
             try:
                 await self._close_writer(commit=False, store_state=False)
             except BaseException:
                 await self._drop_writer()
                 raise
-            if wrote:
+            if writer is not None:
                 await self._check_still_there()
-                await self._store_state_if_alone()
+                await self._store_hash_state()
+                await self._take_stamp(writer)
 
-    async def _store_state_if_alone(self) -> None:
-        """Store the hash state, and take the data's stamp, when the stored size is the
-        size hashed. Otherwise another program wrote beside this one: no state is
-        stored (it would not describe the data), and the finish will hash the data."""
-        try:
-            info = await self.driver.stat(self.data_path)
-        except PathNotFoundError:
-            info = None
-        if info is None or info.size != self._size:
-            log.warning(
-                "upload %s: the data holds %s bytes, %d were written here: another writer"
-                " wrote beside this one; its hash will be taken from the stored bytes",
-                self.id,
-                "no" if info is None else info.size,
-                self._size,
-            )
-            self._hasher, self._trusted = None, False
-            if info is not None:
-                self._size = info.size
+    async def _take_stamp(self, writer: FileWriter) -> None:
+        """Remember the data as ``writer`` left it, with the state just stored at its
+        size. (A writer's bytes always follow exactly the bytes its hash covers: the
+        driver refuses to append after another program's, FileChangedError.)"""
+        if not self._trusted or self._state_stored_at != self._size:
+            self._stamp = None
             return
-        await self._store_hash_state()
-        if self._state_stored_at == self._size:
-            self._stamp = stamp_of(info)
+        stamp = writer.stamp
+        if stamp is None:  # a writer that cannot tell: ask the store
+            try:
+                stamp = await self.driver.stamp(self.data_path)
+            except PathNotFoundError:
+                stamp = None
+        self._stamp = stamp
 
     async def _check_still_there(self) -> None:
         """Raise UploadUnknownError, leaving nothing behind, when the upload was removed
