@@ -206,6 +206,9 @@ class StorageDriver(abc.ABC):
     # Whether bytes given to a writer that is still open can be read back. On S3 they
     # are parts of a multipart upload, readable only once it is completed.
     reads_open_writes: bool = True
+    # The most one call may take, and one request to the mount (drivers/deadline.py);
+    # None where the backend cannot stop answering (a local disk).
+    timeout: float | None = None
 
     # capabilities: what a caller may ask of any driver ------------------------------
     @property

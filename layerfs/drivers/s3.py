@@ -10,9 +10,9 @@ a worker thread with explicit timeouts and botocore's standard retries.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +43,7 @@ from .base import (
     WriterClosedError,
     check_path,
 )
+from .deadline import call_deadline
 
 MIN_PART = 5 << 20  # S3's smallest part but the last
 DEFAULT_PART = 10 << 20
@@ -169,6 +170,7 @@ class S3Driver(StorageDriver):
         self._threads = trio.CapacityLimiter(connections)
         self.pool = ThreadPoolExecutor(connections, thread_name_prefix="s3-part")
         self.bytes_read = 0  # object bytes fetched, for `layerfs status` and the bench
+        self._silent_until = -math.inf  # calls fail at once until then (no_answer)
         self._small = _SmallObjects()
 
     @property
@@ -197,11 +199,12 @@ class S3Driver(StorageDriver):
         def run() -> T:
             return fn(*args, **kwargs)
 
+        self._check_answering()
         try:
             # A cancelled call (the deadline, or an unmount giving up on a store that
             # does not answer) returns at once; its thread ends on its own (botocore's
             # timeouts), its answer unread.
-            with trio.move_on_after(self.timeout):
+            with trio.move_on_at(call_deadline(self.timeout)):
                 return await trio.to_thread.run_sync(
                     run, limiter=self._threads, abandon_on_cancel=True
                 )
@@ -212,16 +215,28 @@ class S3Driver(StorageDriver):
             raise BackendUnavailableError(f"s3: {exc}") from exc
 
     def no_answer(self) -> BackendUnavailableError:
+        """The error of a call the store did not answer in time. For the next
+        ``timeout`` seconds calls fail at once (``_check_answering``): a program's
+        next request (the kernel looks a name up again after a failed revalidation)
+        is not made to wait another whole timeout on a store that has stopped."""
+        self._silent_until = trio.current_time() + self.timeout
         return BackendUnavailableError(
             f"s3: {self.endpoint} did not answer within {self.timeout:g} s"
         )
 
+    def _check_answering(self) -> None:
+        if trio.current_time() < self._silent_until:
+            raise BackendUnavailableError(
+                f"s3: {self.endpoint} did not answer within {self.timeout:g} s a moment ago;"
+                " asking again shortly"
+            )
+
     async def wait(self, future: Future[T]) -> T:
         """The result of a call started in the pool, within the deadline."""
+        self._check_answering()
+        left = max(0.0, call_deadline(self.timeout) - trio.current_time())
         try:
-            return await trio.to_thread.run_sync(
-                future.result, self.timeout, abandon_on_cancel=True
-            )
+            return await trio.to_thread.run_sync(future.result, left, abandon_on_cancel=True)
         except FutureTimeout:
             raise self.no_answer() from None
 
@@ -862,11 +877,12 @@ class _MultipartWriter(FileWriter):
         self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "Size": size})
 
     async def _drain(self, quiet: bool = False) -> None:
+        """Wait for the parts on their way; ``quiet`` (after a failure): give them up,
+        so a store that stopped answering costs one timeout, not one per part."""
         while self._inflight:
             if quiet:
                 _, _, future = self._inflight.pop(0)
-                with contextlib.suppress(Exception):
-                    await self.driver.wait(future)
+                future.cancel()  # one not yet started never starts; one running is left
             else:
                 await self._finish_oldest()
 

@@ -26,6 +26,7 @@ from ..drivers import (
     StoreReadOnlyError,
     UnsafeEntryError,
 )
+from ..drivers.deadline import request_deadline
 from ..storage import errors as se
 
 log = logging.getLogger("layerfs.fs")
@@ -84,7 +85,8 @@ def fuse_handler(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return await func(*args, **kwargs)
+            with request_deadline(getattr(args[0], "request_timeout", None)):
+                return await func(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
         except (Refusal, se.RegistryError, StorageDriverError) as exc:

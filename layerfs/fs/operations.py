@@ -81,6 +81,11 @@ class Operations(pyfuse3.Operations):
     def registry(self):  # type: ignore[no-untyped-def]
         return self.state.registry
 
+    @property
+    def request_timeout(self) -> float | None:
+        """The most any request may wait on the store (drivers/deadline.py)."""
+        return self.state.driver.timeout
+
     # paths -------------------------------------------------------------------------
     def _place(self, ino: int) -> Place:
         return classify(self.state.inodes.path(ino))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import trio
 
+from ..drivers.deadline import no_request_deadline, within_request
 from .errors import InvalidOffsetWriteError, UploadClosedError
 from .uploads import Upload
 
@@ -62,7 +63,8 @@ class WriteBehind:
         self._queued += len(data)
         self._idle = trio.Event() if self._idle.is_set() else self._idle
         try:
-            await self._send.send(data)
+            with within_request(f"upload {self.upload.id}: queueing a write"):
+                await self._send.send(data)
         except BaseException:
             self._queued -= len(data)
             if self._queued == 0:
@@ -70,8 +72,10 @@ class WriteBehind:
             raise
 
     async def drain(self) -> None:
-        """Wait until every queued buffer is stored (or failed)."""
-        await self._idle.wait()
+        """Wait until every queued buffer is stored (or failed), within the request's
+        deadline."""
+        with within_request(f"upload {self.upload.id}: storing queued writes"):
+            await self._idle.wait()
 
     async def flush(self) -> None:
         """Store what is queued, then the data and hash state; report a failure."""
@@ -95,22 +99,28 @@ class WriteBehind:
         (a writev on disk, a part read across them on S3), never joined."""
         batch_size = self.upload.driver.write_batch
         try:
-            async with receive:
-                async for first in receive:
-                    batch = [first]
-                    size = len(first)
-                    target = batch_size - self.upload.size % batch_size
-                    while size < target:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                        size += len(batch[-1])
-                    await self._store(batch, size)
+            with no_request_deadline():  # started by an open, it outlives that request
+                await self._consume_batches(receive, batch_size)
         finally:  # ended or cancelled: nothing will be stored, so nobody may wait for it
             self._closed = True
             self._queued = 0
             self._idle.set()
+
+    async def _consume_batches(
+        self, receive: trio.MemoryReceiveChannel[bytes], batch_size: int
+    ) -> None:
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                size = len(first)
+                target = batch_size - self.upload.size % batch_size
+                while size < target:
+                    try:
+                        batch.append(receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    size += len(batch[-1])
+                await self._store(batch, size)
 
     async def _store(self, batch: list[bytes], size: int) -> None:
         if self._error is None:
