@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import click
 import trio
@@ -42,7 +43,7 @@ def mount(
     """Mount STORE (a directory, s3://BUCKET[/ROOT] or memory://) at MOUNTPOINT:
     layerfs mount [STORE [MOUNTPOINT]], or layerfs mount --config FILE MOUNTPOINT."""
     from ..config import ConfigError, store_from_config
-    from ..fs.mount import MountError, is_mounted, parse_options, serve
+    from ..fs.mount import MountError, fuse_device_problem, is_mounted, parse_options, serve
 
     try:
         mount_options = parse_options(options)
@@ -74,6 +75,8 @@ def mount(
     os.makedirs(mountpoint, exist_ok=True)
     if is_mounted(mountpoint):
         raise click.ClickException(f"{mountpoint} is already mounted")
+    if why := fuse_device_problem():
+        raise click.ClickException(why)
 
     def run(on_ready) -> None:  # type: ignore[no-untyped-def]
         trio.run(serve, driver, mountpoint, mount_options, on_ready)
@@ -85,7 +88,14 @@ def mount(
         except MountError as exc:
             raise click.ClickException(str(exc)) from None
         return
-    daemonize(run, log_level, log_file or default_log_file(mountpoint))
+    log_file = log_file or default_log_file(mountpoint)
+    try:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot make the log's directory for {log_file}: {exc.strerror}; give --log-file"
+        ) from None
+    daemonize(run, log_level, log_file)
 
 
 def _daemon_pid(mountpoint: str) -> int | None:

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import signal
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -162,6 +163,29 @@ def _same_store(served: str, store: str) -> bool:
     return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
+FUSE_DEVICE = "/dev/fuse"
+
+
+def fuse_device_problem(device: str = FUSE_DEVICE) -> str | None:
+    """Why this user cannot mount through ``device``, in one sentence; None if it can."""
+    try:
+        os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
+    except FileNotFoundError:
+        return (
+            f"cannot mount: {device} does not exist; load the fuse module (modprobe fuse)"
+            " or, in a container, pass the device in (--device /dev/fuse)"
+        )
+    except PermissionError:
+        mode = stat.filemode(os.stat(device).st_mode)
+        return (
+            f"cannot mount: {device} ({mode}) cannot be opened by this user; mount as root,"
+            f" or let this user read and write {device} (Debian makes it crw-rw-rw-)"
+        )
+    except OSError as exc:
+        return f"cannot mount: {device}: {exc.strerror}"
+    return None
+
+
 async def serve(
     driver: StorageDriver,
     mountpoint: str,
@@ -169,6 +193,21 @@ async def serve(
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Mount, serve until unmounted or signalled, then close uploads and unmount."""
+    try:
+        await _serve(driver, mountpoint, mount_options, on_ready)
+    except BaseExceptionGroup as group:  # the nursery's: say the reason, not the group
+        refused = group.subgroup(MountError)
+        if refused is None or group.split(MountError)[1] is not None:
+            raise
+        raise refused.exceptions[0] from None
+
+
+async def _serve(
+    driver: StorageDriver,
+    mountpoint: str,
+    mount_options: MountOptions,
+    on_ready: Callable[[], None],
+) -> None:
     options = {"fsname=layerfs", "subtype=layerfs", *mount_options.fuse}
     read_only = mount_options.read_only
     async with trio.open_nursery() as background:
