@@ -9,6 +9,7 @@ what is on disk at each step and what a crash there leaves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -363,7 +364,11 @@ class Upload:
         """Make the data final and durable before it is moved into ``blobs/``: through
         the open writer, or one opened again for the purpose (closed uploads too)."""
         if self._writer is None and self._data_exists:
-            if self._trusted and not await self._unchanged():
+            # judged before the commit, which gives the data a new stamp on S3
+            if self._hasher is None or self._hasher.size != self._size:
+                with contextlib.suppress(SizeMismatchError, PathNotFoundError):
+                    await self._sync_hasher()  # from the stored state, if it vouches
+            elif self._trusted and not await self._unchanged():
                 self._trusted = False  # written elsewhere since this program stored it
             try:
                 self._writer = await self.driver.writer(self.data_path, append=True)
