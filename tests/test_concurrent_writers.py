@@ -5,18 +5,22 @@ cases without the kernel; these are the ones found by hand, kept."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from .conftest import Store
 from .mounts import Mount, is_mounted
+from .registry import signed_upload_location
+from .stores import V2
 from .test_crash import check_store
 
 REPO = "repositories/conc/test"
@@ -176,3 +180,105 @@ def test_opens_racing_in_threads_share_one_writer(mount: Mount, uploads: Path) -
     assert winners and set(results.values()) <= {"wrote", "EBUSY"}, results
     in_order = sorted(winners, key=lambda n: held.index(bytes([65 + n])))
     assert held == b"".join(bytes([65 + n]) * MIB for n in in_order)
+
+
+def test_two_mounts_appending_to_one_upload(store: Store, tmp_path: Path) -> None:
+    """``cat a >> m1/x & cat b >> m2/x`` through two mounts of one store: the bytes of
+    the two never interleave (the later writer gets an error instead), and the finish
+    names exactly what is stored."""
+    mounts = [
+        Mount(store.spec, tmp_path / f"m{i}", tmp_path / f"log{i}", env=store.env).start()
+        for i in (1, 2)
+    ]
+    try:
+        (mounts[0].mountpoint / REPO).mkdir(parents=True)
+        a, b = os.urandom(4 * MIB), os.urandom(4 * MIB)
+        (tmp_path / "a").write_bytes(a)
+        (tmp_path / "b").write_bytes(b)
+        for round_ in range(4):
+            name = f"x{round_}"
+            (mounts[0].mountpoint / REPO / "_uploads" / name).write_bytes(b"")
+            time.sleep(1.1)  # the second mount lists the upload after its directory timeout
+            ups = [m.mountpoint / REPO / "_uploads" / name for m in mounts]
+            script = f"cat {tmp_path}/a >> {ups[0]} & cat {tmp_path}/b >> {ups[1]}; wait"
+            subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+            # what the store holds, read once both writers' sessions ended (a mount
+            # that wrote keeps its own idea of the end while its handle lives)
+            time.sleep(1.1)
+            held = ups[0].read_bytes()
+            allowed = {b"", a, b, a + b, b + a}
+            allowed |= {a[:n] for n in range(0, len(a) + 1, 1 << 17)}  # a writer cut short
+            allowed |= {b[:n] for n in range(0, len(b) + 1, 1 << 17)}
+            assert held in allowed or held[: len(a)] in (a, b), f"round {round_}: mixed"
+            os.rename(ups[0], ups[0].parent / digest(held))
+            assert not store.files(f"{V2}/{REPO}/_uploads")
+        check_store(store)
+    finally:
+        for m in mounts:
+            m.stop()
+    assert not any(is_mounted(m.mountpoint) for m in mounts)
+
+
+def test_another_mount_finishes_an_upload_being_written(store: Store, tmp_path: Path) -> None:
+    """Mount 1 keeps appending while mount 2 finishes the upload under the digest of
+    what it holds: mount 1's next writes fail, and the blob keeps exactly its bytes."""
+    mounts = [
+        Mount(store.spec, tmp_path / f"m{i}", tmp_path / f"log{i}", env=store.env).start()
+        for i in (1, 2)
+    ]
+    try:
+        (mounts[0].mountpoint / REPO).mkdir(parents=True)
+        up1 = mounts[0].mountpoint / REPO / "_uploads/x"
+        fd = os.open(up1, os.O_WRONLY | os.O_CREAT)
+        os.write(fd, b"a" * MIB)
+        os.fsync(fd)  # stored, as a close would leave it
+        time.sleep(1.1)
+        up2 = mounts[1].mountpoint / REPO / "_uploads/x"
+        held = up2.read_bytes()
+        assert held == b"a" * MIB
+        os.rename(up2, up2.parent / digest(held))
+        failed = None
+        for _ in range(8):
+            try:
+                os.write(fd, b"b" * MIB)
+                os.fsync(fd)
+            except OSError as exc:
+                failed = exc.errno
+                break
+        with contextlib.suppress(OSError):  # it returns; what it says was said by a write
+            os.close(fd)
+        assert failed in (errno.ENOENT, errno.ESTALE, errno.EBUSY, errno.EIO), failed
+        blob = f"blobs/sha256/{digest(held)[7:9]}/{digest(held)[7:]}/data"
+        assert (mounts[1].mountpoint / blob).read_bytes() == held
+        check_store(store)
+    finally:
+        for m in mounts:
+            m.stop()
+
+
+def test_registry_writing_an_upload_the_mount_finishes(
+    store: Store,
+    store_registry,
+    mount: Mount,
+    uploads: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """docker-registry appends (PATCH) to an upload after the mount wrote and closed
+    it: the mount's hash no longer covers the data, so its finish hashes the stored
+    bytes; the digest of what the mount wrote is refused, the digest of everything
+    stored is accepted, and the blob is exactly those bytes."""
+    repo = REPO.removeprefix("repositories/")
+    ours, theirs = os.urandom(MIB), b"appended by the registry"
+    (uploads / "x").write_bytes(ours)
+    upload_id = os.getxattr(uploads / "x", "user.layerfs.uuid").decode()
+    started = os.getxattr(uploads / "x", "user.layerfs.startedat").decode()
+    time.sleep(1.1)  # the writer's session has ended
+    location = signed_upload_location(repo, upload_id, len(ours), started)
+    store_registry.patch(location, theirs)  # the registry resumes from the stored state
+    wrong = digest(ours)
+    result = subprocess.run(["mv", str(uploads / "x"), str(uploads / wrong)], capture_output=True)
+    assert result.returncode != 0, "the finish named bytes it did not verify"
+    assert b"EBADMSG" in os.getxattr(uploads / "x", "user.layerfs.error")
+    right = digest(ours + theirs)
+    os.rename(uploads / "x", uploads / right)
+    check_store(store)
+    assert store_registry.get_blob(repo, right).body == ours + theirs

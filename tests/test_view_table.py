@@ -183,6 +183,24 @@ async def test_removed_while_open(k: Kernel) -> None:
     await k.release(fh)
 
 
+async def test_one_writer_per_upload(k: Kernel) -> None:
+    k.ops.state.uploads.release_grace = 0.05  # no release is on its way here
+    first = await k.create(f"{UP}/x")
+    await k.write(first, 0, b"abc")
+    assert await errno_of(k.open(f"{UP}/x", os.O_WRONLY | os.O_APPEND)) == errno.EBUSY
+    assert (await k.getxattr(f"{UP}/x", "user.layerfs.error")).startswith(b"EBUSY")
+    assert await errno_of(k.truncate(f"{UP}/x", 0)) == errno.EBUSY
+    reader = await k.open(f"{UP}/x")  # readers are never refused
+    await k.flush(first)  # closed, but not yet released: a second writer waits for it
+    assert await errno_of(k.open(f"{UP}/x", os.O_WRONLY | os.O_APPEND)) == errno.EBUSY
+    await k.release(first)
+    second = await k.open(f"{UP}/x", os.O_WRONLY | os.O_APPEND)
+    await k.write(second, 3, b"def")
+    await k.close(second)
+    assert await k.read(reader, 0, 10) == b"abcdef"
+    await k.release(reader)
+
+
 async def test_read_only_mount() -> None:
     driver = MemoryDriver()
     await Registry(driver).repository("r").layers.link(await Registry(driver).blobs.put(b"x"))
