@@ -357,13 +357,6 @@ class StorageDriver(abc.ABC):
         """``stat`` of each path, in order, an absent one as its error."""
         return await self._each(paths, self.stat)
 
-    async def exists_committed(self, path: str) -> bool:
-        try:
-            await self.stat_committed(path)
-        except PathNotFoundError:
-            return False
-        return True
-
     async def stat_committed_many(self, paths: Sequence[str]) -> list[FileInfo | Absent]:
         """``stat_committed`` of each path, in order, an absent one as its error."""
         return await self._each(paths, self.stat_committed)

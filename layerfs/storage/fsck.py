@@ -222,7 +222,7 @@ class Fsck:
         for digest, blob_dir in await walk.blob_dirs(self.snapshot, self._odd):
             if paths.blob_data(digest) in self.pending:
                 self._normal("write-in-progress")  # a copy under way, or cut short
-                if not await self.driver.exists_committed(paths.blob_data(digest)):
+                if not await self.registry.blobs.exists(digest):
                     continue  # no blob yet (one copied again since is a blob)
             blob_dirs.append((digest, blob_dir))
         infos = await self.snapshot.stat_many([f"{blob_dir}/data" for _, blob_dir in blob_dirs])
