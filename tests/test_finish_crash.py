@@ -138,3 +138,34 @@ def test_a_link_to_an_unfinished_copy_is_repaired_from_its_upload(
     assert upload_data(store) == []
     check_store(store)
     assert layerfs(store, "fsck", store.spec).returncode == 0
+
+
+@pytest.mark.parametrize("store", ["s3"], indirect=True)
+def test_a_pending_copy_is_no_blob(store: Store, tmp_path: Path) -> None:
+    """What a kill inside the S3 copy leaves, made by hand: the upload whole and a
+    multipart upload pending on the blob's key. The next finish must copy afresh
+    (an older version took the pending key for the blob, linked it and deleted the
+    upload: the bytes were gone)."""
+    data = os.urandom(6 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    mount = Mount(store.spec, tmp_path / "mnt", tmp_path / "log1", env=store.env).start()
+    try:
+        uploads = mount.mountpoint / REPO / "_uploads"
+        (mount.mountpoint / REPO).mkdir(parents=True)
+        (uploads / "layer").write_bytes(data)
+    finally:
+        mount.stop()
+    key = f"{store.prefix}/{blob_rel(digest)}"
+    pending = store.client.create_multipart_upload(Bucket=store.bucket, Key=key)
+    store.client.upload_part(
+        Bucket=store.bucket, Key=key, UploadId=pending["UploadId"], PartNumber=1,
+        Body=data[: 5 << 20],
+    )  # fmt: skip
+    mount = Mount(store.spec, tmp_path / "mnt", tmp_path / "log2", env=store.env).start()
+    try:
+        uploads = mount.mountpoint / REPO / "_uploads"
+        os.rename(uploads / "layer", uploads / digest)
+    finally:
+        mount.stop()
+    assert store.read(blob_rel(digest)) == data
+    check_store(store)

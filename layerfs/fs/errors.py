@@ -85,7 +85,8 @@ def fuse_handler(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
     @functools.wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            with request_deadline(getattr(args[0], "request_timeout", None)):
+            timeout = getattr(args[0], "request_timeout", None) if args else None
+            with request_deadline(timeout):
                 return await func(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
