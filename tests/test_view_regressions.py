@@ -478,3 +478,35 @@ async def test_listing_many_uploads_reads_each_name_once() -> None:
         fh = await k.create(f"{UP}/part-new")  # the 61st: its own name, no re-read
         await k.close(fh)
         assert max(n for p, n in driver.gets.items() if p.endswith("/name")) == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "filesystem"])
+async def test_a_writer_never_follows_its_upload_into_blobs(kind: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Found by the two-mounts model once the memory driver's writers followed their
+    file as descriptors do: mount A writes an upload and keeps it open, mount B
+    finishes it, A writes again through the writer it still holds; on disk those
+    bytes went into the blob."""
+    from layerfs.drivers import FilesystemDriver
+
+    store = MemoryDriver() if kind == "memory" else FilesystemDriver(str(tmp_path / "s"))
+    registry = Registry(store)
+    await registry.repository("r").layers.link(await registry.blobs.put(b"seed"))
+    first = os.urandom(4 << 20)  # stored as it arrives, not held in a buffer
+    clock = Clock()
+    async with mounted(store, clock=clock) as a, mounted(store, clock=clock) as b:
+        fh = await a.create(f"{UP}/x")
+        for start in range(0, len(first), 1 << 20):
+            await a.write(fh, start, first[start : start + (1 << 20)])
+        data = paths.upload_data("r", (await a.getxattr(f"{UP}/x", "user.layerfs.uuid")).decode())
+        with trio.fail_after(5):
+            while (await store.stat(data)).size < len(first):  # the write-behind stored it
+                await trio.sleep(0.01)
+        clock.past_the_timeout()
+        digest = Digest.of(first)
+        await b.rename(f"{UP}/x", f"{UP}/{digest}")
+        with pytest.raises(Errno) as refused:
+            await a.write(fh, len(first), b"second" * 200_000)
+            await a.flush(fh)
+        assert refused.value.errno in (errno.ENOENT, errno.ESTALE, errno.EBUSY)
+        await a.release(fh)
+        assert await store.get_content(paths.blob_data(digest)) == first
