@@ -386,8 +386,10 @@ async def test_resume_in_new_process_reads_no_data(store_dir: Path) -> None:
     info = await upload.finish(expected_digest(size, b"tail"))
     assert info.size == size + 4
     assert counting.read_below("/data") == 0
-    # what was read of the upload: its startedat and one 108-byte hash state
-    assert counting.read_below("/_uploads/") == 20 + 108
+    # what was read of the upload: its startedat, one 108-byte hash state and the
+    # stamp recorded beside it (what that state vouches for)
+    assert counting.read_below("/stamp") > 0
+    assert counting.read_below("/_uploads/") == 20 + 108 + counting.read_below("/stamp")
 
 
 async def test_resume_without_state_rehashes(store_dir: Path) -> None:

@@ -257,9 +257,9 @@ class FaultyDriver(Passthrough):
         await self._maybe("list")
         return await self.inner.list(path)
 
-    async def move(self, source: str, dest: str) -> None:
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
         await self._maybe("move")
-        await self.inner.move(source, dest)
+        await self.inner.move(source, dest, expect)
 
     async def delete(self, path: str) -> None:
         await self._maybe("delete")

@@ -56,8 +56,11 @@ class Passthrough(StorageDriver):
     async def list(self, path: str) -> list[str]:
         return await self.inner.list(path)
 
-    async def move(self, source: str, dest: str) -> None:
-        await self.inner.move(source, dest)
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
+        await self.inner.move(source, dest, expect)
+
+    async def committed_stamp(self, path: str) -> object:
+        return await self.inner.committed_stamp(path)
 
     async def delete(self, path: str) -> None:
         await self.inner.delete(path)
@@ -109,9 +112,14 @@ class CountingDriver(Passthrough):
         self.calls["reader"] += 1
         return _CountingReader(await self.inner.reader(path, offset), self.bytes_read, path)
 
-    async def move(self, source: str, dest: str) -> None:
+    async def committed_reader(self, path: str, offset: int = 0) -> Reader:
+        self.calls["reader"] += 1
+        inner = await self.inner.committed_reader(path, offset)
+        return _CountingReader(inner, self.bytes_read, path)
+
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
         self.calls["move"] += 1
-        await self.inner.move(source, dest)
+        await self.inner.move(source, dest, expect)
 
     def read_below(self, fragment: str) -> int:
         return sum(n for path, n in self.bytes_read.items() if fragment in path)
@@ -126,7 +134,12 @@ class LaggingStatDriver(Passthrough):
         self.suffix, self.lag = suffix, lag
 
     async def stat(self, path: str) -> FileInfo:
-        info = await self.inner.stat(path)
+        return self._lagging(path, await self.inner.stat(path))
+
+    async def stat_committed(self, path: str) -> FileInfo:
+        return self._lagging(path, await self.inner.stat_committed(path))
+
+    def _lagging(self, path: str, info: FileInfo) -> FileInfo:
         if path.endswith(self.suffix) and self.lag > 0 and info.size > 0:
             self.lag -= 1
             return FileInfo(info.path, info.size - 1, info.mod_time, info.is_dir)
@@ -188,9 +201,9 @@ class YieldingDriver(Passthrough):
         await self.pause()
         return await self.inner.list(path)
 
-    async def move(self, source: str, dest: str) -> None:
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
         await self.pause()
-        await self.inner.move(source, dest)
+        await self.inner.move(source, dest, expect)
 
     async def delete(self, path: str) -> None:
         await self.pause()

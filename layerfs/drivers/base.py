@@ -206,6 +206,10 @@ class StorageDriver(abc.ABC):
     # Whether bytes given to a writer that is still open can be read back. On S3 they
     # are parts of a multipart upload, readable only once it is completed.
     reads_open_writes: bool = True
+    # Whether a file is one sequence of bytes that writers append to in place. On S3
+    # each writer's bytes are a multipart upload of its own until completed, so two
+    # writers leave two candidates at one key, and a hash state's age tells nothing.
+    writes_in_place: bool = True
     # The most one call may take, and one request to the mount (drivers/deadline.py);
     # None where the backend cannot stop answering (a local disk).
     timeout: float | None = None
@@ -236,6 +240,10 @@ class StorageDriver(abc.ABC):
         the stamp it had when the state was stored."""
         info = await self.stat(path)
         return ("stat", info.size, info.mod_time)
+
+    async def committed_stamp(self, path: str) -> object:
+        """``stamp`` of what ``stat_committed`` sees: the version a move takes."""
+        return await self.stamp(path)
 
     async def stat_committed(self, path: str) -> FileInfo:
         """``stat`` of what is stored at ``path`` without any write left open: on S3 a
@@ -268,8 +276,10 @@ class StorageDriver(abc.ABC):
         """Full paths of the direct children of directory ``path``."""
 
     @abc.abstractmethod
-    async def move(self, source: str, dest: str) -> None:
-        """Move a file, replacing ``dest`` if it exists."""
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
+        """Move a file, replacing ``dest`` if it exists; with ``expect``, only while
+        ``source`` still has that ``committed_stamp`` (else FileChangedError): what
+        was validated is what moves."""
 
     @abc.abstractmethod
     async def delete(self, path: str) -> None:

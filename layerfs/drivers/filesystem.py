@@ -374,7 +374,7 @@ class FilesystemDriver(StorageDriver):
                 return {path: []}
             raise
 
-    async def move(self, source: str, dest: str) -> None:
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
         check_path(source, self.name)
         check_path(dest, self.name)
 
@@ -387,6 +387,9 @@ class FilesystemDriver(StorageDriver):
                     self._beneath.parent(dest, create=True) as (dst_dir, dst_name),
                     _locked(src_dir, src_name, src.st_mode),
                 ):
+                    now = os.stat(src_name, dir_fd=src_dir, follow_symlinks=False)
+                    if expect is not None and _stamp_of(now) != expect:
+                        raise FileChangedError(f"{source}: changed since it was validated")
                     os.replace(src_name, dst_name, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
 
         await self._call(source, do_move)
@@ -617,3 +620,4 @@ class _FileWriter(FileWriter):
             await self._flush()
             await self._call(functools.partial(os.fsync, self._fd))
             self._state = "committed"
+            self._stamp = _stamp_of(await _run(os.fstat, self._fd))

@@ -109,7 +109,7 @@ class MemoryDriver(StorageDriver):
         self._check(path)
         await trio.lowlevel.checkpoint()
         data = self._file(path)
-        return (id(data), len(data), self._mtimes[path])
+        return (id(data), len(data), self._mtimes[path].isoformat())
 
     async def list(self, path: str) -> list[str]:
         self._check(path, allow_root=True)
@@ -124,11 +124,13 @@ class MemoryDriver(StorageDriver):
             raise PathNotFoundError(path, self.name)
         return sorted(children)
 
-    async def move(self, source: str, dest: str) -> None:
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
         self._check(source)
         self._check(dest)
         await trio.lowlevel.checkpoint()
         data = self._file(source)
+        if expect is not None and (id(data), len(data), self._mtimes[source].isoformat()) != expect:
+            raise FileChangedError(f"{source}: changed since it was validated")
         if source == dest:
             return
         self._ensure_file_slot(dest)
@@ -208,13 +210,17 @@ class _MemoryWriter(FileWriter):
     def stamp(self) -> object | None:
         return self._stamp
 
+    def _take_stamp(self) -> None:
+        if self._driver._files.get(self._path) is self._data:
+            mtime = self._driver._mtimes[self._path].isoformat()
+            self._stamp = (id(self._data), len(self._data), mtime)
+
     async def close(self) -> None:
         if self._closed:
             raise WriterClosedError(f"writer for {self._path} is already closed")
         self._closed = True
         await trio.lowlevel.checkpoint()
-        if self._driver._files.get(self._path) is self._data:
-            self._stamp = (id(self._data), len(self._data), self._driver._mtimes[self._path])
+        self._take_stamp()
 
     async def cancel(self) -> None:
         self._check_open()
@@ -228,3 +234,4 @@ class _MemoryWriter(FileWriter):
         self._check_open()
         self._committed = True
         await trio.lowlevel.checkpoint()
+        self._take_stamp()

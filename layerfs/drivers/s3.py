@@ -31,6 +31,7 @@ from .base import (
     BackendRequestError,
     BackendUnavailableError,
     Descend,
+    FileChangedError,
     FileInfo,
     FileWriter,
     InvalidOffsetError,
@@ -112,6 +113,8 @@ def _driver_error(exc: ClientError, key: str) -> StorageDriverError:
         return _NotModified(key)
     if code in NOT_FOUND:
         return PathNotFoundError(key, "s3")
+    if status == 412 or code == "PreconditionFailed":  # a conditional copy's source changed
+        return FileChangedError(f"s3: {key}: changed since it was validated")
     if status >= 500 or status == 429:
         return BackendUnavailableError(f"s3: {exc}")
     return BackendRequestError(f"s3: {exc}")
@@ -120,6 +123,7 @@ def _driver_error(exc: ClientError, key: str) -> StorageDriverError:
 class S3Driver(StorageDriver):
     name = "s3"
     reads_open_writes = False
+    writes_in_place = False
 
     def __init__(
         self,
@@ -344,6 +348,12 @@ class S3Driver(StorageDriver):
         if pending is not None:
             return _parts_stamp(pending[0], pending[1])
         head = await self._head(key)
+        if head is None:
+            raise PathNotFoundError(path, self.name)
+        return ("object", head["ETag"], head["ContentLength"])
+
+    async def committed_stamp(self, path: str) -> object:
+        head = await self._head(self.key(path))
         if head is None:
             raise PathNotFoundError(path, self.name)
         return ("object", head["ETag"], head["ContentLength"])
@@ -601,24 +611,33 @@ class S3Driver(StorageDriver):
                 nursery.start_soon(check, child)
         return children - empty
 
-    async def move(self, source: str, dest: str) -> None:
+    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
+        """A server-side copy of the object (never a pending write) and a delete. With
+        ``expect``, every copy request is conditional on the object's ETag, so an
+        object replaced meanwhile is not what lands at ``dest``."""
         src, dst = self.key(source), self.key(dest)
         head = await self._head(src)
         if head is None:
             raise PathNotFoundError(source, self.name)
+        if expect is not None and ("object", head["ETag"], head["ContentLength"]) != expect:
+            raise FileChangedError(f"{source}: changed since it was validated")
+        condition = {"CopySourceIfMatch": head["ETag"]} if expect is not None else {}
         if head["ContentLength"] <= COPY_SINGLE_MAX:
             await self.call(
                 self.client.copy_object,
                 Bucket=self.bucket,
                 Key=dst,
                 CopySource={"Bucket": self.bucket, "Key": src},
+                **condition,
             )
         else:
-            await self._multipart_copy(src, dst, head["ContentLength"])
+            await self._multipart_copy(src, dst, head["ContentLength"], condition)
         crash_point("move:copied")
         await self.call(self.client.delete_object, Bucket=self.bucket, Key=src)
 
-    async def _multipart_copy(self, src: str, dst: str, size: int) -> None:
+    async def _multipart_copy(
+        self, src: str, dst: str, size: int, condition: dict[str, str]
+    ) -> None:
         """Server-side copy in parallel parts: nothing is downloaded."""
         resp = await self.call(self.client.create_multipart_upload, Bucket=self.bucket, Key=dst)
         upload_id = resp["UploadId"]
@@ -637,6 +656,7 @@ class S3Driver(StorageDriver):
                 PartNumber=number,
                 CopySource={"Bucket": self.bucket, "Key": src},
                 CopySourceRange=f"bytes={first}-{last}",
+                **condition,
             )
             etags[number] = part["CopyPartResult"]["ETag"]
 
@@ -773,6 +793,7 @@ class _MultipartWriter(FileWriter):
         self._buffer: deque[bytes | memoryview] = deque()
         self._buffered = 0
         self._state = "open"
+        self._committed: object | None = None  # the object's stamp once completed
         self._lock = trio.Lock()
         # parts on their way: (number, size, future); the next fills while they upload
         self._inflight: list[tuple[int, int, Future[dict]]] = []
@@ -895,9 +916,10 @@ class _MultipartWriter(FileWriter):
         d = self.driver
         if not self._parts:  # S3 cannot complete an empty upload
             await d.abort(self.key, self.upload_id)
-            await d.call(d.client.put_object, Bucket=d.bucket, Key=self.key, Body=b"")
+            resp = await d.call(d.client.put_object, Bucket=d.bucket, Key=self.key, Body=b"")
+            self._committed = ("object", resp["ETag"], 0)
             return
-        await d.call(
+        resp = await d.call(
             d.client.complete_multipart_upload,
             Bucket=d.bucket,
             Key=self.key,
@@ -906,6 +928,7 @@ class _MultipartWriter(FileWriter):
                 "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
             },
         )
+        self._committed = ("object", resp.get("ETag"), sum(p["Size"] for p in self._parts))
 
     async def close(self) -> None:
         if self._state == "closed":
@@ -920,6 +943,9 @@ class _MultipartWriter(FileWriter):
 
     @property
     def stamp(self) -> object | None:
+        """Committed: the object it made (``committed_stamp``); closed: its parts."""
+        if self._committed is not None:
+            return self._committed
         return _parts_stamp(self.upload_id, self._parts) if self._state == "closed" else None
 
     async def cancel(self) -> None:

@@ -14,6 +14,7 @@ kind it has (the mount's view classifies its paths with it). The tree it describ
         _uploads/<id>/data                               upload data
         _uploads/<id>/startedat                          RFC 3339 start time
         _uploads/<id>/name                               the name a user gave it (layerfs)
+        _uploads/<id>/stamp                              what its newest state vouches for (layerfs)
         _uploads/<id>/hashstates/<alg>/<offset>          hash state after offset bytes
 
 Every function returns a driver path; nothing here touches a driver.
@@ -47,6 +48,7 @@ LAYOUT: dict[str, Parts] = {
     "upload_data": (*_REPO, "_uploads", "{upload}", "data"),
     "upload_started_at": (*_REPO, "_uploads", "{upload}", "startedat"),
     "upload_name": (*_REPO, "_uploads", "{upload}", "name"),
+    "upload_stamp": (*_REPO, "_uploads", "{upload}", "stamp"),
     "upload_hash_state": (*_REPO, "_uploads", "{upload}", "hashstates", "{alg}", "{offset}"),
 }
 LINK_KINDS = ("layer_link", "revision_link", "tag_link", "tag_index_link")
@@ -174,6 +176,12 @@ def upload_started_at(name: str, upload_id: str) -> str:
 def upload_name(name: str, upload_id: str) -> str:
     """The file name a user gave an upload (layerfs only; the registry ignores it)."""
     return path("upload_name", name=name, upload=upload_id)
+
+
+def upload_stamp(name: str, upload_id: str) -> str:
+    """The data's stamp when layerfs stored its newest hash state (layerfs only; the
+    registry ignores it): any mount trusts that state while the data keeps it."""
+    return path("upload_stamp", name=name, upload=upload_id)
 
 
 def upload_hash_states(name: str, upload_id: str, algorithm: str) -> str:

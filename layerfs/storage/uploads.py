@@ -9,7 +9,8 @@ what is on disk at each step and what a crash there leaves.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -279,8 +280,11 @@ class Upload:
         ``stamp``), or, after a remount, it was last modified no later than the state
         (every writer, the registry too, stores a state after the bytes it covers)."""
         try:
-            if self._stamp is not None and await self.driver.stamp(self.data_path) == self._stamp:
+            stamp = await self.driver.stamp(self.data_path)
+            if stamp == self._stamp or stamp == await self._recorded_stamp():
                 return True
+            if not self.driver.writes_in_place:  # S3: a state may be another writer's
+                return False
             info = await self.driver.stat(self.data_path)
         except PathNotFoundError:
             return False
@@ -331,6 +335,21 @@ class Upload:
             except PathNotFoundError:
                 stamp = None
         self._stamp = stamp
+        if stamp is not None:  # for any mount, after this one is gone
+            record = {"offset": self._size, "stamp": stamp}
+            path = paths.upload_stamp(self.repository, self.id)
+            await self.driver.put_content(path, json.dumps(record).encode())
+
+    async def _recorded_stamp(self) -> object | None:
+        """The stamp a mount recorded beside the state at the current size, if any."""
+        try:
+            raw = await self.driver.get_content(paths.upload_stamp(self.repository, self.id))
+            record = json.loads(raw)
+        except (PathNotFoundError, UnsafeEntryError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("offset") != self._size:
+            return None
+        return _frozen(record.get("stamp"))
 
     async def _check_still_there(self) -> None:
         """Raise UploadUnknownError, leaving nothing behind, when the upload was removed
@@ -360,22 +379,39 @@ class Upload:
         if store_state:
             await self._store_hash_state()
 
-    async def _commit_data(self) -> None:
+    async def _commit_data(self) -> object | None:
         """Make the data final and durable before it is moved into ``blobs/``: through
-        the open writer, or one opened again for the purpose (closed uploads too)."""
+        the open writer, or one opened again for the purpose (closed uploads too).
+        Returns the stamp of what the commit left (None when there was nothing)."""
         if self._writer is None and self._data_exists:
             # judged before the commit, which gives the data a new stamp on S3
             if self._hasher is None or self._hasher.size != self._size:
-                with contextlib.suppress(SizeMismatchError, PathNotFoundError):
-                    await self._sync_hasher()  # from the stored state, if it vouches
+                await self._hasher_from_state()
             elif self._trusted and not await self._unchanged():
                 self._trusted = False  # written elsewhere since this program stored it
             try:
                 self._writer = await self.driver.writer(self.data_path, append=True)
             except PathNotFoundError:
                 self._data_exists = False  # moved by an interrupted finish: validate says
+        writer = self._writer
+        if writer is not None and writer.size != self._size:
+            self._trusted = False  # the writer found more (or fewer) bytes than hashed
         # No hash state yet: a finish stores it once validated, before its move.
         await self._close_writer(commit=True, store_state=False)
+        return None if writer is None else writer.stamp
+
+    async def _hasher_from_state(self) -> None:
+        """The running hash from the state at exactly the data's size, trusted while
+        it vouches for the data (``_unchanged``); no byte is read here."""
+        self._hasher, self._trusted = None, False
+        path = paths.upload_hash_state(self.repository, self.id, CANONICAL, self._size)
+        try:
+            hasher = ResumableSha256.unmarshal(await self.driver.get_content(path))
+        except (HashStateError, PathNotFoundError):
+            return
+        if hasher.size == self._size:
+            self._hasher, self._state_stored_at = hasher, self._size
+            self._trusted = await self._unchanged()
 
     async def cancel(self) -> None:
         """Remove every resource of the upload."""
@@ -394,20 +430,21 @@ class Upload:
         self._check_usable()
         async with self._lock:
             self._check_usable()
-            await self._commit_data()
+            committed = await self._commit_data()
             try:
-                canonical = await self._validate_with_retries(digest, size)
+                validated = await self._validate_with_retries(digest, size, committed)
             except DigestMismatchError:
                 await self._store_hash_state()  # the next finish need not read again
                 raise
-            if canonical is None:  # data already moved by an interrupted finish
+            if validated is None:  # data already moved by an interrupted finish
                 canonical = digest
             else:
+                canonical, version = validated
                 # the state at the final size records what the move takes away, so a
                 # finish cut short before its link can be told and completed
                 await self._store_hash_state()
                 crash_point("finish:before-move")
-                await self._move_into_place(canonical)
+                await self._move_into_place(canonical, version)
                 crash_point("finish:before-link")
             aliases = [digest] if digest != canonical else []
             await self._link_blob(canonical, aliases)
@@ -416,10 +453,12 @@ class Upload:
             self._state = "finished"
             return await self.blobs.stat(canonical)
 
-    async def _validate_with_retries(self, digest: Digest, size: int | None) -> Digest | None:
+    async def _validate_with_retries(
+        self, digest: Digest, size: int | None, committed: object | None
+    ) -> tuple[Digest, object | None] | None:
         for attempt in range(VALIDATE_RETRIES + 1):
             try:
-                return await self._validate(digest, size)
+                return await self._validate(digest, size, committed)
             except (SizeMismatchError, PathNotFoundError) as exc:
                 # Symptoms of an eventually consistent backend; a digest mismatch is not.
                 if attempt == VALIDATE_RETRIES:
@@ -434,38 +473,42 @@ class Upload:
                 await self._drop_writer()
         raise AssertionError("unreachable")
 
-    async def _validate(self, digest: Digest, size: int | None) -> Digest | None:
-        """The canonical digest of the data, or None when the data is gone because an
-        earlier finish moved it to the blob already."""
+    async def _validate(
+        self, digest: Digest, size: int | None, committed: object | None
+    ) -> tuple[Digest, object | None] | None:
+        """The canonical digest of the data and the version of it that was checked
+        (the move takes only that version), or None when the data is gone because an
+        earlier finish moved it to the blob already.
+
+        The running hash names the data only while it is trusted, covers exactly the
+        stored size, and the stored version is the one this finish's commit left;
+        otherwise the committed bytes are read (never completing another writer's
+        pending write) and hashed."""
         try:
-            stored = (await self.driver.stat(self.data_path)).size
+            stored = (await self.driver.stat_committed(self.data_path)).size
+            version: object | None = await self.driver.committed_stamp(self.data_path)
         except PathNotFoundError:
             if digest.algorithm == CANONICAL and await self.blobs.exists(digest):
                 return None  # a finish that crashed after its move: link and clean up
             await self._check_still_there()  # removed meanwhile: not an empty upload
             if self._size != 0:
                 raise
-            stored = 0
+            stored, version = 0, None
         if size is not None and size != stored:
             raise SizeMismatchError(size, stored)
-        if stored == self._size and (self._hasher is None or self._hasher.size != stored):
-            await self._sync_hasher()  # from a stored state, trusted if it vouches
         hasher = self._hasher
-        if stored != self._size or hasher is None or hasher.size != stored or not self._trusted:
+        covers = hasher is not None and hasher.size == stored == self._size
+        if not (self._trusted and covers and version == committed):
             hasher = None  # the stored bytes are read and hashed instead
-        if digest.algorithm == CANONICAL:
-            hasher = hasher or await self._hash_stored(stored)
-            canonical = actual = Digest(CANONICAL, hasher.hexdigest())
-        elif stored == 0:
-            canonical = EMPTY_SHA256
-            actual = Digest.of(b"", digest.algorithm)
-        else:
-            hexes = await self.driver.hash_file(self.data_path, [CANONICAL, digest.algorithm])
-            canonical = Digest(CANONICAL, hexes[CANONICAL])
-            actual = Digest(digest.algorithm, hexes[digest.algorithm])
+        others = [digest.algorithm] if digest.algorithm != CANONICAL else []
+        hexes: dict[str, str] = {}
+        if hasher is None or others:
+            hasher, hexes = await self._hash_stored(stored, others, version)
+        canonical = Digest(CANONICAL, hasher.hexdigest())
+        actual = canonical if not others else Digest(digest.algorithm, hexes[digest.algorithm])
         if actual != digest:
             raise DigestMismatchError(digest, actual)
-        return canonical
+        return canonical, version
 
     async def stored_digest(self) -> Digest | None:
         """The sha256 of the stored bytes (None without data): from a hash state
@@ -475,16 +518,20 @@ class Upload:
                 self._size = (await self.driver.stat(self.data_path)).size
             except PathNotFoundError:
                 return None
-            self._hasher = None
-            hasher = await self._sync_hasher()
-            if not self._trusted:
-                hasher = await self._hash_stored(self._size)
+            await self._hasher_from_state()
+            hasher = self._hasher
+            if hasher is None or not self._trusted:
+                hasher, _ = await self._hash_stored(self._size)
             return Digest(CANONICAL, hasher.hexdigest())
 
-    async def _hash_stored(self, stored: int) -> ResumableSha256:
-        """The sha256 of the stored bytes, read from the store: what the finish names
-        when the running hash does not provably cover them (another writer, a
-        resumed state nobody here vouches for). It becomes the running hash."""
+    async def _hash_stored(
+        self, stored: int, others: Sequence[str] = (), version: object | None = None
+    ) -> tuple[ResumableSha256, dict[str, str]]:
+        """The sha256 (and ``others``) of the stored bytes, read from the store: what
+        the finish names when the running hash does not provably cover them (another
+        writer, a resumed state nobody here vouches for). It becomes the running
+        hash. With ``version``, the committed bytes are read, and must still be that
+        version afterwards (else SizeMismatchError: the finish tries again)."""
         if stored:
             log.info(
                 "upload %s: hashing its %d stored bytes (the running hash does not"
@@ -493,23 +540,40 @@ class Upload:
                 stored,
             )
         hasher = ResumableSha256()
-        async for chunk in self.driver.read_all(self.data_path, 0, 4 << 20):
-            await trio.to_thread.run_sync(hasher.update, chunk)
+        extra = {algorithm: hashlib.new(algorithm) for algorithm in others}
+
+        def update(chunk: bytes) -> None:
+            hasher.update(chunk)
+            for other in extra.values():
+                other.update(chunk)
+
+        open_reader = self.driver.committed_reader if version is not None else self.driver.reader
+        if stored:
+            async with await open_reader(self.data_path, 0) as reader:
+                while chunk := await reader.read(4 << 20):
+                    await trio.to_thread.run_sync(update, chunk)
         if hasher.size != stored:  # changed while read: nothing here can be trusted
             raise SizeMismatchError(stored, hasher.size)
+        if version is not None and await self.driver.committed_stamp(self.data_path) != version:
+            raise SizeMismatchError(stored, -1)  # replaced while read
         self._hasher, self._size, self._trusted = hasher, stored, True
-        return hasher
+        return hasher, {algorithm: h.hexdigest() for algorithm, h in extra.items()}
 
-    async def _move_into_place(self, canonical: Digest) -> None:
+    async def _move_into_place(self, canonical: Digest, version: object | None) -> None:
         if await self.blobs.exists(canonical):
             return  # content addressed: the same bytes are there already
         target = paths.blob_data(canonical)
         try:
-            await self.driver.move(self.data_path, target)
+            await self.driver.move(self.data_path, target, expect=version)
         except PathNotFoundError:
             if canonical != EMPTY_SHA256:
                 raise
             await self.driver.put_content(target, b"")  # nothing was ever written
+
+
+def _frozen(value: object) -> object:
+    """A stamp read back from JSON, as the driver gives it (lists become tuples)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
 
 
 def _hash_pieces(hasher: ResumableSha256, pieces: Sequence[bytes]) -> None:
