@@ -210,7 +210,16 @@ def test_two_mounts_appending_to_one_upload(store: Store, tmp_path: Path) -> Non
             allowed |= {a[:n] for n in range(0, len(a) + 1, 1 << 17)}  # a writer cut short
             allowed |= {b[:n] for n in range(0, len(b) + 1, 1 << 17)}
             assert held in allowed or held[: len(a)] in (a, b), f"round {round_}: mixed"
-            os.rename(ups[0], ups[0].parent / digest(held))
+            try:
+                os.rename(ups[0], ups[0].parent / digest(held))
+            except OSError as exc:
+                # S3, two writers opened at once: two pending writes at one key, one
+                # completed by the read, the other by the finish, which refuses a
+                # digest its content does not have; what it took is then the upload
+                assert store.kind == "s3" and exc.errno == errno.EBADMSG, exc
+                held = ups[0].read_bytes()
+                assert held in allowed, f"round {round_}: mixed"
+                os.rename(ups[0], ups[0].parent / digest(held))
             assert not store.files(f"{V2}/{REPO}/_uploads")
         check_store(store)
     finally:

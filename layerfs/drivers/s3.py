@@ -912,13 +912,13 @@ class _MultipartWriter(FileWriter):
             await self._upload_part(self._take(self._buffered))
         await self._drain()
 
-    async def complete(self) -> None:
+    async def complete(self) -> object:
+        """Complete the upload into the object; returns the object's stamp."""
         d = self.driver
         if not self._parts:  # S3 cannot complete an empty upload
             await d.abort(self.key, self.upload_id)
             resp = await d.call(d.client.put_object, Bucket=d.bucket, Key=self.key, Body=b"")
-            self._committed = ("object", resp["ETag"], 0)
-            return
+            return ("object", resp["ETag"], 0)
         resp = await d.call(
             d.client.complete_multipart_upload,
             Bucket=d.bucket,
@@ -928,7 +928,7 @@ class _MultipartWriter(FileWriter):
                 "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
             },
         )
-        self._committed = ("object", resp.get("ETag"), sum(p["Size"] for p in self._parts))
+        return ("object", resp.get("ETag"), sum(p["Size"] for p in self._parts))
 
     async def close(self) -> None:
         if self._state == "closed":
@@ -963,7 +963,7 @@ class _MultipartWriter(FileWriter):
         self._check_open()
         async with self._lock:
             await self._flush()
-            await self.complete()
+            self._committed = await self.complete()
             self._state = "committed"
 
 

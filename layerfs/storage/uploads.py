@@ -281,8 +281,10 @@ class Upload:
         (every writer, the registry too, stores a state after the bytes it covers)."""
         try:
             stamp = await self.driver.stamp(self.data_path)
-            if stamp == self._stamp or stamp == await self._recorded_stamp():
+            recorded = self._stamp if self._stamp is not None else await self._recorded_stamp()
+            if stamp == recorded:
                 return True
+            log.debug("upload %s: the data's stamp %r is not %r", self.id, stamp, recorded)
             if not self.driver.writes_in_place:  # S3: a state may be another writer's
                 return False
             info = await self.driver.stat(self.data_path)
