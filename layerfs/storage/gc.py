@@ -394,8 +394,12 @@ class GarbageCollector:
         for target in unstored:
             if paths.blob_data(target) in pending:
                 found[target] = "its copy into blobs/ is pending"
-        for target, upload_id in (await uploads_holding(self.registry, name, unstored)).items():
+        holders = await uploads_holding(self.registry, name, unstored)
+        for target, upload_id in holders.items():
             found[target] = f"upload {upload_id} holds its bytes"
+        if holders.unread:  # an upload that could not be read might hold any of them
+            for target in unstored - found.keys():
+                found[target] = f"uploads {', '.join(sorted(holders.unread))} were not read"
         return found
 
     async def _younger_than_grace(self, path: str) -> bool:

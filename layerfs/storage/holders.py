@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from ..drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers import PathNotFoundError, StorageDriver, StorageDriverError
 from . import paths, walk
 from .digest import Digest
-from .errors import InvalidLinkError
+from .errors import InvalidLinkError, RegistryError
 from .links import decode_link
 from .registry import Registry
 
@@ -36,13 +36,21 @@ async def unstored_link_targets(driver: StorageDriver, repository: str) -> set[D
     }
 
 
-async def uploads_holding(
-    registry: Registry, repository: str, wanted: set[Digest]
-) -> dict[Digest, str]:
+class Holders(dict[Digest, str]):
+    """Upload ids by the blob digest their bytes have; ``unread`` names the uploads
+    that could not be read (a deleting command keeps what they might hold)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.unread: set[str] = set()
+
+
+async def uploads_holding(registry: Registry, repository: str, wanted: set[Digest]) -> Holders:
     """Upload ids of ``repository`` whose stored bytes are one of ``wanted``, by
     digest: each upload's digest from a hash state that vouches for its data, else by
-    reading it. Nothing is read when nothing is wanted."""
-    found: dict[Digest, str] = {}
+    reading it (never completing a pending write). Nothing is read when nothing is
+    wanted."""
+    found = Holders()
     if not wanted:
         return found
     uploads = registry.repository(repository).uploads
@@ -51,8 +59,9 @@ async def uploads_holding(
             break
         try:
             digest = await (await uploads.resume(upload_id)).stored_digest()
-        except (PathNotFoundError, UnsafeEntryError) as exc:
-            log.info("upload %s of %s: not read: %s", upload_id, repository, exc)
+        except (StorageDriverError, RegistryError) as exc:
+            log.warning("upload %s of %s: not read: %s", upload_id, repository, exc)
+            found.unread.add(upload_id)
             continue
         if digest in wanted:
             found.setdefault(digest, upload_id)

@@ -134,7 +134,9 @@ async def _last_copies(registry: Registry, repositories: set[str]) -> set[tuple[
     kept = set()
     for name in sorted(repositories):
         unstored = await unstored_link_targets(registry.driver, name)
-        for target, upload_id in (await uploads_holding(registry, name, unstored)).items():
+        holders = await uploads_holding(registry, name, unstored)
+        kept |= {(name, upload_id) for upload_id in holders.unread}  # might hold one
+        for target, upload_id in holders.items():
             log.warning(
                 "upload %s of %s kept: it holds the only bytes of %s, which a layer link"
                 " names (fsck --repair finishes it)",

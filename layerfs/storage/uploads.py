@@ -513,17 +513,19 @@ class Upload:
         return canonical, version
 
     async def stored_digest(self) -> Digest | None:
-        """The sha256 of the stored bytes (None without data): from a hash state
-        that vouches for them, else by reading them."""
+        """The sha256 of the upload's committed bytes (None without any): from a hash
+        state that vouches for them, else by reading them, never completing a
+        pending write (a check changes nothing)."""
         async with self._lock:
             try:
-                self._size = (await self.driver.stat(self.data_path)).size
+                self._size = (await self.driver.stat_committed(self.data_path)).size
+                await self._hasher_from_state()
+                hasher = self._hasher
+                if hasher is None or not self._trusted:
+                    version = await self.driver.committed_stamp(self.data_path)
+                    hasher, _ = await self._hash_stored(self._size, (), version)
             except PathNotFoundError:
                 return None
-            await self._hasher_from_state()
-            hasher = self._hasher
-            if hasher is None or not self._trusted:
-                hasher, _ = await self._hash_stored(self._size)
             return Digest(CANONICAL, hasher.hexdigest())
 
     async def _hash_stored(
