@@ -45,7 +45,7 @@ from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.uploads import UUID_RE
 
 from .fsops import Clock, Errno, Kernel, mounted
-from .wrappers import Passthrough
+from .wrappers import HookedWriter, Passthrough
 
 REPOS = ("r", "s")  # stored from the start: seeded with one layer each
 NEW_REPO = "new"  # made by mkdir during a run
@@ -233,6 +233,10 @@ class FaultyDriver(Passthrough):
         if roll < 2 * self.rate:
             await trio.sleep(0.001)
 
+    async def _before_write_call(self, what: str) -> None:
+        if what != "cancel":  # a cancel always goes through: it cleans up
+            await self._maybe(what)
+
     async def get_content(self, path: str) -> bytes:
         await self._maybe("get_content")
         return await self.inner.get_content(path)
@@ -247,7 +251,7 @@ class FaultyDriver(Passthrough):
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         await self._maybe("writer")
-        return _FaultyWriter(await self.inner.writer(path, append), self)
+        return HookedWriter(await self.inner.writer(path, append), self._before_write_call)
 
     async def stat(self, path: str) -> FileInfo:
         await self._maybe("stat")
@@ -264,30 +268,6 @@ class FaultyDriver(Passthrough):
     async def delete(self, path: str) -> None:
         await self._maybe("delete")
         await self.inner.delete(path)
-
-
-class _FaultyWriter(FileWriter):
-    def __init__(self, inner: FileWriter, driver: FaultyDriver) -> None:
-        self.inner, self.driver = inner, driver
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    async def write_pieces(self, pieces: Any) -> int:
-        await self.driver._maybe("write")
-        return await self.inner.write_pieces(pieces)
-
-    async def close(self) -> None:
-        await self.driver._maybe("close")
-        await self.inner.close()
-
-    async def cancel(self) -> None:
-        await self.inner.cancel()
-
-    async def commit(self) -> None:
-        await self.driver._maybe("commit")
-        await self.inner.commit()
 
 
 # the machine -----------------------------------------------------------------------------

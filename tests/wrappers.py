@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
@@ -161,6 +161,9 @@ class YieldingDriver(Passthrough):
         for _ in range(self.pauses()):
             await trio.lowlevel.checkpoint()
 
+    async def _pause_before(self, what: str) -> None:
+        await self.pause()
+
     async def committed_size(self, path: str) -> int:
         await self.pause()
         return await self.inner.committed_size(path)
@@ -183,7 +186,7 @@ class YieldingDriver(Passthrough):
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
         await self.pause()
-        return _YieldingWriter(await self.inner.writer(path, append), self)
+        return HookedWriter(await self.inner.writer(path, append), self._pause_before)
 
     async def stat(self, path: str) -> FileInfo:
         await self.pause()
@@ -222,9 +225,12 @@ class _YieldingReader(Reader):
         await self.inner.aclose()
 
 
-class _YieldingWriter(FileWriter):
-    def __init__(self, inner: FileWriter, driver: YieldingDriver) -> None:
-        self.inner, self.driver = inner, driver
+class HookedWriter(FileWriter):
+    """A writer that awaits ``before(what)`` ("write", "close", "cancel", "commit")
+    before each call: a place for a test's driver to yield, fail or count."""
+
+    def __init__(self, inner: FileWriter, before: Callable[[str], Awaitable[None]]) -> None:
+        self.inner, self.before = inner, before
 
     @property
     def size(self) -> int:
@@ -235,17 +241,17 @@ class _YieldingWriter(FileWriter):
         return self.inner.stamp
 
     async def write_pieces(self, pieces: Sequence[bytes]) -> int:
-        await self.driver.pause()
+        await self.before("write")
         return await self.inner.write_pieces(pieces)
 
     async def close(self) -> None:
-        await self.driver.pause()
+        await self.before("close")
         await self.inner.close()
 
     async def cancel(self) -> None:
-        await self.driver.pause()
+        await self.before("cancel")
         await self.inner.cancel()
 
     async def commit(self) -> None:
-        await self.driver.pause()
+        await self.before("commit")
         await self.inner.commit()

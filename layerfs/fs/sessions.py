@@ -35,7 +35,8 @@ class UploadSession:
     open is refused (EBUSY) while that handle has written since its last flush; when
     it has flushed everything (a program that closed: the kernel sends the release
     after close returns, so it can come after the next open), the open waits up to
-    ``release_grace`` seconds for the release, and is refused if it does not come.
+    ``grace`` seconds (``UploadTable.release_grace``) for the release, and is refused if
+    it does not come.
     ``finishing`` refuses writes and restarts while a finish runs. ``streams`` are
     the handles with a reader's stream on the data, closed before the data moves."""
 
@@ -51,7 +52,6 @@ class UploadSession:
     finishing: bool = False
     streams: list[UploadHandle] = field(default_factory=list)
     released: trio.Event = field(default_factory=trio.Event)  # the writer let go
-    release_grace: float = 1.0
 
     @property
     def repository(self) -> str:
@@ -61,9 +61,9 @@ class UploadSession:
         if self.removed or not self.upload.usable:
             raise UploadClosedError(f"upload {self.name} was removed while open")
 
-    async def claim_writer(self, handle: object) -> None:
+    async def claim_writer(self, handle: object, grace: float) -> None:
         """Make ``handle`` the upload's one writer, or raise UploadBusyError."""
-        deadline = trio.current_time() + self.release_grace
+        deadline = trio.current_time() + grace
         while self.writer is not None and self.writer is not handle:
             if self.writer_dirty or self.finishing or trio.current_time() >= deadline:
                 raise UploadBusyError(f"upload {self.name} is open for writing elsewhere")
@@ -232,7 +232,6 @@ class UploadTable:
         await uploads.set_name(upload.id, name)
         self.index.named(repository, upload.id, name)
         session = UploadSession(upload, WriteBehind(upload, self.nursery), name)
-        session.release_grace = self.release_grace
         self.sessions[upload.id] = session
         if (await self.index.refresh_new(repository)).get(name) != upload.id:
             await self.forget(upload.id)
@@ -263,7 +262,6 @@ class UploadTable:
             upload = await uploads.resume(upload_id, stamp=self.stamps.get(upload_id))
             pipe = WriteBehind(upload, self.nursery)
             session = UploadSession(upload, pipe, name, size_at_open=upload.size)
-            session.release_grace = self.release_grace
             self.sessions[upload_id] = session
         finally:
             del self._opening[upload_id]

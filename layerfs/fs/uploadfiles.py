@@ -67,7 +67,8 @@ class UploadFiles:
             if session is not None:
                 session.handles += 1
                 handle = UploadHandle(session, True)
-                await session.claim_writer(handle)  # a new session: nobody else holds it
+                # a new session: nobody else holds it
+                await session.claim_writer(handle, self.table.release_grace)
                 log.info(
                     "upload %s started in %s as %s",
                     session.upload.id,
@@ -105,7 +106,7 @@ class UploadFiles:
     async def _claim(self, session: UploadSession, handle: UploadHandle) -> None:
         """Make ``handle`` the upload's one writer; a refusal is kept for the xattr."""
         try:
-            await session.claim_writer(handle)
+            await session.claim_writer(handle, self.table.release_grace)
         except Exception as exc:
             self.table.errors[session.upload.id] = f"{errno.errorcode[errno_of(exc)]}: {exc}"
             raise

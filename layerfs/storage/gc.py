@@ -149,6 +149,7 @@ class GarbageCollector:
         self.driver = driver
         self.registry = Registry(driver)
         self.blobs = self.registry.blobs
+        self._pending_blobs: set[str] | None = None  # writes pending below blobs/
         self.delete_untagged = delete_untagged
         self.dry_run = dry_run
         self.cutoff = (now or datetime.now(UTC)) - grace
@@ -390,7 +391,9 @@ class GarbageCollector:
         found: dict[Digest, str] = {}
         if not unstored:
             return found
-        pending = {w.path for w in await self.driver.pending_writes(paths.BLOBS)}
+        if self._pending_blobs is None:  # listed once per run, and only when needed
+            self._pending_blobs = {w.path for w in await self.driver.pending_writes(paths.BLOBS)}
+        pending = self._pending_blobs
         for target in unstored:
             if paths.blob_data(target) in pending:
                 found[target] = "its copy into blobs/ is pending"

@@ -529,13 +529,13 @@ class Upload:
             return Digest(CANONICAL, hasher.hexdigest())
 
     async def _hash_stored(
-        self, stored: int, others: Sequence[str] = (), version: object | None = None
+        self, stored: int, others: Sequence[str], version: object | None
     ) -> tuple[ResumableSha256, dict[str, str]]:
-        """The sha256 (and ``others``) of the stored bytes, read from the store: what
-        the finish names when the running hash does not provably cover them (another
-        writer, a resumed state nobody here vouches for). It becomes the running
-        hash. With ``version``, the committed bytes are read, and must still be that
-        version afterwards (else SizeMismatchError: the finish tries again)."""
+        """The sha256 (and ``others``) of the committed bytes, read from the store
+        without completing any pending write: what the finish names when the running
+        hash does not provably cover them (another writer, a resumed state nobody here
+        vouches for). It becomes the running hash. The data must still be ``version``
+        afterwards (else SizeMismatchError: the finish tries again)."""
         if stored:
             log.info(
                 "upload %s: hashing its %d stored bytes (the running hash does not"
@@ -551,9 +551,8 @@ class Upload:
             for other in extra.values():
                 other.update(chunk)
 
-        open_reader = self.driver.committed_reader if version is not None else self.driver.reader
         if stored:
-            async with await open_reader(self.data_path, 0) as reader:
+            async with await self.driver.committed_reader(self.data_path, 0) as reader:
                 while chunk := await reader.read(4 << 20):
                     await trio.to_thread.run_sync(update, chunk)
         if hasher.size != stored:  # changed while read: nothing here can be trusted
