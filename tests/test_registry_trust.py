@@ -241,12 +241,15 @@ async def test_a_mount_completes_a_finish_cut_after_its_move(
     link = store_dir / paths.layer_link("app/cut", blob).lstrip("/")
     mounted = Mount(store_dir, tmp_path / "mnt", tmp_path / "m.log").start()
     try:
+        upload = store_dir / paths.upload_dir("app/cut", upload_id).lstrip("/")
         deadline = time.monotonic() + 20
-        while not link.exists() and time.monotonic() < deadline:
+        log = tmp_path / "m.log"
+        # the link is written first, the upload removed after it, then the line logged
+        while time.monotonic() < deadline and "completed the finish" not in log.read_text():
             await trio.sleep(0.05)
         assert link.read_text() == str(blob)
-        assert not (store_dir / paths.upload_dir("app/cut", upload_id).lstrip("/")).exists()
-        assert "completed the finish of upload" in (tmp_path / "m.log").read_text()
+        assert not upload.exists()
+        assert "completed the finish of upload" in log.read_text()
     finally:
         mounted.stop()
 
