@@ -271,6 +271,11 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     async def stat(self, path: str) -> FileInfo: ...
 
+    async def stat_dir(self, path: str) -> FileInfo:
+        """``stat`` of a path the caller expects to be a directory: a backend may
+        answer that case in fewer requests (S3: one listing, not three calls)."""
+        return await self.stat(path)
+
     @abc.abstractmethod
     async def list(self, path: str) -> list[str]:
         """Full paths of the direct children of directory ``path``."""

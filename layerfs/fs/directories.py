@@ -20,7 +20,7 @@ from ..storage.digest import check_algorithm
 from ..storage.errors import RegistryError
 from ..storage.reference import validate_name, validate_tag
 from .errors import Refusal
-from .state import BLOB_TIMEOUT, DIR_TIMEOUT, DirHandle, MountState
+from .state import DirHandle, MountState
 from .view import FIXED_DIRS, SPECIAL_DIRS, Kind, Place, classify
 
 log = logging.getLogger("layerfs.fs")
@@ -57,9 +57,7 @@ class Directories:
             return self.state.dir_attrs(place.parts, self.state.started)
         found = await self.state.stat(place)
         if found is not None and found[2]:
-            # blob directories only come and go whole (a finish, a gc): the kernel may
-            # keep them as long as the blobs themselves; their listings are read anew
-            timeout = BLOB_TIMEOUT if place.kind == Kind.BLOB_DIR else DIR_TIMEOUT
+            timeout = self.state.kept_for(place)
             return self.state.dir_attrs(place.parts, found[1], timeout=timeout)
         if await self.present(place):
             return self.state.dir_attrs(place.parts, self.state.started)
@@ -91,11 +89,13 @@ class Directories:
             found = await self.state.stat(place)
             if not (found and found[2]):
                 raise Refusal(errno.ENOTDIR, f"not a directory: {place.where}")
-        return self.state.handles.add(DirHandle(place.parts, sorted(await self.names(place))))
+        return self.state.handles.add(DirHandle(place.parts))
 
     async def readdir(
         self, handle: DirHandle, start_id: int, token: pyfuse3.ReaddirToken, reply: ReaddirReply
     ) -> None:
+        if handle.names is None:
+            handle.names = sorted(await self.names(classify(handle.parts)))
         for index in range(start_id, len(handle.names)):
             name = handle.names[index]
             parts = (*handle.parts, name)

@@ -21,7 +21,7 @@ from ..storage import Digest
 from ..storage.errors import RegistryError
 from ..storage.links import decode_link
 from .errors import Refusal, errno_of
-from .state import DIR_TIMEOUT, LinkHandle, MountState
+from .state import LinkHandle, MountState
 from .view import LAYOUT_KIND, Kind, Parts, Place
 
 log = logging.getLogger("layerfs.fs")
@@ -46,7 +46,7 @@ class LinkFiles:
             return state.dir_attrs(place.parts, mtime, writable=False)
         writable = place.kind != Kind.TAG_INDEX_LINK and not state.read_only
         mode = stat.S_IFREG | (0o644 if writable else 0o444)
-        return state.attrs(place.parts, mode, size, mtime, DIR_TIMEOUT)
+        return state.attrs(place.parts, mode, size, mtime, state.kept_for(place))
 
     # opening -----------------------------------------------------------------------
     async def create(self, place: Place, flags: int) -> pyfuse3.FileInfo:

@@ -274,7 +274,7 @@ class UploadTable:
             if session.pipe.queued == 0:  # nothing of ours in flight: ask the store
                 await session.upload.refresh()
             return session.pipe.size
-        return (await self.registry.repository(repository).uploads.resume(upload_id)).size
+        return await self.registry.repository(repository).uploads.data_size(upload_id)
 
     async def release(self, session: UploadSession) -> None:
         """Drop one holder; the last one stores data and hash state and ends the session."""

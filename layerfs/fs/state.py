@@ -29,6 +29,7 @@ The store is the truth; the mount remembers only what no store can say
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import time
@@ -39,16 +40,24 @@ import pyfuse3
 import trio
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver
-from ..storage import Registry
+from ..drivers.deadline import no_request_deadline
+from ..storage import Registry, paths
 from ..storage.blobs import BlobReader
 from .errors import Refusal
 from .inodes import InodeTable
 from .sessions import UploadSession, UploadTable
-from .view import Parts, Place
+from .view import Kind, Parts, Place
+
+log = logging.getLogger("layerfs.fs")
 
 BLOCK_SIZE = 1 << 20  # st_blksize: makes cp write 1 MiB at a time
 BLOB_TIMEOUT = 300.0  # blobs never change
 DIR_TIMEOUT = 1.0  # a registry may change the store beside us
+# A content-addressed directory (paths.is_content_addressed_dir) changes only by
+# entries appearing and going: its listing is kept this long (a name it lacks is asked
+# of the store at once), and read again behind the browser once it is INDEX_REFRESH old.
+INDEX_TIMEOUT = 30.0
+INDEX_REFRESH = 10.0
 UPLOAD_TIMEOUT = 0.0
 # Entries read ahead with a listing: the child directories' too, up to this many, so
 # that a browser entering them next (find, ls -R) is answered without the store.
@@ -110,8 +119,11 @@ class LinkHandle:
 
 @dataclass
 class DirHandle:
+    """An open directory. Its names are read at the first readdir, not at the open:
+    walkers open ``..`` to climb back (fts) and never read it."""
+
     parts: Parts
-    names: list[str] = field(default_factory=list)
+    names: list[str] | None = None
 
 
 Handle = StoreFileHandle | UploadHandle | LinkHandle | DirHandle
@@ -146,6 +158,12 @@ class Listing:
 
     entries: dict[str, FileInfo]  # by store path
     read_at: float
+    source: str  # the directory whose read brought it (read again to refresh it)
+    lasting: bool  # content-addressed: kept INDEX_TIMEOUT, not DIR_TIMEOUT
+
+    @property
+    def trusted_for(self) -> float:
+        return INDEX_TIMEOUT if self.lasting else DIR_TIMEOUT
 
 
 class MountState:
@@ -169,6 +187,8 @@ class MountState:
         self.listings: dict[str, Listing] = {}  # by the store path of the directory
         self._sweep_at = LISTINGS_KEPT
         self._generation = 0  # counts this mount's changes, for listings read meanwhile
+        self._refreshing: set[str] = set()  # sources being read again behind the browser
+        self._nursery = nursery
         self.created_dirs: set[Parts] = set()
         self.repository_marks: set[Parts] = set()
         self.pending_links: dict[Parts, LinkHandle] = {}
@@ -198,6 +218,20 @@ class MountState:
         attrs.entry_timeout = attrs.attr_timeout = timeout
         return attrs
 
+    @staticmethod
+    def kept_for(place: Place) -> float:
+        """How long the kernel may keep a place's entry and attributes: a blob and its
+        directories for long (they only come and go whole), what only digests name
+        (the link directories and links of ``_layers`` and ``revisions``) as long as
+        their listings, the rest as long as a directory's."""
+        if place.kind in (Kind.BLOB_DATA, Kind.BLOB_DIR):
+            return BLOB_TIMEOUT
+        if place.kind in (Kind.LAYER_LINK, Kind.REVISION_LINK):
+            return INDEX_TIMEOUT
+        if paths.is_content_addressed_dir(place.parts):
+            return INDEX_TIMEOUT
+        return DIR_TIMEOUT
+
     def dir_attrs(
         self, parts: Parts, mtime_ns: int, writable: bool = True, timeout: float = DIR_TIMEOUT
     ) -> pyfuse3.EntryAttributes:
@@ -212,51 +246,94 @@ class MountState:
 
     async def stat(self, place: Place) -> tuple[int, int, bool] | None:
         """(size, mtime_ns, is_dir) of a place in the store, None when absent: from its
-        directory's listing while that is trusted, else from the store."""
+        directory's listing while that is trusted, else from the store. A name that a
+        content-addressed listing lacks may have appeared since: the store is asked."""
         listing = self._trusted_listing(place.store_path.rpartition("/")[0])
         info = None
         if listing is not None:
             info = listing.entries.get(place.store_path)
-            if info is None:
+            if info is None and not listing.lasting:
                 return None
+        if info is None and self._listed_with_entries(place.store_path):
+            return 0, time.time_ns(), True  # a directory listed lately, not its parent
         if info is None or not info.readable:  # not listed, or to be refused by the store
+            asked = self.driver.stat_dir if place.is_dir else self.driver.stat
             try:
-                info = await self.driver.stat(place.store_path)
+                info = await asked(place.store_path)
             except PathNotFoundError:
                 return None
         return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
 
     async def list_dir(self, store_path: str) -> list[str]:
-        """The names in a store directory. Its entries' attributes, and those of its
-        child directories (read with it, up to LISTING_AHEAD entries), are kept for the
-        lookups, getattrs and listings that follow (``ls -l``, ``find``), as long as
-        the kernel trusts a directory."""
+        """The names in a store directory. Its entries' attributes, and those of the
+        directories below it (read with it, up to LISTING_AHEAD entries), are kept for
+        the lookups, getattrs and listings that follow (``ls -l``, ``find``): for
+        DIR_TIMEOUT, or INDEX_TIMEOUT where only digests name the entries; those are
+        read again behind the browser once INDEX_REFRESH old, so that a walk longer
+        than that goes on from memory."""
         listing = self._trusted_listing(store_path)
         if listing is None:
             self._forget_old_listings()
-            read_at, generation = self.clock(), self._generation
-            tree = await self.driver.list_tree_infos(store_path, LISTING_AHEAD)
-            listings = {
-                d: Listing({i.path: i for i in infos}, read_at) for d, infos in tree.items()
-            }
-            if generation == self._generation:  # else this mount changed the store meanwhile
-                self.listings.update(listings)
-            listing = listings[store_path]
+            listing = (await self._read_listings(store_path))[store_path]
+        elif listing.lasting and self.clock() - listing.read_at >= INDEX_REFRESH:
+            self._refresh_behind(listing.source)
         return [path.rsplit("/", 1)[1] for path in listing.entries]
+
+    async def _read_listings(self, store_path: str) -> dict[str, Listing]:
+        """List ``store_path`` and what the driver reads ahead below it; keep them
+        unless this mount changed the store meanwhile (then they serve this once)."""
+        read_at, generation = self.clock(), self._generation
+        tree = await self.driver.list_tree_infos(store_path, LISTING_AHEAD)
+        listings = {
+            d: Listing(
+                {i.path: i for i in infos},
+                read_at,
+                store_path,
+                paths.is_content_addressed_dir(paths.components(d)),
+            )
+            for d, infos in tree.items()
+        }
+        if generation == self._generation:
+            self.listings.update(listings)
+        return listings
+
+    def _listed_with_entries(self, store_path: str) -> bool:
+        """Whether ``store_path`` is a directory whose own trusted listing holds
+        entries (a walker climbing back opens it after its parent's listing expired)."""
+        listing = self._trusted_listing(store_path)
+        return listing is not None and bool(listing.entries)
+
+    def _refresh_behind(self, source: str) -> None:
+        """Read ``source`` again in the background, once at a time."""
+        if source in self._refreshing:
+            return
+        self._refreshing.add(source)
+        self._nursery.start_soon(self._refresh, source)
+
+    async def _refresh(self, source: str) -> None:
+        try:
+            with no_request_deadline():  # started by a request, it outlives it
+                await self._read_listings(source)
+        except Exception as exc:  # the next listing past INDEX_TIMEOUT reads it and says
+            log.debug("refreshing the listing of %s failed: %s", source, exc)
+        finally:
+            self._refreshing.discard(source)
 
     def _forget_old_listings(self) -> None:
         """Drop listings no longer trusted once their number has doubled since the last
-        time (memory stays bounded by what a second of browsing reads, and the sweeps
-        cost a constant per listing)."""
+        time (memory stays bounded by what a few seconds of browsing read, and the
+        sweeps cost a constant per listing)."""
         if len(self.listings) > self._sweep_at:
             now = self.clock()
-            for path in [p for p, one in self.listings.items() if now - one.read_at >= DIR_TIMEOUT]:
+            for path in [
+                p for p, one in self.listings.items() if now - one.read_at >= one.trusted_for
+            ]:
                 del self.listings[path]
             self._sweep_at = max(LISTINGS_KEPT, 2 * len(self.listings))
 
     def _trusted_listing(self, store_path: str) -> Listing | None:
         listing = self.listings.get(store_path)
-        if listing is not None and self.clock() - listing.read_at < DIR_TIMEOUT:
+        if listing is not None and self.clock() - listing.read_at < listing.trusted_for:
             return listing
         return None
 

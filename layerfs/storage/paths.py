@@ -70,6 +70,28 @@ class Match:
         return self.fields.get("name", "")
 
 
+# Directories whose entries are named by digests, or lead only to such entries: what
+# they hold changes only by appearing and by deletes, never in place (a blob's
+# directory, the layer and revision links of a repository). By (kind, segment).
+_CONTENT_ADDRESSED_DIRS = {
+    *(("blob_data", at) for at in ("blobs", "{alg}", "{hh}", "{hex}")),
+    *(("layer_link", at) for at in ("_layers", "{alg}", "{hex}")),
+    *(("revision_link", at) for at in ("revisions", "{alg}", "{hex}")),
+}
+
+
+def is_content_addressed_dir(parts: Parts) -> bool:
+    """Whether the directory with these components (below :data:`ROOT`) holds only
+    what digests name: ``blobs/...``, ``_layers/...``, ``_manifests/revisions/...``."""
+    found = match(parts) if parts else None
+    return found is not None and found.is_dir and (found.kind, found.at) in _CONTENT_ADDRESSED_DIRS
+
+
+def components(store_path: str) -> Parts:
+    """The components below :data:`ROOT` of a driver path inside it."""
+    return tuple(store_path[len(ROOT) + 1 :].split("/")) if store_path != ROOT else ()
+
+
 def is_file_name(text: str) -> bool:
     """Whether ``text`` can name one entry of the store (and of the mount)."""
     return (

@@ -660,6 +660,16 @@ class UploadStore:
         upload._stamp = stamp
         return upload
 
+    async def data_size(self, upload_id: str) -> int:
+        """The size of an upload's data as the store shows it now (0 before its first
+        byte), with one stat: what a listing of uploads shows. UploadUnknownError
+        when there is no such upload."""
+        try:
+            return (await self.driver.stat(paths.upload_data(self.repository, upload_id))).size
+        except PathNotFoundError:
+            await self.started_at(upload_id)  # an upload without data yet, or none
+            return 0
+
     async def set_name(self, upload_id: str, file_name: str) -> None:
         await self.driver.put_content(
             paths.upload_name(self.repository, upload_id), file_name.encode()
