@@ -23,8 +23,10 @@ from scripts.bench_images import bench_images, print_images  # noqa: E402
 from scripts.bench_s3_clients import bench_clients, print_clients, timed_call  # noqa: E402
 from scripts.bench_scale import (  # noqa: E402
     Scale,
+    bench_passes,
     bench_scale,
     bench_scale_s3,
+    print_passes,
     print_scale,
     print_scale_s3,
     s3_scale,
@@ -488,6 +490,10 @@ def main() -> None:
     parser.add_argument(
         "--scale-s3-blobs", type=int, default=5_000, help="blobs of the S3 scale part (0: skip)"
     )
+    parser.add_argument(
+        "--passes-blobs", type=int, default=200_000,
+        help="blobs of the local store gc, du and fsck run on (0: skip)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.no_local:
         with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-bench-") as tmp:
@@ -600,6 +606,10 @@ def run_scale(args: argparse.Namespace) -> None:
         scale = Scale(blobs=args.scale_blobs, repositories=max(1, args.scale_blobs // 100))
         with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-scale-") as tmp:
             print_scale(bench_scale(Path(tmp), scale, args.scale_rounds), scale)
+    if args.passes_blobs > 0:
+        big = Scale(blobs=args.passes_blobs, repositories=max(1, args.passes_blobs // 100))
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-passes-") as tmp:
+            print_passes(bench_passes(Path(tmp), big), big)
     if args.scale_s3_blobs > 0 and not args.no_s3:
         small = s3_scale(args.scale_s3_blobs)
         with tempfile.TemporaryDirectory(dir=args.dir, prefix="layerfs-scale-s3-") as tmp:

@@ -176,6 +176,29 @@ def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
     return results
 
 
+def bench_passes(work: Path, scale: Scale) -> dict[str, object]:
+    """gc --dry-run, du and fsck --no-data beside the registry's collector on a local
+    store (the page cache warm: each tool reads it once first)."""
+    store = work / "passes-store"
+    started = time.perf_counter()
+    results: dict[str, object] = {"blobs": generate(store, scale)}
+    results["generate"] = time.perf_counter() - started
+    registry = DockerRegistry(work, {"filesystem": {"rootdirectory": str(store)}})
+    _registry_gc(registry)  # warms the cache for everyone
+    results["passes"] = _passes(str(store), work)
+    results["registry gc"] = _registry_gc(registry)
+    return results
+
+
+def print_passes(r: dict[str, object], scale: Scale) -> None:
+    print(
+        f"\nwhole-store passes: {r['blobs']:,} blobs, {scale.repositories:,} repositories,"
+        f" {scale.repositories * TAGS_PER_REPO:,} tags, local (generated in {r['generate']:.0f} s)"
+    )
+    _print_passes(r, {"gc": ">= 1.5x, RSS <= reg", "du": ">= 1.5x, RSS <= reg",
+                      "fsck --no-data": ">= 1.0x, RSS <= reg"})  # fmt: skip
+
+
 def _registry_gc(registry: DockerRegistry) -> tuple[float, float]:
     """Seconds and peak RSS (MiB) of ``docker-registry garbage-collect --dry-run``."""
     config = registry.workdir / "registry-gc.yml"

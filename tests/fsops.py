@@ -20,6 +20,7 @@ import trio
 
 from layerfs.drivers import StorageDriver
 from layerfs.fs.operations import Operations
+from layerfs.fs.state import INDEX_TIMEOUT
 
 BOUND = 5.0  # seconds any one request may take without a store that stalls
 
@@ -184,8 +185,9 @@ class Clock:
         return self.now
 
     def past_the_timeout(self) -> None:
-        """Move on by more than any time the mount trusts what it read (DIR_TIMEOUT)."""
-        self.now += 2.0
+        """Move on by more than any time the mount trusts what it read (DIR_TIMEOUT,
+        and INDEX_TIMEOUT for what only digests name)."""
+        self.now += INDEX_TIMEOUT + 1.0
 
 
 @asynccontextmanager

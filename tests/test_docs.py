@@ -36,3 +36,34 @@ def test_the_code_cites_the_projects_own_design_page() -> None:
     for path in [*(ROOT / "layerfs").rglob("*.py"), *(ROOT / "tests").glob("*.py")]:
         for cited in re.findall(r"[\w./-]*DESIGN\.md", path.read_text()):
             assert cited == "docs/DESIGN.md", (path, cited)
+
+
+DOCUMENTS = {
+    "docs/DESIGN.md": ROOT / "docs/DESIGN.md",
+    "README": ROOT / "README.md",
+    "README.md": ROOT / "README.md",
+    "UPLOADS.md": ROOT / "layerfs/storage/UPLOADS.md",
+}
+CITATION = re.compile(r"(docs/DESIGN\.md|README(?:\.md)?|UPLOADS\.md),? \"([^\"]+)\"")
+
+
+def headings(document: Path) -> set[str]:
+    return {line.lstrip("#").strip() for line in document.read_text().splitlines()
+            if line.startswith("#")}  # fmt: skip
+
+
+def test_every_section_the_code_cites_exists() -> None:
+    """A citation such as (docs/DESIGN.md, "The view") names a heading of that page,
+    read with the code's line breaks and comment marks taken out."""
+    cited = 0
+    files = [*(ROOT / "layerfs").rglob("*.py"), *(ROOT / "scripts").glob("*.py"),
+             *(ROOT / "tests").glob("*.py"), ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
+             ROOT / "layerfs/storage/UPLOADS.md"]  # fmt: skip
+    for path in files:
+        text = re.sub(r"\s*\n\s*(#\s*)?", " ", path.read_text())
+        for document, section in CITATION.findall(text):
+            if path.name == "test_docs.py":
+                continue  # the examples above
+            cited += 1
+            assert section in headings(DOCUMENTS[document]), (path.name, document, section)
+    assert cited >= 8

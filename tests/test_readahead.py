@@ -15,7 +15,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, PathNotFoundError, UnsafeEntryError
+from layerfs.drivers.base import Absent, Descend, TreeEntry
 from layerfs.drivers.filesystem import TREE_DEPTH
+from layerfs.drivers.s3 import S3Driver
 from layerfs.storage import Digest, paths
 from layerfs.storage.readahead import (
     ReadAhead,
@@ -24,6 +26,10 @@ from layerfs.storage.readahead import (
     marked_dirs,
     repository_dirs,
 )
+
+from .conftest import S3_BUCKET, make_driver
+from .seaweed import SeaweedFS
+from .wrappers import Passthrough
 
 HEXES = ["ab" * 32, "cd" * 32]
 FIELDS = st.fixed_dictionaries({
@@ -147,3 +153,51 @@ async def test_a_tree_deeper_than_any_repository_name_is_listed_in_part(tmp_path
     assert len(tree) == TREE_DEPTH + 1  # "/" and TREE_DEPTH levels below it
     path = "/" + "/".join(["d"] * 300)
     assert await Snapshot(driver, tree).list_if_present(path) == [f"{path}/f"]
+
+
+class ReadsCounted(Passthrough):
+    """The S3 driver's own listing (with its ETags), and the paths read ahead."""
+
+    def __init__(self, inner: S3Driver) -> None:
+        super().__init__(inner)
+        self.read: list[str] = []
+
+    async def list_tree(self, path: str, descend: Descend) -> dict[str, list[TreeEntry]]:
+        return await self.inner.list_tree(path, descend)
+
+    async def get_contents(self, wanted: list[str]) -> list[bytes | Absent]:
+        self.read += wanted
+        return await self.inner.get_contents(wanted)
+
+
+async def test_an_s3_listing_proves_a_link_whose_etag_is_the_md5_of_its_path(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """No GET for a link whose ETag is the MD5 of what its path says it holds; any
+    other ETag (other bytes, a multipart object's) proves nothing: the link is read."""
+    s3 = make_driver("s3", tmp_path, seaweedfs)
+    assert isinstance(s3, S3Driver)
+    driver = ReadsCounted(s3)
+    one, two, three = (Digest.of(bytes([i])) for i in range(3))
+    canonical = paths.layer_link("app", one)
+    other = paths.layer_link("app", two)  # holds another digest than its path
+    multipart = paths.manifest_revision_link("app", three)  # right bytes, a multipart ETag
+    await driver.put_content(canonical, str(one).encode())
+    await driver.put_content(other, str(one).encode())
+    client, key = seaweedfs.client(), s3.key(multipart)
+    started = client.create_multipart_upload(Bucket=S3_BUCKET, Key=key)
+    part = client.upload_part(Bucket=S3_BUCKET, Key=key, UploadId=started["UploadId"],
+                              PartNumber=1, Body=str(three).encode())  # fmt: skip
+    client.complete_multipart_upload(
+        Bucket=S3_BUCKET, Key=key, UploadId=started["UploadId"],
+        MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+    )  # fmt: skip
+    ahead = ReadAhead(driver)
+    ahead.trust(await Snapshot.read(driver))
+    await ahead.fetch([canonical, other, multipart])
+    assert sorted(driver.read) == sorted([other, multipart])
+    assert ahead.proven == 1
+    assert await ahead.get(canonical) == str(one).encode()
+    assert await ahead.get(other) == str(one).encode()
+    assert await ahead.get(multipart) == str(three).encode()
+    await s3.aclose()

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import trio
+import trio.testing
 
 from layerfs.drivers import MemoryDriver
 from layerfs.storage import Digest, Registry, paths
@@ -510,3 +511,38 @@ async def test_a_writer_never_follows_its_upload_into_blobs(kind: str, tmp_path)
         assert refused.value.errno in (errno.ENOENT, errno.ESTALE, errno.EBUSY)
         await a.release(fh)
         assert await store.get_content(paths.blob_data(digest)) == first
+
+
+async def test_what_only_digests_name_is_an_index_refreshed_behind_the_browser() -> None:
+    """README, "The mounted view": a listing of blobs or links is kept INDEX_TIMEOUT
+    and read again in the background once INDEX_REFRESH old; a name it lacks is found
+    at once, a deleted blob is ENOENT to a new open at once; a tag is seen within
+    DIR_TIMEOUT."""
+    from layerfs.fs.state import DIR_TIMEOUT, INDEX_REFRESH, INDEX_TIMEOUT
+
+    driver, clock = MemoryDriver(), Clock()
+    old, new = Digest.of(b"old"), Digest.of(b"new")
+    registry = Registry(driver)
+    for data in (b"old", b"new"):
+        await driver.put_content(paths.blob_data(Digest.of(data)), data)
+    await registry.repository("r").layers.link(old)
+    async with mounted(driver, clock=clock) as k:
+        layers = "repositories/r/_layers/sha256"
+        assert await k.listdir(layers) == [old.hex]
+        await registry.repository("r").layers.link(new)  # behind the mount's back
+        await driver.put_content(paths.tag_current_link("r", "v1"), str(old).encode())
+        clock.now += DIR_TIMEOUT + 0.5
+        assert await k.listdir(layers) == [old.hex]  # the index, still trusted
+        assert await k.read_file(f"{layers}/{new.hex}/link") == str(new).encode()  # by name
+        assert await k.listdir("repositories/r/_manifests/tags") == ["v1"]  # a tag: 1 s
+        clock.now += INDEX_REFRESH
+        assert await k.listdir(layers) == [old.hex]  # served, and read again behind it
+        await trio.testing.wait_all_tasks_blocked()
+        assert await k.listdir(layers) == sorted([old.hex, new.hex])
+        await driver.delete(paths.blob_dir(new))  # a gc beside the mount
+        with pytest.raises(Errno) as gone:
+            await k.open(f"blobs/sha256/{new.hex[:2]}/{new.hex}/data")
+        assert gone.value.errno == errno.ENOENT
+        clock.now += INDEX_TIMEOUT + 0.5
+        assert new.hex[:2] != old.hex[:2]  # so its directory went with it
+        assert await k.listdir("blobs/sha256") == [old.hex[:2]]

@@ -108,6 +108,8 @@ class TreeEntry(NamedTuple):
     is_dir: bool
     odd: str = ""
     size: int = -1  # a file's size where the listing gave it (S3); -1: ask ``stat``
+    etag: str = ""  # a small file's ETag where the listing gave it (S3): its MD5 when
+    # it was put whole, so a caller that knows what it should hold can check that
 
 
 # list_tree asks it of each directory below the top: list this one too?

@@ -4,7 +4,7 @@ A driver with a ``timeout`` (S3) bounds each call by it; a request that makes se
 calls one after another (a ``stat``: the pending uploads, their parts, the object)
 would otherwise take several timeouts. Inside :func:`request_deadline`, a call ends
 by the request's deadline too, so the program waits at most the timeout (README,
-"What it trusts"). The deadline lives in a context variable, which trio copies into
+"What layerfs trusts"). The deadline lives in a context variable, which trio copies into
 the tasks a request starts: a task that outlives its request (an upload's
 write-behind) runs under :func:`no_request_deadline`.
 """

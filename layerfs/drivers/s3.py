@@ -514,7 +514,7 @@ class S3Driver(StorageDriver):
         Directories are made from the keys found, so an emptied prefix (which SeaweedFS
         keeps listing) shows nowhere; ``descend`` prunes nothing, since every key
         below a prefix comes in the same pages."""
-        files: dict[str, int] = {}  # every file found, with its size
+        files: dict[str, tuple[int, str]] = {}  # every file found: size, small ETag
         frontier = [path]
         limiter = trio.CapacityLimiter(LISTINGS_AT_ONCE)
         for _ in range(SPLIT_LEVELS):
@@ -525,7 +525,7 @@ class S3Driver(StorageDriver):
             async def split(directory: str, deeper: list[str] = deeper) -> None:
                 async with limiter:
                     found, prefixes, _ = await self._page_through(directory, "/")
-                files.update((p, item["Size"]) for p, item in found.items())
+                files.update((p, _size_and_etag(item)) for p, item in found.items())
                 deeper += prefixes
 
             async with trio.open_nursery() as nursery:
@@ -536,7 +536,7 @@ class S3Driver(StorageDriver):
         async def flat(directory: str) -> None:
             async with limiter:
                 found = (await self._page_through(directory, ""))[0]
-            files.update((p, item["Size"]) for p, item in found.items())
+            files.update((p, _size_and_etag(item)) for p, item in found.items())
 
         async with trio.open_nursery() as nursery:
             for directory in frontier:
@@ -1089,11 +1089,20 @@ class PartBody(io.RawIOBase):
         return out
 
 
-def _tree_of(top: str, files: dict[str, int]) -> dict[str, list[TreeEntry]]:
+SMALL_ETAG = 1024  # objects up to this size keep their listing's ETag in list_tree
+
+
+def _size_and_etag(item: dict) -> tuple[int, str]:
+    """A listed object's size, and its ETag (no quotes) when it is small."""
+    size = item["Size"]
+    return size, item.get("ETag", "").strip('"') if size <= SMALL_ETAG else ""
+
+
+def _tree_of(top: str, files: dict[str, tuple[int, str]]) -> dict[str, list[TreeEntry]]:
     """The directories (with their entries) that the files below ``top`` (with their
-    sizes) make."""
+    sizes and small ETags) make."""
     return {
-        directory: [TreeEntry(p, True) if is_dir else TreeEntry(p, False, "", files[p])
+        directory: [TreeEntry(p, True) if is_dir else TreeEntry(p, False, "", *files[p])
                     for p, is_dir in entries]
         for directory, entries in _dirs_of(top, list(files)).items()
     }  # fmt: skip

@@ -1,5 +1,6 @@
 """Uploads as the mount sees them: found by the name a user gave them, shared by every
-open handle, with the figures ``layerfs status`` shows (docs/DESIGN.md, "State")."""
+open handle, with the figures ``layerfs status`` shows (docs/DESIGN.md, "State kept
+by the mount")."""
 
 from __future__ import annotations
 

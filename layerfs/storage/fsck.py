@@ -156,6 +156,7 @@ class Fsck:
     async def run(self) -> Report:
         self.pending = {w.path for w in await self.driver.pending_writes(paths.ROOT)}
         self.snapshot = await Snapshot.read(self.driver)
+        self.ahead.trust(self.snapshot)
         blobs = await self._list_blobs()
         uploads = await self._list_uploads()
         hashed = sum(u.size for u in uploads if u.states and u.readable)

@@ -92,6 +92,23 @@ def components(store_path: str) -> Parts:
     return tuple(store_path[len(ROOT) + 1 :].split("/")) if store_path != ROOT else ()
 
 
+def digest_of_link(store_path: str) -> Digest | None:
+    """The digest a layer, revision or tag index link holds by its path (the tag's
+    ``current`` link names none), or None for any other path."""
+    if not store_path.startswith(ROOT + "/"):
+        return None
+    found = match(components(store_path))
+    if found is None or found.is_dir or found.kind not in _DIGEST_LINKS:
+        return None
+    try:
+        return Digest.from_parts(found.fields["alg"], found.fields["hex"])
+    except ValueError:
+        return None
+
+
+_DIGEST_LINKS = ("layer_link", "revision_link", "tag_index_link")
+
+
 def is_file_name(text: str) -> bool:
     """Whether ``text`` can name one entry of the store (and of the mount)."""
     return (

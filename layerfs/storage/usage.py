@@ -129,6 +129,7 @@ class UsageReader:
 
     async def read(self) -> StoreFacts:
         self.snapshot = await Snapshot.read(self.driver, paths.ROOT, layout_dirs)
+        self.ahead.trust(self.snapshot)
         await self._read_blob_sizes()
         names = await self.registry.repositories(self._odd, self.snapshot)
         self.progress(0, len(names))
