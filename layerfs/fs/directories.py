@@ -87,7 +87,9 @@ class Directories:
     async def opendir(self, place: Place) -> int:
         if not (place.is_dir and await self.present(place)):
             found = await self.state.stat(place)
-            if not (found and found[2]):
+            if found is None:  # gone since the kernel looked it up (a gc beside the mount)
+                raise Refusal(errno.ENOENT, f"no directory {place.where}")
+            if not found[2]:
                 raise Refusal(errno.ENOTDIR, f"not a directory: {place.where}")
         return self.state.handles.add(DirHandle(place.parts))
 
