@@ -13,6 +13,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -110,16 +111,15 @@ def _time(command: str, cwd: Path, env: dict[str, str] | None = None) -> float:
 
 
 def _measure(command: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Seconds a shell command takes and the peak RSS in MiB of its largest process
-    (wait4's rusage of the shell counts its waited-for children too)."""
-    start = time.perf_counter()
-    shell = subprocess.Popen(["sh", "-c", command], cwd=cwd, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(shell.pid, 0)
-    seconds = time.perf_counter() - start
-    shell.returncode = os.waitstatus_to_exitcode(status)
-    if shell.returncode != 0:
-        raise subprocess.CalledProcessError(shell.returncode, command)
-    return seconds, usage.ru_maxrss / 1024
+    """Seconds a shell command takes and the peak RSS in MiB of its largest process,
+    by GNU time (a small parent: a child forked from this process would report this
+    process's own size as its peak)."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        start = time.perf_counter()
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, "sh", "-c", command],
+                       cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        seconds = time.perf_counter() - start
+        return seconds, int(rss.read().split()[-1]) / 1024
 
 
 def _rss_mib(pid: int) -> float:

@@ -59,6 +59,8 @@ DELETE_BATCH = 1000
 SMALL_OBJECT = 64 << 10  # get_content remembers objects up to this size...
 SMALL_OBJECTS_TOTAL = 4 << 20  # ...and this many bytes of them in all
 FLAT_PAGES = 1  # list_tree_infos: pages of keys tried before listing level by level
+FLAT_CHECK_FROM = 8  # children of a listing checked for keys by one listing of them all
+FLAT_CHECK_KEYS = 8  # keys a child is given in that listing before it is checked alone
 SPLIT_LEVELS = 3  # list_tree: levels listed with a delimiter to find prefixes to list at once
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 # Seconds one request may take in all, its retries included: a FUSE request on a
@@ -669,7 +671,16 @@ class S3Driver(StorageDriver):
 
     async def _drop_empty_dirs(self, children: set[str], base: str, prefix: str) -> set[str]:
         """Some S3-compatible servers (SeaweedFS) keep listing a prefix whose keys are
-        all gone; a directory here is a prefix that still holds a key."""
+        all gone; a directory here is a prefix that still holds a key. Many children
+        are checked with one listing of their parent's keys (a directory of uploads:
+        one request, not one per upload), as far as it goes; the rest one by one."""
+        holding: set[str] = set()
+        if len(children) > FLAT_CHECK_FROM:
+            holding, complete = await self._children_holding_keys(base, len(children))
+            holding &= children
+            if complete:
+                return holding
+            children = children - holding
         empty: set[str] = set()
 
         async def check(child: str) -> None:
@@ -679,7 +690,16 @@ class S3Driver(StorageDriver):
         async with trio.open_nursery() as nursery:
             for child in children:
                 nursery.start_soon(check, child)
-        return children - empty
+        return holding | (children - empty)
+
+    async def _children_holding_keys(self, base: str, count: int) -> tuple[set[str], bool]:
+        """The child directories of ``base`` that hold a key, from one listing without
+        a delimiter of up to ``FLAT_CHECK_KEYS`` keys a child; whether it saw them all."""
+        files, _, complete = await self._page_through(
+            base or "/", "", stop_after=min(count * FLAT_CHECK_KEYS, 10_000)
+        )
+        holding = {f"{base}/{p[len(base) + 1 :].split('/', 1)[0]}" for p in files}
+        return holding, complete
 
     async def move(self, source: str, dest: str, expect: object | None = None) -> None:
         """A server-side copy of the object (never a pending write) and a delete. With

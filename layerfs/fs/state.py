@@ -28,6 +28,7 @@ The store is the truth; the mount remembers only what no store can say
 
 from __future__ import annotations
 
+import bisect
 import errno
 import logging
 import os
@@ -40,7 +41,7 @@ import pyfuse3
 import trio
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver
-from ..drivers.deadline import no_request_deadline
+from ..drivers.deadline import no_request_deadline, within_request
 from ..storage import Registry, paths
 from ..storage.blobs import BlobReader
 from .errors import Refusal
@@ -58,6 +59,7 @@ DIR_TIMEOUT = 1.0  # a registry may change the store beside us
 # of the store at once), and read again behind the browser once it is INDEX_REFRESH old.
 INDEX_TIMEOUT = 30.0
 INDEX_REFRESH = 10.0
+SIBLINGS_AHEAD = 2  # directories beside a listed one read ahead of a walker
 UPLOAD_TIMEOUT = 0.0
 # Entries read ahead with a listing: the child directories' too, up to this many, so
 # that a browser entering them next (find, ls -R) is answered without the store.
@@ -187,7 +189,7 @@ class MountState:
         self.listings: dict[str, Listing] = {}  # by the store path of the directory
         self._sweep_at = LISTINGS_KEPT
         self._generation = 0  # counts this mount's changes, for listings read meanwhile
-        self._refreshing: set[str] = set()  # sources being read again behind the browser
+        self._reading: dict[str, trio.Event] = {}  # listings read behind the browser
         self._nursery = nursery
         self.created_dirs: set[Parts] = set()
         self.repository_marks: set[Parts] = set()
@@ -272,12 +274,30 @@ class MountState:
         read again behind the browser once INDEX_REFRESH old, so that a walk longer
         than that goes on from memory."""
         listing = self._trusted_listing(store_path)
+        if listing is None and store_path in self._reading:  # read behind us: wait for it
+            with within_request(f"listing {store_path}"):
+                await self._reading[store_path].wait()
+            listing = self._trusted_listing(store_path)
         if listing is None:
             self._forget_old_listings()
             listing = (await self._read_listings(store_path))[store_path]
+            self._read_siblings_ahead(store_path)
         elif listing.lasting and self.clock() - listing.read_at >= INDEX_REFRESH:
             self._refresh_behind(listing.source)
         return [path.rsplit("/", 1)[1] for path in listing.entries]
+
+    def _read_siblings_ahead(self, store_path: str) -> None:
+        """Start reading the next SIBLINGS_AHEAD directories beside ``store_path`` (in
+        name order, as a walker goes), so that it finds them read when it gets there:
+        a walk of many small repositories waits for no listing of its own."""
+        parent = self.listings.get(store_path.rpartition("/")[0])
+        if parent is None:
+            return
+        dirs = sorted(path for path, info in parent.entries.items() if info.is_dir)
+        after = bisect.bisect_right(dirs, store_path)
+        for sibling in dirs[after : after + SIBLINGS_AHEAD]:
+            if self._trusted_listing(sibling) is None:
+                self._refresh_behind(sibling)
 
     async def _read_listings(self, store_path: str) -> dict[str, Listing]:
         """List ``store_path`` and what the driver reads ahead below it; keep them
@@ -304,20 +324,21 @@ class MountState:
         return listing is not None and bool(listing.entries)
 
     def _refresh_behind(self, source: str) -> None:
-        """Read ``source`` again in the background, once at a time."""
-        if source in self._refreshing:
+        """Read ``source`` in the background, once at a time; a listing that needs it
+        meanwhile waits for that read instead of making its own."""
+        if source in self._reading:
             return
-        self._refreshing.add(source)
+        self._reading[source] = trio.Event()
         self._nursery.start_soon(self._refresh, source)
 
     async def _refresh(self, source: str) -> None:
         try:
             with no_request_deadline():  # started by a request, it outlives it
                 await self._read_listings(source)
-        except Exception as exc:  # the next listing past INDEX_TIMEOUT reads it and says
-            log.debug("refreshing the listing of %s failed: %s", source, exc)
+        except Exception as exc:  # whoever needs it next reads it and says
+            log.debug("reading the listing of %s ahead failed: %s", source, exc)
         finally:
-            self._refreshing.discard(source)
+            self._reading.pop(source).set()
 
     def _forget_old_listings(self) -> None:
         """Drop listings no longer trusted once their number has doubled since the last

@@ -367,7 +367,7 @@ class Fsck:
 
     async def _check_layer_links(self, name: str) -> None:
         links = await self._links(paths.layers_dir(name))
-        missing = {t for _, _, t in links if t not in self.good_blobs | self.corrupt_blobs}
+        missing = {t for _, _, t in links} - self.good_blobs - self.corrupt_blobs
         missing -= self.unsafe_blobs
         holders = await uploads_holding(self.registry, name, missing)
         for _, entry, target in links:
