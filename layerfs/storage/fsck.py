@@ -329,16 +329,19 @@ class Fsck:
         a link to a corrupt blob (a repair removes it with the blob)."""
         found = []
         for digest, entry in await self._link_dirs(directory):
-            target = await self._read_link(f"{entry}/link", entry)
+            target = await self._read_link(paths.link_in(entry), entry)
             if target is None:
                 continue
             if digest.algorithm == CANONICAL and target != digest:
                 await self._found(
-                    "link-mismatch", f"{entry}/link", f"the link of {digest} names {target}", entry
+                    "link-mismatch",
+                    paths.link_in(entry),
+                    f"the link of {digest} names {target}",
+                    entry,
                 )
             elif target in self.corrupt_blobs:
                 await self._found(
-                    "link-dangling", f"{entry}/link", f"names corrupt blob {target}", entry
+                    "link-dangling", paths.link_in(entry), f"names corrupt blob {target}", entry
                 )
             else:
                 found.append((digest, entry, target))
@@ -350,13 +353,13 @@ class Fsck:
         links, revisions = [], []
         for name in names:
             layers = await walk.digest_dirs(self.snapshot, paths.layers_dir(name))
-            links += [f"{e}/link" for _, e in layers]
+            links += [paths.link_in(e) for _, e in layers]
             held = await walk.digest_dirs(self.snapshot, paths.manifest_revisions(name))
-            revisions += [f"{e}/link" for _, e in held]
+            revisions += [paths.link_in(e) for _, e in held]
             for tag_dir in await self._list(paths.tags_dir(name)):
-                links.append(f"{tag_dir}/current/link")
+                links.append(paths.current_link_in(tag_dir))
                 index = await walk.digest_dirs(self.snapshot, f"{tag_dir}/index")
-                links += [f"{e}/link" for _, e in index]
+                links += [paths.link_in(e) for _, e in index]
         await self.ahead.fetch(links + revisions)
         await self.ahead.fetch_named(revisions)
 
@@ -376,11 +379,11 @@ class Fsck:
             if target in holders:
                 await self._found(
                     "blob-copy-unfinished",
-                    f"{entry}/link",
+                    paths.link_in(entry),
                     f"names {target}, which is not in blobs/ but whose bytes upload"
                     f" {holders[target]} holds (a finish cut short inside its move);"
                     " a repair finishes that upload",
-                    f"{entry}/link",
+                    paths.link_in(entry),
                     fix=functools.partial(self._finish_from_upload, name, target),
                 )
             else:
@@ -405,7 +408,7 @@ class Fsck:
             self.held.add((name, digest))
             if target not in self.good_blobs:
                 await self._found(
-                    "link-dangling", f"{entry}/link", f"manifest {digest} has no blob", entry
+                    "link-dangling", paths.link_in(entry), f"manifest {digest} has no blob", entry
                 )
                 continue
             manifest = await self._parse_revision(name, target, entry)
@@ -484,7 +487,7 @@ class Fsck:
 
     async def _check_current(self, name: str, tag_dir: str, revisions: dict[Digest, str]) -> None:
         """A tag the registry lists must name a manifest it can serve."""
-        path = f"{tag_dir}/current/link"
+        path = paths.current_link_in(tag_dir)
         self.report.links += 1
         try:
             current = decode_link(path, await self.ahead.get(path))

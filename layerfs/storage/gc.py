@@ -198,7 +198,7 @@ class GarbageCollector:
             links = []
             for name in group:
                 layers = await walk.digest_dirs(self.snapshot, paths.layers_dir(name))
-                links += [f"{entry}/link" for d, entry in layers if self._may_dangle(d, swept)]
+                links += [paths.link_in(entry) for d, entry in layers if self._may_dangle(d, swept)]
             await self.ahead.fetch(links)
             for name in group:
                 await self._sweep_layer_links(name, swept)
@@ -283,9 +283,9 @@ class GarbageCollector:
     async def _delete_manifest(self, name: str, digest: Digest) -> None:
         if not self.dry_run:
             for tag in await self.registry.repository(name).tags.list():
-                entry = paths.tag_index_link(name, tag, digest).rsplit("/", 1)[0]
+                entry = paths.parent(paths.tag_index_link(name, tag, digest))
                 await self.driver.delete_if_present(entry)
-            revision = paths.manifest_revision_link(name, digest).rsplit("/", 1)[0]
+            revision = paths.parent(paths.manifest_revision_link(name, digest))
             await self.driver.delete_if_present(revision)
             log.info("deleted manifest %s@%s", name, digest)
         self.result.deleted.append(Deletion("manifest", digest, name))
@@ -362,7 +362,7 @@ class GarbageCollector:
         for digest, entry in await walk.digest_dirs(self.snapshot, paths.layers_dir(name)):
             if not self._may_dangle(digest, swept):
                 continue
-            link = f"{entry}/link"
+            link = paths.link_in(entry)
             try:
                 target = decode_link(link, await self.ahead.get(link))
             except (PathNotFoundError, InvalidLinkError):
@@ -385,7 +385,7 @@ class GarbageCollector:
             self.result.deleted.append(Deletion("layer-link", digest, name))
             self.result.holders.setdefault(target, set()).add(name)
             if not self.dry_run:
-                await self.driver.delete_if_present(link.rsplit("/", 1)[0])
+                await self.driver.delete_if_present(paths.parent(link))
                 log.info("deleted layer link %s@%s", name, digest)
 
     def _may_dangle(self, digest: Digest, swept: set[Digest]) -> bool:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 async def unstored_link_targets(driver: StorageDriver, repository: str) -> set[Digest]:
     """The blobs ``repository``'s layer links name that are not stored (committed)."""
     entries = await walk.digest_dirs(driver, paths.layers_dir(repository))
-    links = [f"{entry}/link" for _, entry in entries]
+    links = [paths.link_in(entry) for _, entry in entries]
     targets: set[Digest] = set()
     for path, content in zip(links, await driver.get_contents(links), strict=True):
         if isinstance(content, bytes):

@@ -137,7 +137,7 @@ async def _history(
 ) -> list[HistoryEntry]:
     """Every manifest the tag has named (its index), oldest first."""
     entries = await walk.digest_dirs(driver, paths.tag_index_dir(name, tag))
-    links = [f"{entry}/link" for _, entry in entries]
+    links = [paths.link_in(entry) for _, entry in entries]
     infos = await driver.stat_many(links)
     found = [
         HistoryEntry(

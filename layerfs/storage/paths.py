@@ -223,8 +223,13 @@ def upload_stamp(name: str, upload_id: str) -> str:
     return path("upload_stamp", name=name, upload=upload_id)
 
 
+def upload_hash_states_dir(name: str, upload_id: str) -> str:
+    """Every hash state of an upload, of every algorithm."""
+    return f"{upload_dir(name, upload_id)}/hashstates"
+
+
 def upload_hash_states(name: str, upload_id: str, algorithm: str) -> str:
-    return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}"
+    return f"{upload_hash_states_dir(name, upload_id)}/{algorithm}"
 
 
 def upload_hash_state(name: str, upload_id: str, algorithm: str, offset: int) -> str:
@@ -261,3 +266,20 @@ def tag_index_dir(name: str, tag: str) -> str:
 
 def tag_index_link(name: str, tag: str, d: Digest) -> str:
     return path("tag_index_link", name=name, tag=tag, alg=d.algorithm, hex=d.hex)
+
+
+# directories and files found by a walk -------------------------------------------------
+def parent(path: str) -> str:
+    """The directory holding ``path``."""
+    return path.rpartition("/")[0]
+
+
+def link_in(entry: str) -> str:
+    """The link file of a link directory a walk found (``<alg>/<hex>/`` below
+    ``_layers``, revisions or a tag's index)."""
+    return f"{entry}/link"
+
+
+def current_link_in(tag_dir: str) -> str:
+    """The ``current`` link of a tag directory a walk found."""
+    return f"{tag_dir}/current/link"

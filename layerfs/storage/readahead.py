@@ -99,7 +99,7 @@ class Snapshot:
             return [e.path for e in entries]
         if path in self.odd:
             raise UnsafeEntryError(path, self.odd[path], self.driver.name)
-        if not self.kind.get(path, path.rpartition("/")[0] not in self.tree):
+        if not self.kind.get(path, paths.parent(path) not in self.tree):
             return []  # its directory was listed: absent here, or a file
         return await self.driver.list_if_present(path)  # not descended into, or outside
 
@@ -174,7 +174,7 @@ class ReadAhead:
         links = []
         for name in names:
             revisions = await walk.digest_dirs(lister, paths.manifest_revisions(name))
-            links += [f"{entry}/link" for _, entry in revisions]
+            links += [paths.link_in(entry) for _, entry in revisions]
             if tags:
                 links += [
                     paths.tag_current_link(name, t)
@@ -202,7 +202,7 @@ async def read_revisions(
     return list(
         zip(
             (d for d, _ in entries),
-            await _targets(ahead, [f"{e}/link" for _, e in entries]),
+            await _targets(ahead, [paths.link_in(e) for _, e in entries]),
             strict=True,
         )
     )

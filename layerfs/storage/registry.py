@@ -65,7 +65,7 @@ class LayerStore:
             await write_link(self.driver, paths.layer_link(self.repository, digest), canonical)
 
     async def unlink(self, digest: Digest) -> None:
-        path = paths.layer_link(self.repository, digest).rsplit("/", 1)[0]
+        path = paths.parent(paths.layer_link(self.repository, digest))
         if not await self.driver.delete_if_present(path):
             raise BlobUnknownError(digest)
 
@@ -138,7 +138,7 @@ class ManifestStore:
         """Delete a revision and untag every tag whose current link names it."""
         for tag in await tags.tags_of(digest):
             await tags.untag(tag)
-        path = paths.manifest_revision_link(self.repository, digest).rsplit("/", 1)[0]
+        path = paths.parent(paths.manifest_revision_link(self.repository, digest))
         if not await self.driver.delete_if_present(path):
             raise ManifestUnknownError(digest)
 

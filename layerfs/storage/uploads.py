@@ -220,7 +220,9 @@ class Upload:
             if self._writer is not None:
                 await self._writer.cancel()
                 self._writer = None
-            await self.driver.delete_if_present(f"{self.dir_path}/hashstates")
+            await self.driver.delete_if_present(
+                paths.upload_hash_states_dir(self.repository, self.id)
+            )
             self._state_stored_at = None
             self._writer = await self.driver.writer(self.data_path, append=False)
             self._data_exists = True
