@@ -29,23 +29,15 @@ SLACK = 3.0  # seconds for a request through FUSE and a listing on a busy machin
 
 
 @pytest.fixture
-def s3_store(seaweedfs: SeaweedFS, tmp_path: Path) -> S3Store:
+def store(seaweedfs: SeaweedFS, tmp_path: Path) -> S3Store:
+    """Only S3 here (conftest's ``store`` is both): ``store_registry`` serves it."""
     return S3Store(seaweedfs, S3_BUCKET, f"browse-{tmp_path.name}")
 
 
 @pytest.fixture
-def registry(s3_store: S3Store, tmp_path: Path) -> Iterator[DockerRegistry]:
-    served = DockerRegistry(tmp_path, s3_store.registry_storage()).start()
-    try:
-        yield served
-    finally:
-        served.stop()
-
-
-@pytest.fixture
-def mounted(s3_store: S3Store, registry: DockerRegistry, tmp_path: Path) -> Iterator[Path]:
-    push(registry, "app/web", make_image(1), "v1")  # something to browse from the start
-    mount = Mount(s3_store.spec, tmp_path / "mnt", tmp_path / "m.log", env=s3_store.env).start()
+def mounted(store: S3Store, store_registry: DockerRegistry, tmp_path: Path) -> Iterator[Path]:
+    push(store_registry, "app/web", make_image(1), "v1")  # something to browse from the start
+    mount = Mount(store.spec, tmp_path / "mnt", tmp_path / "m.log", env=store.env).start()
     try:
         yield mount.mountpoint
     finally:
@@ -96,23 +88,23 @@ def stored_entries(store: S3Store) -> set[str]:
     return entries
 
 
-def test_find_lists_every_entry_once(mounted: Path, s3_store: S3Store) -> None:
+def test_find_lists_every_entry_once(mounted: Path, store: S3Store) -> None:
     first, again = find(mounted), find(mounted)
     for walked in (first, again):
         assert len(walked) == len(set(walked))
-        assert stored_entries(s3_store) <= set(walked)
-        shown_only = set(walked) - stored_entries(s3_store)
+        assert stored_entries(store) <= set(walked)
+        shown_only = set(walked) - stored_entries(store)
         # directories every repository has, stored or not, and nothing else
         assert {p.rsplit("/", 1)[1] for p in shown_only} <= {"_uploads", "tags", "revisions"}
     assert sorted(first) == sorted(again)
 
 
 def test_what_the_registry_pushes_is_readable_at_once_and_listed_in_time(
-    mounted: Path, registry: DockerRegistry
+    mounted: Path, store_registry: DockerRegistry
 ) -> None:
     find(mounted)  # the index now holds every blob and link directory
     image = make_image(2)
-    push(registry, "app/web", image, "v2")
+    push(store_registry, "app/web", image, "v2")
     layer = sha256(image.layers[0])
     # by name at once: the index lacks them, the store is asked
     assert blob_path(mounted, layer).read_bytes() == image.layers[0]
@@ -132,16 +124,16 @@ def test_what_the_registry_pushes_is_readable_at_once_and_listed_in_time(
 
 
 def test_a_blob_the_registry_collected_is_enoent_to_a_new_open(
-    mounted: Path, registry: DockerRegistry
+    mounted: Path, store_registry: DockerRegistry
 ) -> None:
     image = make_image(3)
-    push(registry, "app/gone", image, "v1")
+    push(store_registry, "app/gone", image, "v1")
     find(mounted)
     layer = blob_path(mounted, sha256(image.layers[0]))
     assert layer.read_bytes() == image.layers[0]  # the kernel holds its entry and pages now
-    deleted = registry.request("DELETE", f"/v2/app/gone/manifests/{image.manifest_digest}")
+    deleted = store_registry.request("DELETE", f"/v2/app/gone/manifests/{image.manifest_digest}")
     assert deleted.status == 202, deleted.body
-    collected = registry.garbage_collect()
+    collected = store_registry.garbage_collect()
     assert collected.returncode == 0, collected.stderr
     with pytest.raises(FileNotFoundError) as refused:
         layer.open("rb")

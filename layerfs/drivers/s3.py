@@ -490,12 +490,7 @@ class S3Driver(StorageDriver):
     async def list_infos(self, path: str) -> list[FileInfo]:
         """One paginated listing gives every file's size and time (no HEAD each); a
         directory has no time of its own on S3, so it gets the listing's."""
-        files, dirs = await self._level(path)
-        now = datetime.now(UTC)
-        infos = [
-            FileInfo(p, item["Size"], item["LastModified"], False) for p, item in files.items()
-        ]
-        return sorted(infos + [FileInfo(p, 0, now, True) for p in dirs], key=lambda i: i.path)
+        return _level_infos(*await self._level(path))
 
     async def _level(self, path: str) -> tuple[dict[str, dict], set[str]]:
         """The files (with their listing entries) and directories directly below
@@ -597,11 +592,7 @@ class S3Driver(StorageDriver):
         dirs = children - empty - unread | await self._drop_empty_dirs(unread, base, prefix)
         if not dirs and not files and path != "/":
             raise PathNotFoundError(path, self.name)
-        now = datetime.now(UTC)
-        level = [
-            FileInfo(p, item["Size"], item["LastModified"], False) for p, item in files.items()
-        ]
-        tree[path] = sorted(level + [FileInfo(p, 0, now, True) for p in dirs], key=lambda i: i.path)
+        tree[path] = _level_infos(files, dirs)
         return tree
 
     async def _flat_tree(self, path: str, most: int) -> dict[str, list[FileInfo]] | None:
@@ -1107,6 +1098,14 @@ class PartBody(io.RawIOBase):
         if end == len(piece):
             self._index, self._offset = self._index + 1, 0
         return out
+
+
+def _level_infos(files: dict[str, dict], dirs: set[str]) -> list[FileInfo]:
+    """One directory's entries from its listing, in path order: each file's size and
+    time from its entry; a directory has no time of its own on S3, so it gets now."""
+    now = datetime.now(UTC)
+    infos = [FileInfo(p, item["Size"], item["LastModified"], False) for p, item in files.items()]
+    return sorted(infos + [FileInfo(p, 0, now, True) for p in dirs], key=lambda i: i.path)
 
 
 SMALL_ETAG = 1024  # objects up to this size keep their listing's ETag in list_tree

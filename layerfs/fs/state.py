@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import logging
 import os
 import stat
@@ -167,6 +168,11 @@ class Listing:
     def trusted_for(self) -> float:
         return INDEX_TIMEOUT if self.lasting else DIR_TIMEOUT
 
+    @functools.cached_property
+    def dirs(self) -> list[str]:
+        """Its directories in name order (made once: a walker asks for each entry)."""
+        return sorted(path for path, info in self.entries.items() if info.is_dir)
+
 
 class MountState:
     """The collaborators every path kind's module shares (see the module docstring)."""
@@ -293,9 +299,8 @@ class MountState:
         parent = self.listings.get(store_path.rpartition("/")[0])
         if parent is None:
             return
-        dirs = sorted(path for path, info in parent.entries.items() if info.is_dir)
-        after = bisect.bisect_right(dirs, store_path)
-        for sibling in dirs[after : after + SIBLINGS_AHEAD]:
+        after = bisect.bisect_right(parent.dirs, store_path)
+        for sibling in parent.dirs[after : after + SIBLINGS_AHEAD]:
             if self._trusted_listing(sibling) is None:
                 self._refresh_behind(sibling)
 
