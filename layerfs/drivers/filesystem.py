@@ -42,8 +42,10 @@ from .base import (
     check_path,
 )
 from .beneath import DIR_FLAGS, Beneath, NotRegularError, SymlinkError, kind_of
+from .treelisting import HEX_NAME, TreeListing
 
 T = TypeVar("T")
+Tree = TypeVar("Tree", dict[str, list[FileInfo]], dict[str, TreeListing])
 
 # digest_file reports progress after each step of this many bytes.
 MMAP_HASH_STEP = 16 << 20
@@ -349,23 +351,22 @@ class FilesystemDriver(StorageDriver):
 
         return await self._read_tree(path, read)
 
-    async def list_tree(self, path: str, descend: Descend) -> dict[str, list[TreeEntry]]:
+    async def list_tree(self, path: str, descend: Descend) -> dict[str, TreeListing]:
         """One worker thread walks the tree by directory descriptors (never through a
-        symlink), with the kinds ``readdir`` gives: no ``stat`` of each entry."""
+        symlink), with the kinds ``readdir`` gives: no ``stat`` of each entry. Each
+        directory is kept packed as it is read (``TreeListing``)."""
         check_path(path, self.name, allow_root=True)
         parts = [] if path == "/" else path.strip("/").split("/")
 
-        def read() -> dict[str, list[TreeEntry]]:
-            tree: dict[str, list[TreeEntry]] = {}
+        def read() -> dict[str, TreeListing]:
+            tree: dict[str, TreeListing] = {}
             with self._beneath.directory(parts) as fd:
                 _walk_tree(fd, "" if path == "/" else path, descend, tree)
             return tree
 
         return await self._read_tree(path, read)
 
-    async def _read_tree(
-        self, path: str, read: Callable[[], dict[str, list[T]]]
-    ) -> dict[str, list[T]]:
+    async def _read_tree(self, path: str, read: Callable[[], Tree]) -> Tree:
         """``read`` in a worker thread; a store not made yet has an empty root."""
         try:
             return await self._call(path, read)
@@ -418,29 +419,33 @@ _CREATE = _WRITE | os.O_CREAT
 
 
 def _walk_tree(
-    fd: int, directory: str, descend: Descend, tree: dict[str, list[TreeEntry]], depth: int = 0
+    fd: int, directory: str, descend: Descend, tree: dict[str, TreeListing], depth: int = 0
 ) -> None:
-    entries = []
+    raws: list[bytes] = []  # hex-named directories, kept as raw bytes (TreeListing)
+    entries: list[TreeEntry] = []
     with os.scandir(fd) as found:
         for entry in found:
-            if ".tmp-" in entry.name:
+            name = entry.name
+            if ".tmp-" in name:
                 continue
-            path = f"{directory}/{entry.name}"
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    entries.append(TreeEntry(path, True))
+                    if len(name) == 64 and HEX_NAME.fullmatch(name):
+                        raws.append(bytes.fromhex(name))
+                    else:
+                        entries.append(TreeEntry(f"{directory}/{name}", True))
                 elif entry.is_file(follow_symlinks=False):
-                    entries.append(TreeEntry(path, False))
+                    entries.append(TreeEntry(f"{directory}/{name}", False))
                 else:
                     odd = kind_of(entry.stat(follow_symlinks=False).st_mode)
-                    entries.append(TreeEntry(path, False, f"{odd}, not followed"))
+                    entries.append(TreeEntry(f"{directory}/{name}", False, f"{odd}, not followed"))
             except FileNotFoundError:
                 continue  # gone meanwhile
-    entries.sort()  # by path: names in one directory are unique
-    tree[directory or "/"] = entries
+    listing = TreeListing.packed(directory or "/", raws, entries)
+    tree[directory or "/"] = listing
     if depth >= TREE_DEPTH:  # a store made to exhaust the stack or the descriptors
         return
-    for entry in entries:
+    for entry in listing:
         if entry.is_dir and descend(entry.path):
             try:
                 child = os.open(entry.path.rsplit("/", 1)[1], DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)

@@ -42,6 +42,7 @@ from .errors import BlobUnknownError, InvalidLinkError, RegistryError
 from .holders import uploads_holding
 from .links import decode_link
 from .manifests import parse_manifest
+from .marks import BlobMarks
 from .readahead import (
     ReadAhead,
     Snapshot,
@@ -73,7 +74,8 @@ class Deletion:
 
 @dataclass
 class GcResult:
-    marked: set[Digest] = field(default_factory=set)
+    # what the mark reached, over the blobs listed before it (a byte a blob)
+    marked: BlobMarks = field(default_factory=BlobMarks)
     deleted: list[Deletion] = field(default_factory=list)
     kept_young: list[Deletion] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # a non-empty list: nothing deleted
@@ -159,12 +161,12 @@ class GarbageCollector:
         self.visited: set[tuple[str, Digest]] = set()
         self.ahead = ReadAhead(driver)
         self.snapshot = Snapshot(driver, {})  # the listings of the store, read by run
-        self.listed: set[Digest] = set()  # the blobs in it
 
     async def run(self) -> GcResult:
         descend = layout_dirs if self.delete_untagged else marked_dirs
         self.snapshot = await Snapshot.read(self.driver, paths.ROOT, descend)
         self.ahead.trust(self.snapshot)
+        self.result.marked = BlobMarks(await walk.blob_prefixes(self.snapshot))
         doomed_manifests: list[tuple[str, Digest]] = []
         names = await self.registry.repositories(self._odd, self.snapshot)
         for start in range(0, len(names), GROUP):
@@ -295,10 +297,7 @@ class GarbageCollector:
         """Blobs listed before the mark and not marked (one pushed since is not
         listed, so not swept)."""
         swept = set()
-        self.listed = {digest for digest, _ in await walk.blob_dirs(self.snapshot)}
-        for digest in sorted(self.listed, key=lambda d: (d.algorithm, d.hex)):
-            if digest in self.result.marked:
-                continue
+        for digest in self.result.marked.unmarked():  # in (algorithm, hex) order
             await self.before_blob_check(digest)
             try:
                 if await self._sweep_blob(digest, repositories):
@@ -370,7 +369,7 @@ class GarbageCollector:
             except UnsafeEntryError as exc:  # a symlink: left for the operator (fsck names it)
                 self.result.skipped.append(str(exc))
                 continue
-            listed = target in self.listed and target not in swept
+            listed = self.result.marked.listed(target) and target not in swept
             if not listed and (target in swept or not await self.blobs.exists(target)):
                 doomed.append((digest, link, target))
         unstored = {t for _, _, t in doomed if t not in swept}
@@ -393,7 +392,7 @@ class GarbageCollector:
         not when the blob its path names is listed and kept. Such a link is not read
         (a store of 200,000 layer links costs as many reads); one whose bytes name
         another blob than its path is fsck's to report (``link-mismatch``)."""
-        return digest not in self.listed or digest in swept
+        return not self.result.marked.listed(digest) or digest in swept
 
     async def _last_copies(self, name: str, unstored: set[Digest]) -> dict[Digest, str]:
         """Of the blobs ``name`` links that are not stored, those whose bytes still

@@ -19,11 +19,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import Absent, Descend, TreeEntry
+from ..drivers.treelisting import TreeListing, listings
 from . import paths, walk
 from .digest import Digest
 from .errors import InvalidLinkError
@@ -52,19 +53,13 @@ def repository_dirs(path: str) -> bool:
 
 
 class Snapshot:
-    """The listings below ``top`` as one ``list_tree`` found them."""
+    """The listings below ``top`` as one ``list_tree`` found them, each kept packed
+    (``TreeListing``: a hex-named directory costs its raw bytes, not a path)."""
 
-    def __init__(self, driver: StorageDriver, tree: dict[str, list[TreeEntry]]) -> None:
+    def __init__(self, driver: StorageDriver, tree: dict[str, Sequence[TreeEntry]]) -> None:
         self.driver = driver
-        self.tree = tree
-        self.odd = {e.path: e.odd for entries in tree.values() for e in entries if e.odd}
-        self.kind = {e.path: e.is_dir for entries in tree.values() for e in entries}
-        # files whose size the listing gave (S3's): no stat needed for them
-        self.sizes = {e.path: e.size for es in tree.values() for e in es if e.size >= 0}
-        # link files whose ETag the listing gave (S3's): maybe no read needed
-        self.etags = {
-            e.path: e.etag for es in tree.values() for e in es if e.etag and e.path[-5:] == "/link"
-        }
+        self.tree = listings(tree)
+        self.odd_tops: dict[str, str] = {}  # a top that could not be entered
 
     @classmethod
     async def read(
@@ -76,15 +71,26 @@ class Snapshot:
             return cls(driver, {})
         except UnsafeEntryError as exc:  # the top itself cannot be entered
             snapshot = cls(driver, {})
-            snapshot.odd[top] = exc.what
+            snapshot.odd_tops[top] = exc.what
             return snapshot
+
+    def entry(self, path: str) -> TreeEntry | None:
+        """``path``'s entry in its directory's listing, if that was listed and has it."""
+        directory, _, name = path.rpartition("/")
+        listing = self.tree.get(directory or "/")
+        return listing.find(name) if listing is not None else None
+
+    def listing(self, path: str) -> TreeListing | None:
+        """The packed listing of directory ``path``, if it was listed."""
+        return self.tree.get(path)
 
     def proven(self, path: str) -> bytes | None:
         """The content of a link file that the listing proves, so that it need not be
         read: its ETag is the MD5 of what its path says it holds (``sha256:<hex>``,
         as the registry writes it). Any other ETag (a multipart or encrypted
         object's, another content's) proves nothing: the file is read."""
-        etag = self.etags.get(path)
+        entry = self.entry(path) if path[-5:] == "/link" else None
+        etag = entry.etag if entry is not None else ""
         digest = paths.digest_of_link(path) if etag else None
         if digest is None:
             return None
@@ -96,23 +102,27 @@ class Snapshot:
         absent or a file, UnsafeEntryError for one that cannot be entered."""
         entries = self.tree.get(path)
         if entries is not None:
-            return [e.path for e in entries]
-        if path in self.odd:
-            raise UnsafeEntryError(path, self.odd[path], self.driver.name)
-        if not self.kind.get(path, paths.parent(path) not in self.tree):
-            return []  # its directory was listed: absent here, or a file
+            return entries.paths()
+        entry = self.entry(path)
+        odd = entry.odd if entry is not None else self.odd_tops.get(path)
+        if odd:
+            raise UnsafeEntryError(path, odd, self.driver.name)
+        if entry is not None and not entry.is_dir:
+            return []  # a file
+        if entry is None and paths.parent(path) in self.tree:
+            return []  # its directory was listed: absent here
         return await self.driver.list_if_present(path)  # not descended into, or outside
 
     async def stat_many(self, wanted: list[str]) -> list[FileInfo | Absent]:
         """As ``driver.stat_many``, but a file whose size the listing gave (S3's) is
         not asked again; its time is unknown (the epoch): ages are asked of the
         driver."""
-        unknown = [p for p in wanted if p not in self.sizes]
+        listed = [self.entry(p) for p in wanted]
+        sizes = {p: e.size for p, e in zip(wanted, listed, strict=True) if e and e.size >= 0}
+        unknown = [p for p in wanted if p not in sizes]
         stated = dict(zip(unknown, await self.driver.stat_many(unknown), strict=True))
         epoch = datetime.fromtimestamp(0, UTC)
-        return [
-            stated[p] if p in stated else FileInfo(p, self.sizes[p], epoch, False) for p in wanted
-        ]
+        return [stated[p] if p in stated else FileInfo(p, sizes[p], epoch, False) for p in wanted]
 
 
 class ReadAhead:

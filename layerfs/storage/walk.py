@@ -11,10 +11,12 @@ Nothing here changes the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..drivers import UnsafeEntryError
+from ..drivers.treelisting import TreeListing
 from . import paths
 from .digest import ALGORITHMS, CANONICAL, Digest
 from .errors import InvalidDigestError
@@ -29,6 +31,14 @@ class Lister(Protocol):
     """What the walks list with: a driver, or a ``readahead.Snapshot`` of one."""
 
     async def list_if_present(self, path: str) -> list[str]: ...
+
+
+@runtime_checkable
+class PackedLister(Lister, Protocol):
+    """A lister that holds its listings packed (a ``readahead.Snapshot``): the walks
+    over every blob take the hex-named directories from it as raw bytes."""
+
+    def listing(self, path: str) -> TreeListing | None: ...
 
 
 log = logging.getLogger(__name__)
@@ -65,22 +75,83 @@ def _name(path: str) -> str:
 async def blob_dirs(driver: Lister, on_odd: OnOdd = _ignore) -> list[tuple[Digest, str]]:
     """Every ``blobs/<alg>/<hh>/<hex>`` directory with the digest it names."""
     found = []
+    for algorithm, prefix in await _blob_prefix_dirs(driver, on_odd):
+        found += await _blob_dirs_in(driver, algorithm, prefix, on_odd)
+    return found
+
+
+async def _blob_prefix_dirs(driver: Lister, on_odd: OnOdd) -> list[tuple[str, str]]:
+    """Every ``blobs/<alg>/<hh>`` directory with its algorithm."""
+    found = []
     for alg_dir in await _entries(driver, paths.BLOBS, on_odd):
         algorithm = _name(alg_dir)
         if algorithm not in ALGORITHMS:
             await on_odd(alg_dir, "not a digest algorithm")
             continue
-        for prefix in await _entries(driver, alg_dir, on_odd):
-            for blob_dir in await _entries(driver, prefix, on_odd):
-                try:
-                    digest = Digest.from_parts(algorithm, _name(blob_dir))
-                except InvalidDigestError:
-                    await on_odd(blob_dir, "not a blob directory (name is no digest)")
-                    continue
-                if _name(prefix) != digest.hex[:2]:
-                    await on_odd(blob_dir, "blob directory under the wrong prefix")
-                    continue
-                found.append((digest, blob_dir))
+        found += [(algorithm, prefix) for prefix in await _entries(driver, alg_dir, on_odd)]
+    return found
+
+
+async def _blob_dirs_in(
+    driver: Lister, algorithm: str, prefix: str, on_odd: OnOdd
+) -> list[tuple[Digest, str]]:
+    entries = await _entries(driver, prefix, on_odd)
+    return await _checked_blob_dirs(algorithm, prefix, entries, on_odd)
+
+
+async def _checked_blob_dirs(
+    algorithm: str, prefix: str, entries: list[str], on_odd: OnOdd
+) -> list[tuple[Digest, str]]:
+    """Of the entries of a blob prefix directory, those that are blob directories."""
+    found = []
+    for blob_dir in entries:
+        try:
+            digest = Digest.from_parts(algorithm, _name(blob_dir))
+        except InvalidDigestError:
+            await on_odd(blob_dir, "not a blob directory (name is no digest)")
+            continue
+        if _name(prefix) != digest.hex[:2]:
+            await on_odd(blob_dir, "blob directory under the wrong prefix")
+            continue
+        found.append((digest, blob_dir))
+    return found
+
+
+@dataclass
+class BlobPrefix:
+    """One ``blobs/<alg>/<hh>`` directory's blobs: the sha256 ones a packed lister
+    kept as raw bytes (``packed``; those under the wrong prefix were reported and are
+    skipped by whoever reads it), and every other blob directory as a digest."""
+
+    name: str  # the prefix, "<hh>"
+    packed: TreeListing | None
+    others: list[Digest]
+
+    def packed_digests(self) -> Iterator[tuple[int, bytes]]:
+        """The positions and raw values of the packed blobs under their right prefix."""
+        if self.packed is not None:
+            for index, raw in enumerate(self.packed.raw_hexes()):
+                if raw[:1].hex() == self.name:
+                    yield index, raw
+
+
+async def blob_prefixes(lister: Lister, on_odd: OnOdd = _ignore) -> list[BlobPrefix]:
+    """The blobs of ``blob_dirs`` by prefix directory, held compactly: from a packed
+    lister, a sha256 blob directory stays the raw bytes it was kept as."""
+    found = []
+    for algorithm, prefix in await _blob_prefix_dirs(lister, on_odd):
+        listing = lister.listing(prefix) if isinstance(lister, PackedLister) else None
+        if listing is None or algorithm != CANONICAL:
+            dirs = await _blob_dirs_in(lister, algorithm, prefix, on_odd)
+            found.append(BlobPrefix(_name(prefix), None, [d for d, _ in dirs]))
+            continue
+        blobs = BlobPrefix(_name(prefix), listing, [])
+        for raw in listing.raw_hexes():
+            if raw[:1].hex() != blobs.name:
+                await on_odd(f"{prefix}/{raw.hex()}", "blob directory under the wrong prefix")
+        dirs = await _checked_blob_dirs(algorithm, prefix, listing.rest(), on_odd)
+        blobs.others = [d for d, _ in dirs]
+        found.append(blobs)
     return found
 
 

@@ -1,0 +1,156 @@
+"""One directory of a ``list_tree``, kept small.
+
+A whole-store pass holds the listing of every directory it walks: on a store of
+200,000 blobs that is some 400,000 directories named by a sha256 hex
+(``blobs/sha256/<hh>/<hex>``, ``_layers/sha256/<hex>``, revisions). As a path string
+and a tuple each costs about 300 bytes; here each costs its 32 raw bytes, packed in
+one ``bytes`` per listing in name order. Every other entry (files, odd entries,
+names of any other shape) is kept as its :class:`TreeEntry`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import overload
+
+from .base import TreeEntry
+
+HEX_NAME = re.compile(r"[0-9a-f]{64}")  # a sha256 digest's hex: packed as 32 bytes
+WIDTH = 32
+
+
+def packable(entry: TreeEntry, name: str) -> bool:
+    """Whether ``entry`` (named ``name``) is a plain directory named by a sha256 hex:
+    nothing about it but its name is worth keeping."""
+    return (
+        entry.is_dir and not entry.odd and entry.size < 0 and not entry.etag
+        and len(name) == 64 and HEX_NAME.fullmatch(name) is not None
+    )  # fmt: skip
+
+
+class TreeListing(Sequence[TreeEntry]):
+    """The entries of ``directory`` in name order: a sequence of :class:`TreeEntry`,
+    made on demand for the packed ones."""
+
+    __slots__ = ("_hex", "_index", "_rest", "directory")
+
+    def __init__(self, directory: str, hex_dirs: bytes, rest: list[TreeEntry]) -> None:
+        self.directory = directory
+        self._hex = hex_dirs  # sorted raw sha256 values, WIDTH bytes each
+        self._rest = rest  # every other entry, sorted by path
+        self._index: dict[str, TreeEntry] | None = None
+
+    @classmethod
+    def of(cls, directory: str, entries: Iterable[TreeEntry]) -> TreeListing:
+        """The listing of ``directory`` holding ``entries`` (its children)."""
+        skip = 1 if directory == "/" else len(directory) + 1
+        raws: list[bytes] = []
+        rest: list[TreeEntry] = []
+        for entry in entries:
+            name = entry.path[skip:]
+            if packable(entry, name):
+                raws.append(bytes.fromhex(name))
+            else:
+                rest.append(entry)
+        return cls.packed(directory, raws, rest)
+
+    @classmethod
+    def packed(cls, directory: str, raws: list[bytes], rest: list[TreeEntry]) -> TreeListing:
+        """From the raw values of its hex-named directories and its other entries."""
+        raws.sort()
+        rest.sort()
+        return cls(directory, b"".join(raws), rest)
+
+    # the packed part -------------------------------------------------------------
+    def hex_names(self) -> Iterator[str]:
+        """The names of the hex-named directories, in order."""
+        text = self._hex.hex()
+        for start in range(0, len(text), 2 * WIDTH):
+            yield text[start : start + 2 * WIDTH]
+
+    def raw_hexes(self) -> Iterator[bytes]:
+        """The raw values of the hex-named directories, in order."""
+        packed = self._hex
+        for start in range(0, len(packed), WIDTH):
+            yield packed[start : start + WIDTH]
+
+    def rest(self) -> list[str]:
+        """The paths of the entries that are not packed, in order."""
+        return [entry.path for entry in self._rest]
+
+    def hex_count(self) -> int:
+        return len(self._hex) // WIDTH
+
+    def index_of(self, raw: bytes) -> int:
+        """The position of the hex-named directory with this raw value among them
+        (``raw_hexes`` order), or -1 where none is listed."""
+        packed, lo, hi = self._hex, 0, len(self._hex) // WIDTH
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if packed[mid * WIDTH : mid * WIDTH + WIDTH] < raw:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if packed[lo * WIDTH : lo * WIDTH + WIDTH] == raw else -1
+
+    def holds_hex(self, raw: bytes) -> bool:
+        """Whether a hex-named directory with this raw value is listed."""
+        return self.index_of(raw) >= 0
+
+    # the sequence ------------------------------------------------------------------
+    def _prefix(self) -> str:
+        return "" if self.directory == "/" else self.directory
+
+    def _packed_entries(self) -> Iterator[TreeEntry]:
+        prefix = self._prefix()
+        for name in self.hex_names():
+            yield TreeEntry(f"{prefix}/{name}", True)
+
+    def __iter__(self) -> Iterator[TreeEntry]:
+        if not self._hex:
+            return iter(self._rest)
+        if not self._rest:
+            return self._packed_entries()
+        return heapq.merge(self._packed_entries(), self._rest)
+
+    def __len__(self) -> int:
+        return len(self._hex) // WIDTH + len(self._rest)
+
+    @overload
+    def __getitem__(self, index: int) -> TreeEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[TreeEntry]: ...
+    def __getitem__(self, index: int | slice) -> TreeEntry | list[TreeEntry]:
+        return list(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TreeListing | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TreeListing({self.directory!r}, {list(self)!r})"
+
+    def paths(self) -> list[str]:
+        return [entry.path for entry in self]
+
+    def find(self, name: str) -> TreeEntry | None:
+        """The entry named ``name``, if listed."""
+        if len(name) == 64 and HEX_NAME.fullmatch(name) and self.holds_hex(bytes.fromhex(name)):
+            return TreeEntry(f"{self._prefix()}/{name}", True)
+        if self._index is None:
+            skip = len(self._prefix()) + 1
+            self._index = {entry.path[skip:]: entry for entry in self._rest}
+        return self._index.get(name)
+
+
+def listings(tree: dict[str, Sequence[TreeEntry]]) -> dict[str, TreeListing]:
+    """A driver's ``list_tree`` answer with every directory as a :class:`TreeListing`."""
+    return {d: e if isinstance(e, TreeListing) else TreeListing.of(d, e) for d, e in tree.items()}
+
+
+__all__ = ["TreeListing", "listings", "packable"]

@@ -1,0 +1,106 @@
+"""The packed forms a whole-store pass holds: a directory's listing with its
+hex-named directories as raw bytes (``TreeListing``) and gc's marks a byte a blob
+(``BlobMarks``). Each is checked against the plain form it replaces, on drawn
+entries: same entries in the same order, same answers."""
+
+from __future__ import annotations
+
+import hashlib
+
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from layerfs.drivers import MemoryDriver
+from layerfs.drivers.base import TreeEntry
+from layerfs.drivers.treelisting import TreeListing
+from layerfs.storage import paths, walk
+from layerfs.storage.digest import Digest
+from layerfs.storage.marks import BlobMarks
+from layerfs.storage.readahead import Snapshot
+
+HEXES = st.integers(0, 40).map(lambda i: hashlib.sha256(bytes([i])).hexdigest())
+NAMES = st.one_of(
+    HEXES,
+    HEXES.map(str.upper),  # not packed: a digest is lowercase
+    HEXES.map(lambda h: h[:63]),
+    st.sampled_from(["link", "data", "current", "_layers", "a", "sha256"]),
+)
+
+
+@st.composite
+def entries(draw: st.DrawFn, directory: str) -> list[TreeEntry]:
+    names = draw(st.lists(NAMES, unique=True, max_size=30))
+    prefix = "" if directory == "/" else directory
+    found = []
+    for name in names:
+        kind = draw(st.sampled_from(["dir", "file", "odd", "sized", "etag"]))
+        path = f"{prefix}/{name}"
+        found.append({
+            "dir": TreeEntry(path, True),
+            "file": TreeEntry(path, False),
+            "odd": TreeEntry(path, False, "a symbolic link, not followed"),
+            "sized": TreeEntry(path, False, "", 12),
+            "etag": TreeEntry(path, False, "", 12, "0" * 32),
+        }[kind])  # fmt: skip
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["/", "/x/_layers/sha256"]).flatmap(lambda d: st.tuples(st.just(d), entries(d)))
+)
+def test_a_packed_listing_is_the_listing_it_packs(drawn: tuple[str, list[TreeEntry]]) -> None:
+    directory, plain = drawn
+    listing = TreeListing.of(directory, reversed(plain))
+    assert list(listing) == sorted(plain)
+    assert listing == sorted(plain) and len(listing) == len(plain)
+    assert listing.paths() == [e.path for e in sorted(plain)]
+    prefix = "" if directory == "/" else directory
+    by_name = {e.path[len(prefix) + 1 :]: e for e in plain}
+    for name in [*by_name, "missing", "f" * 64, "0" * 64]:
+        assert listing.find(name) == by_name.get(name)
+    packed = [e for e in sorted(plain) if e.is_dir and len(e.path) - len(prefix) == 65
+              and e.path[-64:].islower()]  # fmt: skip
+    assert list(listing.hex_names()) == [e.path[-64:] for e in packed]
+    for position, entry in enumerate(packed):
+        assert listing.index_of(bytes.fromhex(entry.path[-64:])) == position
+    unpacked = {bytes.fromhex(h) for h in ("f" * 64, "0" * 64)} - {
+        bytes.fromhex(e.path[-64:]) for e in packed
+    }
+    for raw in unpacked:
+        assert listing.index_of(raw) == -1 and not listing.holds_hex(raw)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    stored=st.sets(st.integers(0, 60), max_size=40),
+    odd=st.sets(st.integers(0, 60), max_size=3),
+    marked=st.lists(st.integers(0, 80), max_size=60),
+)
+def test_blob_marks_answer_as_sets_do(stored: set[int], odd: set[int], marked: list[int]) -> None:
+    """Blobs stored as the layout has them (and a few hex-named files, which are not
+    packed), some of them marked and some digests marked that are not stored."""
+    digest = {i: Digest.of(bytes([i])) for i in range(81)}
+
+    async def run() -> None:
+        driver = MemoryDriver()
+        for i in stored:
+            await driver.put_content(paths.blob_data(digest[i]), b"x")
+        for i in odd - stored:  # a file where a blob directory belongs
+            await driver.put_content(paths.blob_dir(digest[i]), b"x")
+        snapshot = await Snapshot.read(driver)
+        listed = {d for d, _ in await walk.blob_dirs(snapshot)}
+        assert listed == {digest[i] for i in stored | odd}
+        marks = BlobMarks(await walk.blob_prefixes(snapshot))
+        model: set[Digest] = set()
+        for i in marked:
+            marks.add(digest[i])
+            model.add(digest[i])
+            assert len(marks) == len(model)
+        for d in digest.values():
+            assert (d in marks) == (d in model)
+            assert marks.listed(d) == (d in listed)
+        assert list(marks.unmarked()) == sorted(listed - model)
+
+    trio.run(run)
