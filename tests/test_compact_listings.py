@@ -15,8 +15,8 @@ from layerfs.drivers import MemoryDriver
 from layerfs.drivers.base import TreeEntry
 from layerfs.drivers.treelisting import TreeListing
 from layerfs.storage import paths, walk
+from layerfs.storage.blobtable import BlobMarks, BlobTable
 from layerfs.storage.digest import Digest
-from layerfs.storage.marks import BlobMarks
 from layerfs.storage.readahead import Snapshot
 
 HEXES = st.integers(0, 40).map(lambda i: hashlib.sha256(bytes([i])).hexdigest())
@@ -92,7 +92,13 @@ def test_blob_marks_answer_as_sets_do(stored: set[int], odd: set[int], marked: l
         snapshot = await Snapshot.read(driver)
         listed = {d for d, _ in await walk.blob_dirs(snapshot)}
         assert listed == {digest[i] for i in stored | odd}
-        marks = BlobMarks(await walk.blob_prefixes(snapshot))
+        table = BlobTable(await walk.blob_prefixes(snapshot))
+        numbered = list(table)
+        assert [d for _, d in numbered] == sorted(listed)
+        assert sorted(i for i, _ in numbered) == list(range(table.size))
+        assert all(table.index(d) == i for i, d in numbered)
+        assert [item for chunk in table.chunks(3) for item in chunk] == numbered
+        marks = BlobMarks(table)
         model: set[Digest] = set()
         for i in marked:
             marks.add(digest[i])
@@ -104,3 +110,15 @@ def test_blob_marks_answer_as_sets_do(stored: set[int], odd: set[int], marked: l
         assert list(marks.unmarked()) == sorted(listed - model)
 
     trio.run(run)
+
+
+def test_values_sharing_their_first_bytes_are_told_apart() -> None:
+    """The search orders by the first 8 bytes, then compares whole values."""
+    raws = [bytes(8) + bytes([i]) * 24 for i in (9, 3, 7)] + [b"\x01" * 32]
+    listing = TreeListing.packed("/d", list(raws), [])
+    ordered = sorted(raws)
+    for position, raw in enumerate(ordered):
+        assert listing.index_of(raw) == position
+    assert listing.index_of(bytes(8) + bytes([5]) * 24) == -1
+    assert listing.index_of(bytes(32)) == -1
+    assert listing.index_of(b"\xff" * 32) == -1

@@ -10,8 +10,11 @@ names of any other shape) is kept as its :class:`TreeEntry`.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import re
+import struct
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
@@ -19,6 +22,7 @@ from .base import TreeEntry
 
 HEX_NAME = re.compile(r"[0-9a-f]{64}")  # a sha256 digest's hex: packed as 32 bytes
 WIDTH = 32
+_KEY = struct.Struct(">Q24x")  # a packed value's first 8 bytes, as an ordered number
 
 
 def packable(entry: TreeEntry, name: str) -> bool:
@@ -34,13 +38,14 @@ class TreeListing(Sequence[TreeEntry]):
     """The entries of ``directory`` in name order: a sequence of :class:`TreeEntry`,
     made on demand for the packed ones."""
 
-    __slots__ = ("_hex", "_index", "_rest", "directory")
+    __slots__ = ("_hex", "_index", "_keys", "_rest", "directory")
 
     def __init__(self, directory: str, hex_dirs: bytes, rest: list[TreeEntry]) -> None:
         self.directory = directory
         self._hex = hex_dirs  # sorted raw sha256 values, WIDTH bytes each
         self._rest = rest  # every other entry, sorted by path
         self._index: dict[str, TreeEntry] | None = None
+        self._keys: array[int] | None = None  # each packed value's first 8 bytes
 
     @classmethod
     def of(cls, directory: str, entries: Iterable[TreeEntry]) -> TreeListing:
@@ -85,15 +90,19 @@ class TreeListing(Sequence[TreeEntry]):
 
     def index_of(self, raw: bytes) -> int:
         """The position of the hex-named directory with this raw value among them
-        (``raw_hexes`` order), or -1 where none is listed."""
-        packed, lo, hi = self._hex, 0, len(self._hex) // WIDTH
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if packed[mid * WIDTH : mid * WIDTH + WIDTH] < raw:
-                lo = mid + 1
-            else:
-                hi = mid
-        return lo if packed[lo * WIDTH : lo * WIDTH + WIDTH] == raw else -1
+        (``raw_hexes`` order), or -1 where none is listed: a binary search in C over
+        the first 8 bytes of each (made on the first search, 8 bytes an entry), then
+        the whole value compared."""
+        if self._keys is None:
+            self._keys = array("Q", (key for (key,) in _KEY.iter_unpack(self._hex)))
+        keys, packed = self._keys, self._hex
+        key = int.from_bytes(raw[:8], "big")
+        index = bisect.bisect_left(keys, key)
+        while index < len(keys) and keys[index] == key:
+            if packed[index * WIDTH : index * WIDTH + WIDTH] == raw:
+                return index
+            index += 1
+        return -1
 
     def holds_hex(self, raw: bytes) -> bool:
         """Whether a hex-named directory with this raw value is listed."""

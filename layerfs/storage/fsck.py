@@ -19,6 +19,7 @@ import functools
 import hashlib
 import json
 import logging
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import trio
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import HASH_CHUNK
 from . import paths, walk
+from .blobtable import BlobStates, BlobTable, sizes_array
 from .digest import CANONICAL, Digest
 from .errors import InvalidLinkError, ManifestInvalidError
 from .hashstate import HashStateError, ResumableSha256
@@ -52,6 +54,8 @@ SMALL_FILE = 256 << 10  # blobs and uploads up to this size are read in batches.
 BATCH_BYTES = 16 << 20  # ...of at most this many bytes (and BATCH_FILES files)
 BATCH_FILES = 512
 GROUP = 64  # repositories whose link files and manifests are read ahead together
+CHUNK = 4096  # blobs stated, then hashed, together (their paths held at once)
+GOOD, CORRUPT, UNSAFE = 1, 2, 3  # a blob's verdict (0: none yet, or no blob)
 
 # Normal states of a store the registry writes, counted rather than reported.
 REGISTRY_STATES = {
@@ -144,24 +148,30 @@ class Fsck:
         self.progress = progress or (lambda n: None)
         self.on_total = on_total or (lambda n: None)
         self.report = Report()
-        self.good_blobs: set[Digest] = set()
-        self.corrupt_blobs: set[Digest] = set()
-        self.unsafe_blobs: set[Digest] = set()  # data is a symlink: neither good nor missing
+        # each blob's verdict (GOOD, CORRUPT, UNSAFE: data is a symlink, neither good
+        # nor missing), a byte a listed blob (blobtable.py)
+        self.verdicts = BlobStates(BlobTable())
         self.pending: set[str] = set()  # paths whose bytes are in a write not completed
         self.held: set[tuple[str, Digest]] = set()  # (repository, manifest) with a revision link
-        # every link file read so far, valid or not: a repository's layer links are all
-        # read before its manifests, whose references are then looked up here
+        # every link file of the repository being checked read so far, valid or not:
+        # its layer links are all read before its manifests, whose references are then
+        # looked up here
         self.link_files: set[str] = set()
 
     async def run(self) -> Report:
         self.pending = {w.path for w in await self.driver.pending_writes(paths.ROOT)}
         self.snapshot = await Snapshot.read(self.driver)
         self.ahead.trust(self.snapshot)
-        blobs = await self._list_blobs()
+        table = BlobTable(await walk.blob_prefixes(self.snapshot, self._odd))
+        self.verdicts = BlobStates(table)
+        sizes = await self._stat_blobs(table)
         uploads = await self._list_uploads()
         hashed = sum(u.size for u in uploads if u.states and u.readable)
-        self.on_total((sum(b.size for b in blobs) if self.check_data else 0) + hashed)
-        await self._check_blobs(blobs)
+        self.on_total((sum(s for s in sizes if s > 0) if self.check_data else 0) + hashed)
+        for chunk in table.chunks(CHUNK):
+            await self._check_blobs(
+                [_Blob(d, paths.blob_data(d), sizes[i]) for i, d in chunk if sizes[i] >= 0]
+            )
         names = await self.registry.repositories(self._odd, self.snapshot)
         for start in range(0, len(names), GROUP):
             group = names[start : start + GROUP]
@@ -217,34 +227,33 @@ class Fsck:
         followed, never removed (whoever put it there may still want it)."""
         await self._found("unsafe-entry", exc.path, exc.what)
 
-    async def _list_blobs(self) -> list[_Blob]:
-        found = []
-        blob_dirs = []
-        for digest, blob_dir in await walk.blob_dirs(self.snapshot, self._odd):
-            if paths.blob_data(digest) in self.pending:
-                self._normal("write-in-progress")  # a copy under way, or cut short
-                if not await self.registry.blobs.exists(digest):
-                    continue  # no blob yet (one copied again since is a blob)
-            blob_dirs.append((digest, blob_dir))
-        infos = await self.snapshot.stat_many([f"{blob_dir}/data" for _, blob_dir in blob_dirs])
-        for (digest, blob_dir), info in zip(blob_dirs, infos, strict=True):
-            blob = await self._blob_at(digest, blob_dir, info)
-            if blob is not None:
-                found.append(blob)
-        return found
+    def _good(self, digest: Digest) -> bool:
+        return self.verdicts.get(digest) == GOOD
 
-    async def _blob_at(
-        self, digest: Digest, blob_dir: str, info: FileInfo | Exception
-    ) -> _Blob | None:
-        if isinstance(info, PathNotFoundError):
-            await self._found("blob-no-data", blob_dir, "blob directory without data", blob_dir)
-            return None
-        if isinstance(info, UnsafeEntryError):
-            self.unsafe_blobs.add(digest)
-            await self._unsafe(info)
-            return None
-        assert isinstance(info, FileInfo)
-        return _Blob(digest, info.path, info.size)
+    async def _stat_blobs(self, table: BlobTable) -> array[int]:
+        """Each listed blob's size, a chunk at a time; -1 for a blob directory without
+        data (reported), whose data is no file (reported, UNSAFE), or whose copy
+        is still under way (no blob yet)."""
+        sizes = sizes_array(table.size)
+        for chunk in table.chunks(CHUNK):
+            data = [paths.blob_data(digest) for _, digest in chunk]
+            infos = await self.snapshot.stat_many(data)
+            for (index, digest), path, info in zip(chunk, data, infos, strict=True):
+                if path in self.pending:
+                    self._normal("write-in-progress")  # a copy under way, or cut short
+                    if not await self.registry.blobs.exists(digest):
+                        continue  # no blob yet (one copied again since is a blob)
+                if isinstance(info, FileInfo):
+                    sizes[index] = info.size
+                elif isinstance(info, UnsafeEntryError):
+                    self.verdicts.set(digest, UNSAFE)
+                    await self._unsafe(info)
+                else:
+                    blob_dir = paths.blob_dir(digest)
+                    await self._found(
+                        "blob-no-data", blob_dir, "blob directory without data", blob_dir
+                    )
+        return sizes
 
     async def _check_blobs(self, blobs: list[_Blob]) -> None:
         """Hash every blob: small ones read in batches and hashed in a worker thread,
@@ -268,7 +277,7 @@ class Fsck:
                 hashes = await trio.to_thread.run_sync(_hash_each, batch, contents)
             for blob, actual in zip(batch, hashes, strict=True):
                 if isinstance(actual, UnsafeEntryError):
-                    self.unsafe_blobs.add(blob.digest)
+                    self.verdicts.set(blob.digest, UNSAFE)
                     await self._unsafe(actual)
                 elif isinstance(actual, str):
                     self.progress(blob.size)
@@ -286,9 +295,9 @@ class Fsck:
         self.report.blobs += 1
         self.report.blob_bytes += blob.size
         if actual == blob.digest.hex:
-            self.good_blobs.add(blob.digest)
+            self.verdicts.set(blob.digest, GOOD)
             return
-        self.corrupt_blobs.add(blob.digest)
+        self.verdicts.set(blob.digest, CORRUPT)
         await self._found(
             "blob-corrupt",
             blob.path,
@@ -339,7 +348,7 @@ class Fsck:
                     f"the link of {digest} names {target}",
                     entry,
                 )
-            elif target in self.corrupt_blobs:
+            elif self.verdicts.get(target) == CORRUPT:
                 await self._found(
                     "link-dangling", paths.link_in(entry), f"names corrupt blob {target}", entry
                 )
@@ -364,17 +373,17 @@ class Fsck:
         await self.ahead.fetch_named(revisions)
 
     async def _check_repository(self, name: str) -> None:
+        self.link_files.clear()  # a manifest's references are looked up in its own repository
         await self._check_layer_links(name)
         manifests = await self._check_revisions(name)
         await self._check_tags(name, manifests)
 
     async def _check_layer_links(self, name: str) -> None:
         links = await self._links(paths.layers_dir(name))
-        missing = {t for _, _, t in links} - self.good_blobs - self.corrupt_blobs
-        missing -= self.unsafe_blobs
+        missing = {t for _, _, t in links if not self.verdicts.get(t)}  # no verdict: no blob
         holders = await uploads_holding(self.registry, name, missing)
         for _, entry, target in links:
-            if target in self.good_blobs:
+            if self._good(target):
                 continue
             if target in holders:
                 await self._found(
@@ -398,7 +407,7 @@ class Fsck:
             raise NotRepairable(f"no upload of {name} holds the bytes of {target} any more")
         upload = await self.registry.repository(name).uploads.resume(holders[target])
         await upload.finish(target)
-        self.good_blobs.add(target)
+        self.verdicts.set(target, GOOD)
 
     async def _check_revisions(self, name: str) -> dict[Digest, str]:
         """Check every revision; returns the usable ones with their link directories."""
@@ -406,7 +415,7 @@ class Fsck:
         parsed: dict[Digest, Manifest] = {}
         for digest, entry, target in await self._links(paths.manifest_revisions(name)):
             self.held.add((name, digest))
-            if target not in self.good_blobs:
+            if not self._good(target):
                 await self._found(
                     "link-dangling", paths.link_in(entry), f"manifest {digest} has no blob", entry
                 )
@@ -451,11 +460,12 @@ class Fsck:
     async def _references_present(
         self, name: str, digest: Digest, manifest: Manifest, revisions: dict[Digest, str]
     ) -> bool:
-        missing = [d.digest for d in manifest.blob_references() if d.digest not in self.good_blobs]
-        missing += [d.digest for d in manifest.manifests if d.digest not in self.good_blobs]
+        missing = [d.digest for d in manifest.blob_references() if not self._good(d.digest)]
+        missing += [d.digest for d in manifest.manifests if not self._good(d.digest)]
         if missing:
             # a blob whose data is a symlink is not known to be gone: nothing is removed
-            remove = None if self.unsafe_blobs.intersection(missing) else revisions[digest]
+            unsafe = any(self.verdicts.get(d) == UNSAFE for d in missing)
+            remove = None if unsafe else revisions[digest]
             await self._found(
                 "manifest-missing-blob",
                 paths.manifest_revision_link(name, digest),

@@ -37,12 +37,12 @@ import trio
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
+from .blobtable import BlobMarks, BlobTable
 from .digest import Digest
 from .errors import BlobUnknownError, InvalidLinkError, RegistryError
 from .holders import uploads_holding
 from .links import decode_link
 from .manifests import parse_manifest
-from .marks import BlobMarks
 from .readahead import (
     ReadAhead,
     Snapshot,
@@ -166,7 +166,7 @@ class GarbageCollector:
         descend = layout_dirs if self.delete_untagged else marked_dirs
         self.snapshot = await Snapshot.read(self.driver, paths.ROOT, descend)
         self.ahead.trust(self.snapshot)
-        self.result.marked = BlobMarks(await walk.blob_prefixes(self.snapshot))
+        self.result.marked = BlobMarks(BlobTable(await walk.blob_prefixes(self.snapshot)))
         doomed_manifests: list[tuple[str, Digest]] = []
         names = await self.registry.repositories(self._odd, self.snapshot)
         for start in range(0, len(names), GROUP):

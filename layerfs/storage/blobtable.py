@@ -1,0 +1,141 @@
+"""The blobs a store lists, numbered, and a byte of state for each: what a
+whole-store pass knows of every blob, kept small.
+
+Held as a set of ``Digest``, 200,000 blobs cost some 40 MB a set; here a listed
+sha256 blob is its 32 raw bytes in the snapshot's packed listing
+(``walk.blob_prefixes``), found by a binary search in its prefix's listing, and
+numbered by its place there. gc's marks, fsck's verdicts and du's sizes are arrays
+indexed by that number. A digest that is not listed (a manifest names a missing
+blob, a repair stored one since) is kept aside as itself.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable, Iterator
+
+from .digest import CANONICAL, Digest
+from .walk import BlobPrefix
+
+
+class BlobTable:
+    """Every blob ``prefixes`` list, each with a number (``index``) below ``len``."""
+
+    def __init__(self, prefixes: Iterable[BlobPrefix] = ()) -> None:
+        self.prefixes = sorted(prefixes, key=lambda p: p.name)
+        self._packed: dict[str, tuple[BlobPrefix, int]] = {}  # name -> (prefix, first number)
+        count = 0
+        for prefix in self.prefixes:
+            if prefix.packed is not None:
+                self._packed[prefix.name] = (prefix, count)
+                count += prefix.packed.hex_count()
+        self._others: dict[Digest, int] = {}
+        for prefix in self.prefixes:
+            for digest in prefix.others:
+                self._others[digest] = count
+                count += 1
+        self.size = count  # numbers in use (a packed blob under the wrong prefix has one)
+
+    def index(self, digest: Digest) -> int:
+        """The blob's number, or -1 where it is not listed."""
+        if digest.algorithm == CANONICAL:
+            found = self._packed.get(digest.hex[:2])
+            if found is not None and found[0].packed is not None:
+                place = found[0].packed.index_of(bytes.fromhex(digest.hex))
+                if place >= 0:
+                    return found[1] + place
+        return self._others.get(digest, -1)
+
+    def chunks(self, size: int) -> Iterator[list[tuple[int, Digest]]]:
+        """``iter(self)`` in lists of at most ``size``, made one at a time (a pass that
+        stats or reads each blob holds a chunk of paths, not all)."""
+        chunk: list[tuple[int, Digest]] = []
+        for item in self:
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def __iter__(self) -> Iterator[tuple[int, Digest]]:
+        """Every listed blob with its number, in ``(algorithm, hex)`` order, made a
+        prefix at a time."""
+        others = sorted(self._others.items())
+        other_sha256 = [(d, i) for d, i in others if d.algorithm == CANONICAL]
+        yield from ((i, d) for d, i in others if d.algorithm < CANONICAL)
+        for prefix, first in self._packed.values():
+            here = [(Digest(CANONICAL, raw.hex()), first + i) for i, raw in prefix.packed_digests()]
+            here += [(d, i) for d, i in other_sha256 if d.hex[:2] == prefix.name]
+            yield from ((i, d) for d, i in sorted(here))
+        packed_names = self._packed.keys()
+        rest = [(d, i) for d, i in other_sha256 if d.hex[:2] not in packed_names]
+        yield from ((i, d) for d, i in rest)
+        yield from ((i, d) for d, i in others if d.algorithm > CANONICAL)
+
+
+class BlobStates:
+    """A small number (0 to 255) for every blob: a byte for each listed one, a dict
+    entry for any other. 0 is the state every blob starts in."""
+
+    def __init__(self, table: BlobTable) -> None:
+        self.table = table
+        self._listed = bytearray(table.size)
+        self._unlisted: dict[Digest, int] = {}
+
+    def get(self, digest: Digest) -> int:
+        index = self.table.index(digest)
+        return self._listed[index] if index >= 0 else self._unlisted.get(digest, 0)
+
+    def set(self, digest: Digest, state: int) -> int:
+        """Set ``digest``'s state; returns the one it had."""
+        index = self.table.index(digest)
+        if index >= 0:
+            old = self._listed[index]
+            self._listed[index] = state
+        else:
+            old = self._unlisted.get(digest, 0)
+            self._unlisted[digest] = state
+        return old
+
+    def at(self, index: int) -> int:
+        return self._listed[index]
+
+    def set_at(self, index: int, state: int) -> None:
+        self._listed[index] = state
+
+
+class BlobMarks:
+    """gc's mark set over a :class:`BlobTable`: a byte a listed blob."""
+
+    def __init__(self, table: BlobTable | None = None) -> None:
+        self.table = table or BlobTable()
+        self._states = BlobStates(self.table)
+        self._count = 0
+
+    def add(self, digest: Digest) -> None:
+        if not self._states.set(digest, 1):
+            self._count += 1
+
+    def update(self, digests: Iterable[Digest]) -> None:
+        for digest in digests:
+            self.add(digest)
+
+    def __contains__(self, digest: object) -> bool:
+        return isinstance(digest, Digest) and self._states.get(digest) == 1
+
+    def __len__(self) -> int:
+        """Distinct digests marked, listed or not."""
+        return self._count
+
+    def listed(self, digest: Digest) -> bool:
+        return self.table.index(digest) >= 0
+
+    def unmarked(self) -> Iterator[Digest]:
+        """The listed blobs not marked, in ``(algorithm, hex)`` order."""
+        return (d for i, d in self.table if not self._states.at(i))
+
+
+def sizes_array(count: int) -> array[int]:
+    """A size for each of ``count`` blobs, -1 (unknown) to start with."""
+    return array("q", [-1]) * count
