@@ -85,6 +85,10 @@ class TreeListing(Sequence[TreeEntry]):
         """The paths of the entries that are not packed, in order."""
         return [entry.path for entry in self._rest]
 
+    def packed_bytes(self) -> bytes:
+        """The raw values of the hex-named directories, WIDTH bytes each, in order."""
+        return self._hex
+
     def hex_count(self) -> int:
         return len(self._hex) // WIDTH
 

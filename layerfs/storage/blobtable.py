@@ -11,9 +11,11 @@ blob, a repair stored one since) is kept aside as itself.
 
 from __future__ import annotations
 
+import bisect
 from array import array
 from collections.abc import Iterable, Iterator
 
+from ..drivers.treelisting import WIDTH
 from .digest import CANONICAL, Digest
 from .walk import BlobPrefix
 
@@ -35,6 +37,18 @@ class BlobTable:
                 self._others[digest] = count
                 count += 1
         self.size = count  # numbers in use (a packed blob under the wrong prefix has one)
+        self._firsts = [first for _, first in self._packed.values()]
+        self._by_first = list(self._packed.values())
+        self._other_at = {number: digest for digest, number in self._others.items()}
+
+    def digest_at(self, number: int) -> Digest:
+        """The listed blob numbered ``number`` (below ``size``)."""
+        if number in self._other_at:
+            return self._other_at[number]
+        prefix, first = self._by_first[bisect.bisect_right(self._firsts, number) - 1]
+        assert prefix.packed is not None
+        start = (number - first) * WIDTH
+        return Digest(CANONICAL, prefix.packed.packed_bytes()[start : start + WIDTH].hex())
 
     def index(self, digest: Digest) -> int:
         """The blob's number, or -1 where it is not listed."""
@@ -72,6 +86,33 @@ class BlobTable:
         rest = [(d, i) for d, i in other_sha256 if d.hex[:2] not in packed_names]
         yield from ((i, d) for d, i in rest)
         yield from ((i, d) for d, i in others if d.algorithm > CANONICAL)
+
+
+class Numbering:
+    """A number for every digest: a listed blob's from ``table`` (below its size), any
+    other's after those, given when first asked for."""
+
+    def __init__(self, table: BlobTable | None = None) -> None:
+        self.table = table or BlobTable()
+        self._more: dict[Digest, int] = {}
+        self._more_digests: list[Digest] = []
+
+    def known(self, digest: Digest) -> int:
+        """``digest``'s number, or -1 where it has none yet."""
+        index = self.table.index(digest)
+        return index if index >= 0 else self._more.get(digest, -1)
+
+    def number(self, digest: Digest) -> int:
+        found = self.known(digest)
+        if found < 0:
+            found = self._more[digest] = self.table.size + len(self._more_digests)
+            self._more_digests.append(digest)
+        return found
+
+    def digest(self, number: int) -> Digest:
+        if number >= self.table.size:
+            return self._more_digests[number - self.table.size]
+        return self.table.digest_at(number)
 
 
 class BlobStates:

@@ -21,12 +21,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
+from ..drivers import FileInfo, PathNotFoundError, StorageDriver
 from . import paths
 from .digest import Digest
 from .errors import RegistryError
+from .graph import ManifestGraph
 from .links import decode_link
-from .manifests import parse_manifest
 from .readahead import ReadAhead, read_revisions, read_tags
 from .registry import Registry
 from .usage import Tag
@@ -111,24 +111,14 @@ class _Repository:
 
     tags: list[Tag]
     revisions: set[Digest]
-    children: dict[Digest, list[Digest]]
+    graph: ManifestGraph
 
     def unneeded(self, gone: set[Digest]) -> set[Digest]:
         """The revisions that only the tags naming ``gone`` reached: what no remaining
         tag, and no revision outside their reach, needs."""
-        candidates = self._reachable(gone) & self.revisions
+        candidates = self.graph.reachable(gone) & self.revisions
         roots = {t.target for t in self.tags} | (self.revisions - candidates)
-        return candidates - self._reachable(roots)
-
-    def _reachable(self, roots: set[Digest]) -> set[Digest]:
-        seen: set[Digest] = set()
-        stack = list(roots)
-        while stack:
-            digest = stack.pop()
-            if digest not in seen:
-                seen.add(digest)
-                stack += self.children.get(digest, [])
-        return seen
+        return candidates - self.graph.reachable(roots)
 
 
 class _RepositoryPlanner:
@@ -161,10 +151,14 @@ class _RepositoryPlanner:
                 revisions.add(target)
             elif not isinstance(target, PathNotFoundError):  # else deleted: no manifest
                 await self._odd(paths.manifest_revision_link(self.name, digest), str(target))
-        children = await self._children(revisions)
+        graph = ManifestGraph()
+        await graph.read(self.ahead, revisions, self._unreadable_manifest)
         if len(self.unreadable) > before:
             return None
-        return _Repository(tags, revisions, children)
+        return _Repository(tags, revisions, graph)
+
+    async def _unreadable_manifest(self, digest: Digest, exc: Exception) -> None:
+        await self._odd(f"{self.name}@{digest}", f"manifest not readable: {exc}")
 
     async def _tags(self) -> list[Tag]:
         found = []
@@ -179,22 +173,6 @@ class _RepositoryPlanner:
             Tag(tag, target, info.mod_time.astimezone(UTC) if isinstance(info, FileInfo) else None)
             for (tag, target), info in zip(found, infos, strict=True)
         ]
-
-    async def _children(self, revisions: set[Digest]) -> dict[Digest, list[Digest]]:
-        """The manifests each index names, and theirs, read a level at a time."""
-        children: dict[Digest, list[Digest]] = {}
-        level = set(revisions)
-        while level:
-            await self.ahead.fetch(paths.blob_data(d) for d in level)
-            for digest in sorted(level, key=str):
-                try:
-                    manifest = parse_manifest(await self.ahead.get(paths.blob_data(digest)))
-                except (RegistryError, PathNotFoundError, UnsafeEntryError) as exc:
-                    await self._odd(f"{self.name}@{digest}", f"manifest not readable: {exc}")
-                    manifest = None
-                children[digest] = [c.digest for c in manifest.manifests] if manifest else []
-            level = {c for d in level for c in children[d]} - children.keys()
-        return children
 
 
 async def apply_prune(driver: StorageDriver, plan: PrunePlan) -> list[str]:

@@ -24,17 +24,17 @@ no other revision in the store.
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
+from .blobtable import BlobTable, Numbering, sizes_array
 from .digest import Digest
-from .errors import RegistryError
+from .graph import ManifestGraph
 from .maintenance import upload_age
-from .manifests import Manifest, parse_manifest
 from .readahead import ReadAhead, Snapshot, layout_dirs, read_revisions, read_tags
 from .registry import Registry
 
@@ -70,14 +70,22 @@ class UploadUsage:
 
 @dataclass
 class StoreFacts:
-    """What a store holds, as read: enough to account for every byte."""
+    """What a store holds, as read: enough to account for every byte. Blobs are
+    numbered (``graph.numbering``: their place in the store's listing); ``sizes``
+    gives each listed blob's bytes, -1 for one without data (not stored)."""
 
-    blob_sizes: dict[Digest, int] = field(default_factory=dict)
+    graph: ManifestGraph = field(default_factory=ManifestGraph)
+    sizes: array[int] = field(default_factory=lambda: sizes_array(0))
     repositories: dict[str, RepositoryFacts] = field(default_factory=dict)
-    manifests: dict[Digest, Manifest] = field(default_factory=dict)
     uploads: list[UploadUsage] = field(default_factory=list)
     odd: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     read_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def stored(self, number: int) -> bool:
+        return 0 <= number < len(self.sizes) and self.sizes[number] >= 0
+
+    def is_stored(self, digest: Digest) -> bool:
+        return self.stored(self.graph.numbering.known(digest))
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,9 @@ class Summary:
 
 
 # reading ---------------------------------------------------------------------------
+CHUNK = 4096  # blobs stated together (their paths held at once)
+
+
 class UsageReader:
     def __init__(self, driver: StorageDriver, progress: Progress | None = None) -> None:
         self.driver = driver
@@ -125,19 +136,19 @@ class UsageReader:
         self.facts = StoreFacts()
         self.progress = progress or (lambda done, total: None)
         self.snapshot = Snapshot(driver, {})
-        self.unparsed: set[Digest] = set()  # blobs named as manifests that are none
 
     async def read(self) -> StoreFacts:
         self.snapshot = await Snapshot.read(self.driver, paths.ROOT, layout_dirs)
         self.ahead.trust(self.snapshot)
-        await self._read_blob_sizes()
+        table = BlobTable(await walk.blob_prefixes(self.snapshot, self._odd))
+        self.facts.graph = ManifestGraph(Numbering(table))
+        await self._read_blob_sizes(table)
         names = await self.registry.repositories(self._odd, self.snapshot)
         self.progress(0, len(names))
         for start in range(0, len(names), GROUP):
             group = names[start : start + GROUP]
             await self._read_group(group)
             self.progress(min(start + GROUP, len(names)), len(names))
-        await self._read_children()
         for name in names:
             await self._read_uploads(name)
         return self.facts
@@ -145,28 +156,32 @@ class UsageReader:
     async def _odd(self, path: str, why: str) -> None:
         self.facts.odd.append((path, why))
 
-    async def _read_blob_sizes(self) -> None:
-        found = await walk.blob_dirs(self.snapshot, self._odd)
-        data = [paths.blob_data(digest) for digest, _ in found]
-        infos = await self.snapshot.stat_many(data)
-        for (digest, blob_dir), info in zip(found, infos, strict=True):
-            if isinstance(info, FileInfo):
-                self.facts.blob_sizes[digest] = info.size
-            elif isinstance(info, UnsafeEntryError):
-                await self._odd(info.path, info.what)
-            else:
-                await self._odd(blob_dir, "blob directory without data")
+    async def _read_blob_sizes(self, table: BlobTable) -> None:
+        self.facts.sizes = sizes = sizes_array(table.size)
+        for chunk in table.chunks(CHUNK):
+            infos = await self.snapshot.stat_many([paths.blob_data(d) for _, d in chunk])
+            for (number, digest), info in zip(chunk, infos, strict=True):
+                if isinstance(info, FileInfo):
+                    sizes[number] = info.size
+                elif isinstance(info, UnsafeEntryError):
+                    await self._odd(info.path, info.what)
+                else:
+                    await self._odd(paths.blob_dir(digest), "blob directory without data")
 
     async def _read_group(self, names: list[str]) -> None:
         await self.ahead.fetch_repositories(self.snapshot, names)
+        roots: list[Digest] = []
         for name in names:
             facts = RepositoryFacts(name)
             facts.revisions = await self._revisions(name)
             facts.tags = await self._tags(name)
             self.facts.repositories[name] = facts
-            for digest in facts.revisions + [t.target for t in facts.tags]:
-                await self._read_manifest(digest)
+            roots += facts.revisions + [t.target for t in facts.tags]
+        await self.facts.graph.read(self.ahead, roots, self._unreadable, self.facts.is_stored)
         self.ahead.forget()
+
+    async def _unreadable(self, digest: Digest, exc: Exception) -> None:
+        await self._odd(paths.blob_data(digest), f"not a readable manifest: {exc}")
 
     async def _revisions(self, name: str) -> list[Digest]:
         found = []
@@ -188,32 +203,6 @@ class UsageReader:
                 await self._odd(paths.tag_current_link(name, tag), str(target))
         return found
 
-    async def _read_manifest(self, digest: Digest) -> None:
-        known = self.facts.manifests
-        if digest in known or digest in self.unparsed or digest not in self.facts.blob_sizes:
-            return
-        try:
-            self.facts.manifests[digest] = parse_manifest(
-                await self.ahead.get(paths.blob_data(digest))
-            )
-        except (RegistryError, PathNotFoundError, UnsafeEntryError) as exc:
-            self.unparsed.add(digest)
-            await self._odd(paths.blob_data(digest), f"not a readable manifest: {exc}")
-
-    async def _read_children(self) -> None:
-        """The children of every index read so far, and theirs, a level at a time."""
-        level = list(self.facts.manifests.values())
-        while wanted := sorted({
-            child.digest for manifest in level for child in manifest.manifests
-            if child.digest not in self.facts.manifests and child.digest not in self.unparsed
-            and child.digest in self.facts.blob_sizes
-        }):  # fmt: skip
-            await self.ahead.fetch(paths.blob_data(d) for d in wanted)
-            for digest in wanted:
-                await self._read_manifest(digest)
-            level = [self.facts.manifests[d] for d in wanted if d in self.facts.manifests]
-            self.ahead.forget()
-
     async def _read_uploads(self, name: str) -> None:
         ids = await walk.upload_ids(self.snapshot, name, self._odd)
         infos = await self.snapshot.stat_many([paths.upload_data(name, i) for i in ids])
@@ -230,50 +219,27 @@ async def read_store(driver: StorageDriver, progress: Progress | None = None) ->
 
 # accounting ------------------------------------------------------------------------
 class Usage:
-    """The accounting of one read store."""
+    """The accounting of one read store. Sets of blobs are sets of their numbers."""
 
     def __init__(self, facts: StoreFacts) -> None:
         self.facts = facts
-        self._closures: dict[Digest, frozenset[Digest]] = {}
-        self.missing: set[tuple[Digest, Digest]] = set()  # (manifest, blob it lacks)
+        self.graph = facts.graph
+        self._closures: dict[int, frozenset[int]] = {}  # indexes' (graph.closure)
 
-    def closure(self, digest: Digest) -> frozenset[Digest]:
+    def closure(self, digest: Digest) -> frozenset[int]:
         """The stored blobs a manifest keeps: itself, its config and layers, and its
-        children's closures. Worked out without recursion (a store may nest indexes
-        as deep as its writers like) and once per manifest; an index that names
-        itself, or one that names it, ends the cycle there."""
-        stack = [(digest, False)]
-        entered: set[Digest] = set()
-        while stack:
-            current, children_done = stack.pop()
-            if current in self._closures:
-                continue
-            manifest = self.facts.manifests.get(current)
-            children = [c.digest for c in manifest.manifests] if manifest else []
-            if not children_done:
-                if current in entered:
-                    continue  # a cycle: its first visit finishes it
-                entered.add(current)
-                stack.append((current, True))
-                stack += [(c, False) for c in children if c not in self._closures]
-                continue
-            blobs = self._own_blobs(current, manifest)
-            for child in children:
-                blobs |= self._closures.get(child, frozenset())
-            self._closures[current] = frozenset(blobs)
-        return self._closures[digest]
+        children's closures."""
+        found = self.graph.closure(self.graph.number(digest), self._closures)
+        return frozenset(n for n in found if self.facts.stored(n))
 
-    def _own_blobs(self, digest: Digest, manifest: Manifest | None) -> set[Digest]:
-        blobs = {digest} if digest in self.facts.blob_sizes else set()
-        for ref in manifest.blob_references() if manifest else ():
-            if ref.digest in self.facts.blob_sizes:
-                blobs.add(ref.digest)
-            else:
-                self.missing.add((digest, ref.digest))
-        return blobs
+    def _closure_of_all(self, digests: Iterable[Digest]) -> set[int]:
+        found: set[int] = set()
+        for digest in digests:
+            found |= self.closure(digest)
+        return found
 
-    def part(self, blobs: Iterable[Digest]) -> Part:
-        sizes = self.facts.blob_sizes
+    def part(self, blobs: Iterable[int]) -> Part:
+        sizes = self.facts.sizes
         chosen = set(blobs)
         return Part(sum(sizes[b] for b in chosen), len(chosen))
 
@@ -286,6 +252,18 @@ class Usage:
             found += [(name, tag) for tag in repo.tags if tag.target in held]
         return found
 
+    def missing(self) -> list[tuple[Digest, Digest]]:
+        """(manifest, blob) where a manifest some revision reaches references a blob
+        that is not stored."""
+        revisions = (d for repo in self.facts.repositories.values() for d in repo.revisions)
+        found = set()
+        for manifest in self.graph.reachable(revisions):
+            node = self.graph.node(manifest)
+            for blob in node.blobs if node is not None else ():
+                if not self.facts.stored(blob):
+                    found.add((manifest, self.graph.digest(blob)))
+        return sorted(found)
+
     def odd(self) -> list[tuple[str, str]]:
         found = list(self.facts.odd)
         for name, repo in sorted(self.facts.repositories.items()):
@@ -294,43 +272,46 @@ class Usage:
                 if tag.target not in held:
                     why = f"names {tag.target}, which is no manifest of {name}"
                     found.append((paths.tag_current_link(name, tag.name), why))
-        for name in sorted(self.facts.repositories):
-            for digest in self.facts.repositories[name].revisions:
-                self.closure(digest)
-        for manifest, blob in sorted(self.missing):
+        for manifest, blob in self.missing():
             found.append((paths.blob_data(blob), f"referenced by {manifest}, not stored"))
         return found
 
     def rows(self, by: str) -> list[Row]:
-        """Every row of a kind (``BY``), sorted as ``du | sort -h`` sorts: smallest first."""
-        owners: list[tuple[str, str, Digest | None, frozenset[Digest]]] = []
+        """Every row of a kind (``BY``), sorted as ``du | sort -h`` sorts: smallest
+        first. Each row's blobs are worked out twice (once to count the rows that
+        reference each blob, once to sum), not all held at once."""
+        owners: list[tuple[str, str, Digest | None, list[Digest]]] = []
         for name, repo in sorted(self.facts.repositories.items()):
             if by == "repo":
-                blobs = frozenset().union(*(self.closure(d) for d in repo.revisions))
-                owners.append((name, "", None, blobs))
+                owners.append((name, "", None, repo.revisions))
             elif by == "manifest":
-                owners += [(name, "", d, self.closure(d)) for d in sorted(set(repo.revisions))]
+                owners += [(name, "", d, [d]) for d in sorted(set(repo.revisions))]
         if by == "tag":
-            owners = [(n, t.name, None, self.closure(t.target)) for n, t in self.served_tags()]
-        count = Counter(b for *_, blobs in owners for b in blobs)
-        rows = [
-            Row(n, t, m, self.part(blobs), self.part(b for b in blobs if count[b] == 1))
-            for n, t, m, blobs in owners
-        ]
+            owners = [(n, t.name, None, [t.target]) for n, t in self.served_tags()]
+        count = array("l", [0]) * len(self.facts.sizes)
+        for *_, roots in owners:
+            for blob in self._closure_of_all(roots):
+                count[blob] += 1
+        rows = []
+        for n, t, m, roots in owners:
+            blobs = self._closure_of_all(roots)
+            rows.append(
+                Row(n, t, m, self.part(blobs), self.part(b for b in blobs if count[b] == 1))
+            )
         return sorted(
             rows, key=lambda r: (r.referenced.bytes, r.repository, r.tag, str(r.manifest))
         )
 
     def summary(self) -> Summary:
-        tagged = frozenset().union(*(self.closure(t.target) for _, t in self.served_tags()))
+        tagged = self._closure_of_all(t.target for _, t in self.served_tags())
         revisions = (d for repo in self.facts.repositories.values() for d in repo.revisions)
-        referenced = frozenset().union(*(self.closure(d) for d in revisions))
-        stored = self.facts.blob_sizes.keys()
+        referenced = self._closure_of_all(revisions)
+        stored = [n for n in range(len(self.facts.sizes)) if self.facts.stored(n)]
         uploads = self.facts.uploads
         return Summary(
             tagged=self.part(tagged),
             untagged=self.part(referenced - tagged),
-            unreferenced=self.part(set(stored) - referenced),
+            unreferenced=self.part(n for n in stored if n not in referenced),
             uploads=Part(sum(u.size for u in uploads), len(uploads)),
             blobs=self.part(stored),
         )
