@@ -15,7 +15,7 @@ from layerfs.drivers import MemoryDriver
 from layerfs.drivers.base import TreeEntry
 from layerfs.drivers.treelisting import TreeListing
 from layerfs.storage import paths, walk
-from layerfs.storage.blobtable import BlobMarks, BlobTable
+from layerfs.storage.blobtable import BlobMarks, BlobTable, Numbering
 from layerfs.storage.digest import Digest
 from layerfs.storage.readahead import Snapshot
 
@@ -98,7 +98,7 @@ def test_blob_marks_answer_as_sets_do(stored: set[int], odd: set[int], marked: l
         assert sorted(i for i, _ in numbered) == list(range(table.size))
         assert all(table.index(d) == i for i, d in numbered)
         assert [item for chunk in table.chunks(3) for item in chunk] == numbered
-        marks = BlobMarks(table)
+        marks = BlobMarks(Numbering(table))
         model: set[Digest] = set()
         for i in marked:
             marks.add(digest[i])

@@ -147,34 +147,47 @@ class BlobStates:
 
 
 class BlobMarks:
-    """gc's mark set over a :class:`BlobTable`: a byte a listed blob."""
+    """gc's mark set, by number (``Numbering``): a byte a listed blob, and a set of
+    the numbers of the digests marked that are not listed."""
 
-    def __init__(self, table: BlobTable | None = None) -> None:
-        self.table = table or BlobTable()
-        self._states = BlobStates(self.table)
+    def __init__(self, numbering: Numbering | None = None) -> None:
+        self.numbering = numbering or Numbering()
+        self._listed = bytearray(self.numbering.table.size)
+        self._unlisted: set[int] = set()
         self._count = 0
 
-    def add(self, digest: Digest) -> None:
-        if not self._states.set(digest, 1):
+    def add_number(self, number: int) -> None:
+        if number >= len(self._listed):
+            self._unlisted.add(number)
+        elif not self._listed[number]:
+            self._listed[number] = 1
             self._count += 1
+
+    def add(self, digest: Digest) -> None:
+        self.add_number(self.numbering.number(digest))
 
     def update(self, digests: Iterable[Digest]) -> None:
         for digest in digests:
             self.add(digest)
 
     def __contains__(self, digest: object) -> bool:
-        return isinstance(digest, Digest) and self._states.get(digest) == 1
+        if not isinstance(digest, Digest):
+            return False
+        number = self.numbering.known(digest)
+        if 0 <= number < len(self._listed):
+            return bool(self._listed[number])
+        return number in self._unlisted
 
     def __len__(self) -> int:
         """Distinct digests marked, listed or not."""
-        return self._count
+        return self._count + len(self._unlisted)
 
     def listed(self, digest: Digest) -> bool:
-        return self.table.index(digest) >= 0
+        return self.numbering.table.index(digest) >= 0
 
     def unmarked(self) -> Iterator[Digest]:
         """The listed blobs not marked, in ``(algorithm, hex)`` order."""
-        return (d for i, d in self.table if not self._states.at(i))
+        return (d for i, d in self.numbering.table if not self._listed[i])
 
 
 def sizes_array(count: int) -> array[int]:

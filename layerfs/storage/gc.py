@@ -37,12 +37,12 @@ import trio
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
-from .blobtable import BlobMarks, BlobTable
+from .blobtable import BlobMarks, BlobTable, Numbering
 from .digest import Digest
-from .errors import BlobUnknownError, InvalidLinkError, RegistryError
+from .errors import BlobUnknownError, InvalidLinkError
+from .graph import ManifestGraph
 from .holders import uploads_holding
 from .links import decode_link
-from .manifests import parse_manifest
 from .readahead import (
     ReadAhead,
     Snapshot,
@@ -157,8 +157,10 @@ class GarbageCollector:
         self.cutoff = (now or datetime.now(UTC)) - grace
         self.before_blob_check = before_blob_check
         self.result = GcResult()
-        # (repository, manifest) pairs marked so far, kept indexes' children among them
-        self.visited: set[tuple[str, Digest]] = set()
+        # (repository, manifest number) pairs marked so far, kept indexes' children
+        # among them
+        self.visited: set[tuple[str, int]] = set()
+        self.numbering = Numbering()  # the blobs listed, numbered, and any other digest
         self.ahead = ReadAhead(driver)
         self.snapshot = Snapshot(driver, {})  # the listings of the store, read by run
 
@@ -166,17 +168,20 @@ class GarbageCollector:
         descend = layout_dirs if self.delete_untagged else marked_dirs
         self.snapshot = await Snapshot.read(self.driver, paths.ROOT, descend)
         self.ahead.trust(self.snapshot)
-        self.result.marked = BlobMarks(BlobTable(await walk.blob_prefixes(self.snapshot)))
+        self.numbering = Numbering(BlobTable(await walk.blob_prefixes(self.snapshot)))
+        self.result.marked = BlobMarks(self.numbering)
         doomed_manifests: list[tuple[str, Digest]] = []
         names = await self.registry.repositories(self._odd, self.snapshot)
         for start in range(0, len(names), GROUP):
             group = names[start : start + GROUP]
             await self._read_ahead(group)
+            kept: list[tuple[str, Digest]] = []
             for name in group:
                 try:
-                    doomed_manifests += await self._mark_repository(name)
+                    doomed_manifests += await self._sort_revisions(name, kept)
                 except UnsafeEntryError as exc:
                     self._unreadable(f"{name}: {exc}", "repository")
+            await self._mark_manifests(kept)
             self.ahead.forget()
         if not self.result.complete:
             log.error(
@@ -185,12 +190,12 @@ class GarbageCollector:
             )
             return self.result
         for name, digest in doomed_manifests:
-            if (name, digest) not in self.visited:  # else a kept index of its own needs it
-                try:
+            if (name, self.numbering.known(digest)) not in self.visited:  # else a kept index
+                try:  # of its own needs it
                     await self._delete_manifest(name, digest)
                 except UnsafeEntryError as exc:  # a symlink on the way: the manifest stays,
                     self.result.skipped.append(str(exc))  # so what it references does too
-                    await self._mark_manifest(name, digest)
+                    await self._mark_manifests([(name, digest)])
         # pushes may have made more repositories (and the sweep adds those made since)
         now = await Snapshot.read(self.driver, paths.REPOSITORIES, repository_dirs)
         repositories = await self.registry.repositories(walk.log_odd, now)
@@ -213,8 +218,10 @@ class GarbageCollector:
         repositories, then the manifests they name: a few batched reads."""
         await self.ahead.fetch_repositories(self.snapshot, names, tags=self.delete_untagged)
 
-    async def _mark_repository(self, name: str) -> list[tuple[str, Digest]]:
-        """Mark what the repository's kept manifests reference; return the untagged
+    async def _sort_revisions(
+        self, name: str, kept: list[tuple[str, Digest]]
+    ) -> list[tuple[str, Digest]]:
+        """Add to ``kept`` the repository's manifests to mark; return the untagged
         manifests to delete (when asked to)."""
         tagged = await self._tagged(name) if self.delete_untagged else set()
         doomed = []
@@ -226,7 +233,7 @@ class GarbageCollector:
                 else:
                     doomed.append((name, digest))
                     continue
-            await self._mark_manifest(name, digest)
+            kept.append((name, digest))
         return doomed
 
     async def _revisions(self, name: str) -> list[Digest]:
@@ -249,27 +256,35 @@ class GarbageCollector:
         tags = await read_tags(self.snapshot, self.ahead, name, self._odd)
         return {target for _, target in tags if isinstance(target, Digest)}
 
-    async def _mark_manifest(self, name: str, digest: Digest) -> None:
-        """Mark a manifest and, through an index, its children (a stack, not
-        recursion: indexes may nest deep): per repository, so that an index in two
+    async def _mark_manifests(self, kept: list[tuple[str, Digest]]) -> None:
+        """Mark these manifests and, through indexes, their children (read a level at
+        a time, ``ManifestGraph``): per repository, so that an index in two
         repositories keeps its children in both."""
-        pending = [digest]
+        graph = ManifestGraph(self.numbering)  # a group's: its memory is bounded
+        await graph.read(self.ahead, {digest for _, digest in kept})
+        for name, digest in kept:
+            self._mark(graph, name, digest)
+
+    def _mark(self, graph: ManifestGraph, name: str, digest: Digest) -> None:
+        """Mark a manifest of ``graph`` and what it reaches (a stack, not recursion:
+        indexes may nest deep)."""
+        pending = [graph.number(digest)]
         while pending:
             current = pending.pop()
             if (name, current) in self.visited:
                 continue
             self.visited.add((name, current))
-            self.result.marked.add(current)
-            try:
-                manifest = parse_manifest(await self.ahead.get(paths.blob_data(current)))
-            except PathNotFoundError:
-                self._unreadable(f"{name}@{current}: {BlobUnknownError(current)}")
+            self.result.marked.add_number(current)
+            node = graph.nodes.get(current)
+            if node is None:
+                why = graph.unreadable.get(current)
+                if isinstance(why, PathNotFoundError):
+                    why = BlobUnknownError(graph.digest(current))
+                self._unreadable(f"{name}@{graph.digest(current)}: {why}")
                 continue
-            except RegistryError as exc:
-                self._unreadable(f"{name}@{current}: {exc}")
-                continue
-            self.result.marked.update(ref.digest for ref in manifest.blob_references())
-            pending += [child.digest for child in manifest.manifests]
+            for blob in node.blobs:
+                self.result.marked.add_number(blob)
+            pending += node.children
 
     def _unreadable(self, what: str, kind: str = "manifest") -> None:
         self.result.unreadable.append(what)

@@ -30,6 +30,10 @@ from .readahead import ReadAhead
 OnUnreadable = Callable[[Digest, Exception], Awaitable[None]]
 
 
+async def _nothing(digest: Digest, exc: Exception) -> None:
+    return None
+
+
 class Node:
     """One manifest: the numbers of the blobs it references and of its children."""
 
@@ -47,6 +51,7 @@ class ManifestGraph:
     def __init__(self, numbering: Numbering | None = None) -> None:
         self.numbering = numbering or Numbering()
         self.nodes: dict[int, Node | None] = {}
+        self.unreadable: dict[int, Exception] = {}  # why a node is None
 
     def number(self, digest: Digest) -> int:
         return self.numbering.number(digest)
@@ -70,7 +75,7 @@ class ManifestGraph:
         self,
         ahead: ReadAhead,
         roots: Iterable[Digest],
-        on_unreadable: OnUnreadable,
+        on_unreadable: OnUnreadable = _nothing,
         wanted: Callable[[Digest], bool] = lambda digest: True,
     ) -> None:
         """Read ``roots`` and every child they reach that is not read yet, a level at
@@ -83,6 +88,7 @@ class ManifestGraph:
                     self.add(digest, await ahead.get(paths.blob_data(digest)))
                 except (RegistryError, PathNotFoundError, UnsafeEntryError) as exc:
                     self.nodes[self.number(digest)] = None
+                    self.unreadable[self.number(digest)] = exc
                     await on_unreadable(digest, exc)
             ahead.forget()
             children = {c for d in level for c in self._children_of(self.number(d))}
