@@ -14,6 +14,7 @@ import bisect
 import heapq
 import re
 import struct
+import sys
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
@@ -34,18 +35,29 @@ def packable(entry: TreeEntry, name: str) -> bool:
     )  # fmt: skip
 
 
+_FILE, _DIR, _OTHER = 0, 1, 2  # what a named entry is (_OTHER: see ``_others``)
+_NO_HEX = b""
+
+
 class TreeListing(Sequence[TreeEntry]):
     """The entries of ``directory`` in name order: a sequence of :class:`TreeEntry`,
-    made on demand for the packed ones."""
+    each made when asked for. A plain file or directory is kept as its name (names
+    the layout repeats, ``sha256``, ``current``, ``link``, are one shared string) and
+    a byte for its kind; only an entry with more to it (odd, a size, an ETag) is kept
+    whole."""
 
-    __slots__ = ("_hex", "_index", "_keys", "_rest", "directory")
+    __slots__ = ("_hex", "_keys", "_kinds", "_names", "_others", "directory")
 
     def __init__(self, directory: str, hex_dirs: bytes, rest: list[TreeEntry]) -> None:
         self.directory = directory
-        self._hex = hex_dirs  # sorted raw sha256 values, WIDTH bytes each
-        self._rest = rest  # every other entry, sorted by path
-        self._index: dict[str, TreeEntry] | None = None
+        self._hex = hex_dirs or _NO_HEX  # sorted raw sha256 values, WIDTH bytes each
         self._keys: array[int] | None = None  # each packed value's first 8 bytes
+        skip = len(self._prefix()) + 1
+        rest = sorted(rest)
+        self._names = tuple(sys.intern(entry.path[skip:]) for entry in rest)  # in order
+        self._kinds = bytes(_kind(entry) for entry in rest)
+        others = {name: e for name, e in zip(self._names, rest, strict=True) if _kind(e) == _OTHER}
+        self._others = others or None
 
     @classmethod
     def of(cls, directory: str, entries: Iterable[TreeEntry]) -> TreeListing:
@@ -65,7 +77,6 @@ class TreeListing(Sequence[TreeEntry]):
     def packed(cls, directory: str, raws: list[bytes], rest: list[TreeEntry]) -> TreeListing:
         """From the raw values of its hex-named directories and its other entries."""
         raws.sort()
-        rest.sort()
         return cls(directory, b"".join(raws), rest)
 
     # the packed part -------------------------------------------------------------
@@ -83,7 +94,18 @@ class TreeListing(Sequence[TreeEntry]):
 
     def rest(self) -> list[str]:
         """The paths of the entries that are not packed, in order."""
-        return [entry.path for entry in self._rest]
+        prefix = self._prefix()
+        return [f"{prefix}/{name}" for name in self._names]
+
+    def _rest(self) -> Iterator[TreeEntry]:
+        prefix = self._prefix()
+        for name, kind in zip(self._names, self._kinds, strict=True):
+            yield self._entry(prefix, name, kind)
+
+    def _entry(self, prefix: str, name: str, kind: int) -> TreeEntry:
+        if kind == _OTHER and self._others is not None:
+            return self._others[name]
+        return TreeEntry(f"{prefix}/{name}", kind == _DIR)
 
     def packed_bytes(self) -> bytes:
         """The raw values of the hex-named directories, WIDTH bytes each, in order."""
@@ -123,13 +145,13 @@ class TreeListing(Sequence[TreeEntry]):
 
     def __iter__(self) -> Iterator[TreeEntry]:
         if not self._hex:
-            return iter(self._rest)
-        if not self._rest:
+            return self._rest()
+        if not self._names:
             return self._packed_entries()
-        return heapq.merge(self._packed_entries(), self._rest)
+        return heapq.merge(self._packed_entries(), self._rest())
 
     def __len__(self) -> int:
-        return len(self._hex) // WIDTH + len(self._rest)
+        return len(self._hex) // WIDTH + len(self._names)
 
     @overload
     def __getitem__(self, index: int) -> TreeEntry: ...
@@ -155,10 +177,16 @@ class TreeListing(Sequence[TreeEntry]):
         """The entry named ``name``, if listed."""
         if len(name) == 64 and HEX_NAME.fullmatch(name) and self.holds_hex(bytes.fromhex(name)):
             return TreeEntry(f"{self._prefix()}/{name}", True)
-        if self._index is None:
-            skip = len(self._prefix()) + 1
-            self._index = {entry.path[skip:]: entry for entry in self._rest}
-        return self._index.get(name)
+        index = bisect.bisect_left(self._names, name)
+        if index < len(self._names) and self._names[index] == name:
+            return self._entry(self._prefix(), name, self._kinds[index])
+        return None
+
+
+def _kind(entry: TreeEntry) -> int:
+    if entry.odd or entry.size >= 0 or entry.etag:
+        return _OTHER
+    return _DIR if entry.is_dir else _FILE
 
 
 def listings(tree: dict[str, Sequence[TreeEntry]]) -> dict[str, TreeListing]:

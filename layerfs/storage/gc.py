@@ -46,11 +46,11 @@ from .links import decode_link
 from .readahead import (
     ReadAhead,
     Snapshot,
-    layout_dirs,
     marked_dirs,
     read_revisions,
     read_tags,
     repository_dirs,
+    tagged_dirs,
 )
 from .registry import Registry
 
@@ -165,7 +165,7 @@ class GarbageCollector:
         self.snapshot = Snapshot(driver, {})  # the listings of the store, read by run
 
     async def run(self) -> GcResult:
-        descend = layout_dirs if self.delete_untagged else marked_dirs
+        descend = tagged_dirs if self.delete_untagged else marked_dirs
         self.snapshot = await Snapshot.read(self.driver, paths.ROOT, descend)
         self.ahead.trust(self.snapshot)
         self.numbering = Numbering(BlobTable(await walk.blob_prefixes(self.snapshot)))

@@ -283,3 +283,8 @@ def link_in(entry: str) -> str:
 def current_link_in(tag_dir: str) -> str:
     """The ``current`` link of a tag directory a walk found."""
     return f"{tag_dir}/current/link"
+
+
+def is_tag_index_dir(path: str) -> bool:
+    """Whether ``path`` is a tag's ``index`` directory (its history)."""
+    return path.endswith("/index") and parent(parent(path)).endswith("/_manifests/tags")

@@ -47,6 +47,12 @@ def marked_dirs(path: str) -> bool:
     return layout_dirs(path) and not path.endswith(("/_uploads", "/_manifests/tags"))
 
 
+def tagged_dirs(path: str) -> bool:
+    """``descend`` for a pass that reads what tags name, not their history (du, gc
+    deleting untagged manifests): ``layout_dirs`` but for each tag's ``index``."""
+    return layout_dirs(path) and not paths.is_tag_index_dir(path)
+
+
 def repository_dirs(path: str) -> bool:
     """``descend`` for finding repositories: not into ``_layers`` and the like."""
     return not path.rsplit("/", 1)[1].startswith("_")

@@ -35,7 +35,7 @@ from .blobtable import BlobTable, Numbering, sizes_array
 from .digest import Digest
 from .graph import ManifestGraph
 from .maintenance import upload_age
-from .readahead import ReadAhead, Snapshot, layout_dirs, read_revisions, read_tags
+from .readahead import ReadAhead, Snapshot, read_revisions, read_tags, tagged_dirs
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class UsageReader:
         self.snapshot = Snapshot(driver, {})
 
     async def read(self) -> StoreFacts:
-        self.snapshot = await Snapshot.read(self.driver, paths.ROOT, layout_dirs)
+        self.snapshot = await Snapshot.read(self.driver, paths.ROOT, tagged_dirs)
         self.ahead.trust(self.snapshot)
         table = BlobTable(await walk.blob_prefixes(self.snapshot, self._odd))
         self.facts.graph = ManifestGraph(Numbering(table))
@@ -303,18 +303,36 @@ class Usage:
         )
 
     def summary(self) -> Summary:
-        tagged = self._closure_of_all(t.target for _, t in self.served_tags())
+        """The store's parts, from a byte of flags a blob (tagged, referenced), not
+        sets of every blob's number."""
+        sizes = self.facts.sizes
+        flags = bytearray(len(sizes))
         revisions = (d for repo in self.facts.repositories.values() for d in repo.revisions)
-        referenced = self._closure_of_all(revisions)
-        stored = [n for n in range(len(self.facts.sizes)) if self.facts.stored(n)]
+        for digest in revisions:
+            for blob in self.closure(digest):
+                flags[blob] |= _REFERENCED
+        for _, tag in self.served_tags():
+            for blob in self.closure(tag.target):
+                flags[blob] |= _TAGGED
+        parts = {kind: [0, 0] for kind in ("tagged", "untagged", "unreferenced", "blobs")}
+        for number, size in enumerate(sizes):
+            if size < 0:
+                continue  # not stored
+            flag = flags[number]
+            for kind in (
+                "blobs",
+                "tagged" if flag & _TAGGED else "untagged" if flag else "unreferenced",
+            ):
+                parts[kind][0] += size
+                parts[kind][1] += 1
         uploads = self.facts.uploads
         return Summary(
-            tagged=self.part(tagged),
-            untagged=self.part(referenced - tagged),
-            unreferenced=self.part(n for n in stored if n not in referenced),
+            **{kind: Part(*totals) for kind, totals in parts.items()},
             uploads=Part(sum(u.size for u in uploads), len(uploads)),
-            blobs=self.part(stored),
         )
+
+
+_REFERENCED, _TAGGED = 1, 2  # a blob's flags in summary (a tagged one is referenced)
 
 
 __all__ = [
