@@ -331,6 +331,19 @@ async def test_list_tree_is_every_listing_below(driver: StorageDriver) -> None:
         await driver.list_tree("/missing", lambda _: True)
 
 
+async def test_list_trees_is_each_list_tree_together(driver: StorageDriver) -> None:
+    for i, path in enumerate(("/t/a/1", "/t/a/b/2", "/t/c", "/u/d/3", "/v/4")):
+        await driver.put_content(path, b"." * i)
+    tops = ["/t/a", "/u", "/missing", "/v/4"]  # a top that is gone or a file is left out
+    everything = lambda path: True  # noqa: E731
+    together = await driver.list_trees(tops, everything)
+    apart: dict[str, list] = {}
+    for top in ("/t/a", "/u"):
+        apart.update(await driver.list_tree(top, everything))
+    assert {d: list(e) for d, e in together.items()} == {d: list(e) for d, e in apart.items()}
+    assert "/t/a/b" in together and "/u/d" in together and "/t" not in together
+
+
 @pytest.mark.parametrize("limit", [1, 3, 8192])
 async def test_list_tree_infos_agrees_with_list_infos(driver: StorageDriver, limit: int) -> None:
     """Whatever way a driver reads ahead (on S3, one listing without a delimiter when

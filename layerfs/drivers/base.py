@@ -339,6 +339,10 @@ class StorageDriver(abc.ABC):
                 nursery.start_soon(read, child)
         return tree
 
+    # Whether list_tree lists only what ``descend`` admits (False: a backend that
+    # gets every key below the path in the same pages, and so lists it all).
+    list_tree_prunes = True
+
     async def list_tree(self, path: str, descend: Descend) -> dict[str, list[TreeEntry]]:
         """The entries of ``path`` and of every directory below it that ``descend``
         admits (a driver may list more), by directory, each list in name order: a
@@ -363,6 +367,24 @@ class StorageDriver(abc.ABC):
             nursery.start_soon(visit, path, nursery)
         if path not in tree and path != "/":
             await self.list(path)  # raises what keeps it from being listed
+        return tree
+
+    async def list_trees(self, tops: Sequence[str], descend: Descend) -> dict[str, list[TreeEntry]]:
+        """``list_tree`` of each of ``tops`` into one answer (LISTINGS_AT_ONCE at once);
+        a top that is gone or cannot be entered is left out."""
+        tree: dict[str, list[TreeEntry]] = {}
+        limiter = trio.CapacityLimiter(LISTINGS_AT_ONCE)
+
+        async def read(top: str) -> None:
+            async with limiter:
+                try:
+                    tree.update(await self.list_tree(top, descend))
+                except (PathNotFoundError, UnsafeEntryError):
+                    return
+
+        async with trio.open_nursery() as nursery:
+            for top in tops:
+                nursery.start_soon(read, top)
         return tree
 
     async def get_contents(self, paths: Sequence[str]) -> list[bytes | Absent]:

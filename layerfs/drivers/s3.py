@@ -504,6 +504,8 @@ class S3Driver(StorageDriver):
             raise PathNotFoundError(path, self.name)
         return files, dirs
 
+    list_tree_prunes = False  # every key below a prefix comes in the same pages
+
     async def list_tree(self, path: str, descend: Descend) -> dict[str, list[TreeEntry]]:
         """In parallel by prefix: the first levels are listed with a delimiter until
         there are LISTINGS_AT_ONCE prefixes (or SPLIT_LEVELS levels), then each

@@ -38,6 +38,7 @@ from .links import decode_link
 from .manifests import Manifest, parse_manifest
 from .readahead import ReadAhead, Snapshot
 from .registry import Registry
+from .storepass import StorePass
 from .uploads import parse_started_at
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ class NotRepairable(Exception):
 SMALL_FILE = 256 << 10  # blobs and uploads up to this size are read in batches...
 BATCH_BYTES = 16 << 20  # ...of at most this many bytes (and BATCH_FILES files)
 BATCH_FILES = 512
-GROUP = 64  # repositories whose link files and manifests are read ahead together
 CHUNK = 4096  # blobs stated, then hashed, together (their paths held at once)
 GOOD, CORRUPT, UNSAFE = 1, 2, 3  # a blob's verdict (0: none yet, or no blob)
 
@@ -140,8 +140,7 @@ class Fsck:
     ) -> None:
         self.driver = driver
         self.check_data = check_data  # False: a blob with data counts as good, unhashed
-        self.snapshot = Snapshot(driver, {})  # the store's listings, read by run
-        self.ahead = ReadAhead(driver)
+        self.store = StorePass(driver)  # the store's listings, a group at a time
         self.registry = Registry(driver)
         self.repair = repair
         self.workers = max(1, workers)
@@ -160,9 +159,8 @@ class Fsck:
 
     async def run(self) -> Report:
         self.pending = {w.path for w in await self.driver.pending_writes(paths.ROOT)}
-        self.snapshot = await Snapshot.read(self.driver)
-        self.ahead.trust(self.snapshot)
-        table = BlobTable(await walk.blob_prefixes(self.snapshot, self._odd))
+        await self.store.read_top()
+        table = await self.store.blob_table(self._odd)
         self.verdicts = BlobStates(table)
         sizes = await self._stat_blobs(table)
         uploads = await self._list_uploads()
@@ -172,14 +170,12 @@ class Fsck:
             await self._check_blobs(
                 [_Blob(d, paths.blob_data(d), sizes[i]) for i, d in chunk if sizes[i] >= 0]
             )
-        names = await self.registry.repositories(self._odd, self.snapshot)
-        for start in range(0, len(names), GROUP):
-            group = names[start : start + GROUP]
+        names = await self.store.repositories(self._odd)
+        async for group in self.store.groups(names):
             await self._read_ahead(group)
             for name in group:
                 self.report.repositories += 1
                 await self._check_repository(name)
-            self.ahead.forget()
         limiter = trio.CapacityLimiter(self.workers)
         for start in range(0, len(uploads), BATCH_FILES):
             batch = uploads[start : start + BATCH_FILES]
@@ -189,6 +185,14 @@ class Fsck:
                     nursery.start_soon(self._check_upload, limiter, upload)
             self.ahead.forget()
         return self.report
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot
+
+    @property
+    def ahead(self) -> ReadAhead:
+        return self.store.ahead
 
     # bookkeeping -----------------------------------------------------------
     async def _found(

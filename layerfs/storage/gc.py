@@ -37,7 +37,7 @@ import trio
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from . import paths, walk
-from .blobtable import BlobMarks, BlobTable, Numbering
+from .blobtable import BlobMarks, Numbering
 from .digest import Digest
 from .errors import BlobUnknownError, InvalidLinkError
 from .graph import ManifestGraph
@@ -53,11 +53,11 @@ from .readahead import (
     tagged_dirs,
 )
 from .registry import Registry
+from .storepass import StorePass
 
 log = logging.getLogger(__name__)
 
 STAT_CONCURRENCY = 16  # link stats in flight while a blob is checked again
-GROUP = 64  # repositories whose link files and manifests are read ahead together
 
 
 @dataclass(frozen=True)
@@ -161,19 +161,16 @@ class GarbageCollector:
         # among them
         self.visited: set[tuple[str, int]] = set()
         self.numbering = Numbering()  # the blobs listed, numbered, and any other digest
-        self.ahead = ReadAhead(driver)
-        self.snapshot = Snapshot(driver, {})  # the listings of the store, read by run
+        descend = tagged_dirs if delete_untagged else marked_dirs
+        self.store = StorePass(driver, descend)  # the store's listings, a group at a time
 
     async def run(self) -> GcResult:
-        descend = tagged_dirs if self.delete_untagged else marked_dirs
-        self.snapshot = await Snapshot.read(self.driver, paths.ROOT, descend)
-        self.ahead.trust(self.snapshot)
-        self.numbering = Numbering(BlobTable(await walk.blob_prefixes(self.snapshot)))
+        await self.store.read_top()
+        self.numbering = Numbering(await self.store.blob_table())
         self.result.marked = BlobMarks(self.numbering)
         doomed_manifests: list[tuple[str, Digest]] = []
-        names = await self.registry.repositories(self._odd, self.snapshot)
-        for start in range(0, len(names), GROUP):
-            group = names[start : start + GROUP]
+        names = await self.store.repositories(self._odd)
+        async for group in self.store.groups(names):
             await self._read_ahead(group)
             kept: list[tuple[str, Digest]] = []
             for name in group:
@@ -182,7 +179,6 @@ class GarbageCollector:
                 except UnsafeEntryError as exc:
                     self._unreadable(f"{name}: {exc}", "repository")
             await self._mark_manifests(kept)
-            self.ahead.forget()
         if not self.result.complete:
             log.error(
                 "%d manifests or repositories could not be read; nothing deleted",
@@ -200,8 +196,7 @@ class GarbageCollector:
         now = await Snapshot.read(self.driver, paths.REPOSITORIES, repository_dirs)
         repositories = await self.registry.repositories(walk.log_odd, now)
         swept = await self._sweep_blobs(repositories)
-        for start in range(0, len(repositories), GROUP):
-            group = repositories[start : start + GROUP]
+        async for group in self.store.groups(repositories):
             links = []
             for name in group:
                 layers = await walk.digest_dirs(self.snapshot, paths.layers_dir(name))
@@ -209,8 +204,15 @@ class GarbageCollector:
             await self.ahead.fetch(links)
             for name in group:
                 await self._sweep_layer_links(name, swept)
-            self.ahead.forget()
         return self.result
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot
+
+    @property
+    def ahead(self) -> ReadAhead:
+        return self.store.ahead
 
     # mark ------------------------------------------------------------------------
     async def _read_ahead(self, names: list[str]) -> None:

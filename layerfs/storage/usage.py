@@ -36,11 +36,10 @@ from .digest import Digest
 from .graph import ManifestGraph
 from .maintenance import upload_age
 from .readahead import ReadAhead, Snapshot, read_revisions, read_tags, tagged_dirs
-from .registry import Registry
+from .storepass import StorePass
 
 log = logging.getLogger(__name__)
 
-GROUP = 64  # repositories whose links and manifests are read ahead together
 BY = ("repo", "tag", "manifest")
 
 Progress = Callable[[int, int], None]  # repositories read so far, of how many
@@ -131,26 +130,32 @@ CHUNK = 4096  # blobs stated together (their paths held at once)
 class UsageReader:
     def __init__(self, driver: StorageDriver, progress: Progress | None = None) -> None:
         self.driver = driver
-        self.registry = Registry(driver)
-        self.ahead = ReadAhead(driver)
+        self.store = StorePass(driver, tagged_dirs)
         self.facts = StoreFacts()
         self.progress = progress or (lambda done, total: None)
-        self.snapshot = Snapshot(driver, {})
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot
+
+    @property
+    def ahead(self) -> ReadAhead:
+        return self.store.ahead
 
     async def read(self) -> StoreFacts:
-        self.snapshot = await Snapshot.read(self.driver, paths.ROOT, tagged_dirs)
-        self.ahead.trust(self.snapshot)
-        table = BlobTable(await walk.blob_prefixes(self.snapshot, self._odd))
+        await self.store.read_top()
+        table = await self.store.blob_table(self._odd)
         self.facts.graph = ManifestGraph(Numbering(table))
         await self._read_blob_sizes(table)
-        names = await self.registry.repositories(self._odd, self.snapshot)
+        names = await self.store.repositories(self._odd)
         self.progress(0, len(names))
-        for start in range(0, len(names), GROUP):
-            group = names[start : start + GROUP]
+        done = 0
+        async for group in self.store.groups(names):
             await self._read_group(group)
-            self.progress(min(start + GROUP, len(names)), len(names))
-        for name in names:
-            await self._read_uploads(name)
+            for name in group:
+                await self._read_uploads(name)
+            done += len(group)
+            self.progress(done, len(names))
         return self.facts
 
     async def _odd(self, path: str, why: str) -> None:
@@ -178,7 +183,6 @@ class UsageReader:
             self.facts.repositories[name] = facts
             roots += facts.revisions + [t.target for t in facts.tags]
         await self.facts.graph.read(self.ahead, roots, self._unreadable, self.facts.is_stored)
-        self.ahead.forget()
 
     async def _unreadable(self, digest: Digest, exc: Exception) -> None:
         await self._odd(paths.blob_data(digest), f"not a readable manifest: {exc}")

@@ -1,0 +1,90 @@
+"""The skeleton every whole-store pass (fsck, gc, du) shares, written once
+(docs/DESIGN.md, "Whole-store passes"):
+
+1. the top listing, read once and kept: the blobs (packed, ``TreeListing``) and the
+   repositories' names;
+2. the blobs numbered (``BlobTable``), for the arrays and flags a pass keeps per blob;
+3. the repositories a group of GROUP at a time: the group's listings read (one
+   ``list_trees``: on disk, one worker thread), its link files and manifests read
+   ahead (``ReadAhead``), checked by the pass, then forgotten.
+
+A pass so holds the blob listing and one group, not every listing of the store: on
+disk, a store's tags alone are tens of thousands of small directories. Where the
+driver's ``list_tree`` lists every key below the top at once whatever ``descend``
+says (S3: its pages hold them all), the top listing is the whole store and a group
+costs no request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..drivers import StorageDriver
+from ..drivers.base import Descend
+from ..drivers.treelisting import listings
+from . import paths, walk
+from .blobtable import BlobTable
+from .readahead import ReadAhead, Snapshot, layout_dirs, repository_dirs
+from .registry import Registry
+
+GROUP = 64  # repositories listed, read ahead and checked together
+
+
+class StorePass:
+    """One pass over a store: ``snapshot`` is the current group's listings (outside a
+    group, the top listing), ``ahead`` what is read ahead for it."""
+
+    def __init__(self, driver: StorageDriver, descend: Descend = layout_dirs) -> None:
+        self.driver = driver
+        self.descend = descend  # what a group (or a whole-tree top) lists
+        self.ahead = ReadAhead(driver)
+        self.top = Snapshot(driver, {})
+        self.snapshot = self.top
+        self.whole = not driver.list_tree_prunes  # the top listing holds every key
+
+    async def read_top(self) -> Snapshot:
+        """The blobs and the repositories' names (all the store, where the driver
+        lists it all at once)."""
+        descend = self.descend if self.whole else self._top_dirs
+        self.top = self.snapshot = await Snapshot.read(self.driver, paths.ROOT, descend)
+        self.ahead.trust(self.top)
+        return self.top
+
+    def _top_dirs(self, path: str) -> bool:
+        """Into the blobs and the repositories' namespace, not into a repository's own
+        ``_layers``, ``_manifests`` and ``_uploads``."""
+        return self.descend(path) and repository_dirs(path)
+
+    async def blob_table(self, on_odd: walk.OnOdd | None = None) -> BlobTable:
+        """The blobs of the top listing, numbered (odd entries to ``on_odd``, else
+        skipped)."""
+        found = await (
+            walk.blob_prefixes(self.top, on_odd) if on_odd else walk.blob_prefixes(self.top)
+        )
+        return BlobTable(found)
+
+    async def repositories(self, on_odd: walk.OnOdd) -> list[str]:
+        return await Registry(self.driver).repositories(on_odd, self.top)
+
+    async def groups(
+        self, names: list[str], descend: Descend | None = None
+    ) -> AsyncIterator[list[str]]:
+        """Each group of ``names`` with ``snapshot`` holding its listings (``descend``:
+        what of them, else the pass's); what was read ahead is dropped after it."""
+        for start in range(0, len(names), GROUP):
+            group = names[start : start + GROUP]
+            self.snapshot = await self._group_snapshot(group, descend or self.descend)
+            self.ahead.trust(self.snapshot)
+            try:
+                yield group
+            finally:
+                self.ahead.forget()
+                self.snapshot = self.top
+                self.ahead.trust(self.top)
+
+    async def _group_snapshot(self, names: list[str], descend: Descend) -> Snapshot:
+        if self.whole:
+            return self.top
+        tops = [paths.repository(name) for name in names]
+        tree = dict(self.top.tree) | listings(await self.driver.list_trees(tops, descend))
+        return Snapshot(self.driver, tree)
