@@ -36,9 +36,8 @@ from .hashstate import HashStateError, ResumableSha256
 from .holders import uploads_holding
 from .links import decode_link
 from .manifests import Manifest, parse_manifest
-from .readahead import ReadAhead, Snapshot
 from .registry import Registry
-from .storepass import StorePass
+from .storepass import OverStore, StorePass
 from .uploads import parse_started_at
 
 log = logging.getLogger(__name__)
@@ -126,7 +125,7 @@ class _Upload:
     readable: bool  # False: its bytes are in an S3 multipart upload not yet completed
 
 
-class Fsck:
+class Fsck(OverStore):
     """One check of one store; ``run`` returns the report."""
 
     def __init__(
@@ -185,14 +184,6 @@ class Fsck:
                     nursery.start_soon(self._check_upload, limiter, upload)
             self.ahead.forget()
         return self.report
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self.store.snapshot
-
-    @property
-    def ahead(self) -> ReadAhead:
-        return self.store.ahead
 
     # bookkeeping -----------------------------------------------------------
     async def _found(

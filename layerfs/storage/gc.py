@@ -44,7 +44,6 @@ from .graph import ManifestGraph
 from .holders import uploads_holding
 from .links import decode_link
 from .readahead import (
-    ReadAhead,
     Snapshot,
     marked_dirs,
     read_revisions,
@@ -53,7 +52,7 @@ from .readahead import (
     tagged_dirs,
 )
 from .registry import Registry
-from .storepass import StorePass
+from .storepass import OverStore, StorePass
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ async def _nothing(_: Digest) -> None:
     return None
 
 
-class GarbageCollector:
+class GarbageCollector(OverStore):
     def __init__(
         self,
         driver: StorageDriver,
@@ -205,14 +204,6 @@ class GarbageCollector:
             for name in group:
                 await self._sweep_layer_links(name, swept)
         return self.result
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self.store.snapshot
-
-    @property
-    def ahead(self) -> ReadAhead:
-        return self.store.ahead
 
     # mark ------------------------------------------------------------------------
     async def _read_ahead(self, names: list[str]) -> None:

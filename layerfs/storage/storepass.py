@@ -88,3 +88,18 @@ class StorePass:
         tops = [paths.repository(name) for name in names]
         tree = dict(self.top.tree) | listings(await self.driver.list_trees(tops, descend))
         return Snapshot(self.driver, tree)
+
+
+class OverStore:
+    """A pass reading through a :class:`StorePass` (``store``): its current listings
+    and what is read ahead for them."""
+
+    store: StorePass
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot
+
+    @property
+    def ahead(self) -> ReadAhead:
+        return self.store.ahead

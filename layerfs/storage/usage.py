@@ -35,8 +35,8 @@ from .blobtable import BlobTable, Numbering, sizes_array
 from .digest import Digest
 from .graph import ManifestGraph
 from .maintenance import upload_age
-from .readahead import ReadAhead, Snapshot, read_revisions, read_tags, tagged_dirs
-from .storepass import StorePass
+from .readahead import read_revisions, read_tags, tagged_dirs
+from .storepass import OverStore, StorePass
 
 log = logging.getLogger(__name__)
 
@@ -127,20 +127,12 @@ class Summary:
 CHUNK = 4096  # blobs stated together (their paths held at once)
 
 
-class UsageReader:
+class UsageReader(OverStore):
     def __init__(self, driver: StorageDriver, progress: Progress | None = None) -> None:
         self.driver = driver
         self.store = StorePass(driver, tagged_dirs)
         self.facts = StoreFacts()
         self.progress = progress or (lambda done, total: None)
-
-    @property
-    def snapshot(self) -> Snapshot:
-        return self.store.snapshot
-
-    @property
-    def ahead(self) -> ReadAhead:
-        return self.store.ahead
 
     async def read(self) -> StoreFacts:
         await self.store.read_top()
