@@ -34,6 +34,9 @@ async def _nothing(digest: Digest, exc: Exception) -> None:
     return None
 
 
+_NO_CHILDREN = array("l")  # shared by every manifest that is no index
+
+
 class Node:
     """One manifest: the numbers of the blobs it references and of its children."""
 
@@ -66,9 +69,10 @@ class ManifestGraph:
         """Parse ``payload`` as ``digest``'s manifest (RegistryError if it is none)."""
         manifest = parse_manifest(payload)
         number = self.numbering.number
+        children = [number(d.digest) for d in manifest.manifests]
         self.nodes[number(digest)] = Node(
             array("l", (number(d.digest) for d in manifest.blob_references())),
-            array("l", (number(d.digest) for d in manifest.manifests)),
+            array("l", children) if children else _NO_CHILDREN,
         )
 
     async def read(

@@ -24,6 +24,7 @@ no other revision in the store.
 from __future__ import annotations
 
 import logging
+import sys
 from array import array
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ class UsageReader(OverStore):
         for name in names:
             facts = RepositoryFacts(name)
             facts.revisions = await self._revisions(name)
-            facts.tags = await self._tags(name)
+            facts.tags = await self._tags(name, {d: d for d in facts.revisions})
             self.facts.repositories[name] = facts
             roots += facts.revisions + [t.target for t in facts.tags]
         await self.facts.graph.read(self.ahead, roots, self._unreadable, self.facts.is_stored)
@@ -188,11 +189,14 @@ class UsageReader(OverStore):
                 await self._odd(paths.manifest_revision_link(name, digest), str(target))
         return found
 
-    async def _tags(self, name: str) -> list[Tag]:
+    async def _tags(self, name: str, held: dict[Digest, Digest]) -> list[Tag]:
+        """The repository's tags; a target that is a revision is that revision's
+        ``Digest`` (``held``), and the names the layout repeats one string: a store
+        of many tags holds each once."""
         found = []
         for tag, target in await read_tags(self.snapshot, self.ahead, name, self._odd):
             if isinstance(target, Digest):
-                found.append(Tag(tag, target))
+                found.append(Tag(sys.intern(tag), held.get(target, target)))
             elif isinstance(target, PathNotFoundError):
                 await self._odd(paths.tag_dir(name, tag), "tag without a current link")
             else:
