@@ -1,8 +1,10 @@
-"""What a pass over the whole store (fsck, gc) reads ahead, so that it costs a few
-batched requests instead of one per directory and one per link file.
+"""What a pass over the whole store (fsck, gc, du; ``storepass.py``) reads ahead, so
+that it costs a few batched requests instead of one per directory and one per link
+file.
 
-- :class:`Snapshot`: every listing the walks need, from one ``driver.list_tree``
-  (one worker thread on a local disk, prefixes listed in parallel on S3). It answers
+- :class:`Snapshot`: the listings the walks need, from ``driver.list_tree`` (one
+  worker thread on a local disk, prefixes listed in parallel on S3), each kept
+  packed (``TreeListing``). It answers
   ``list_if_present`` as the driver would at the moment it was read; a directory it
   did not descend into (a blob or link directory, which holds one file) is asked of
   the driver.

@@ -1,9 +1,9 @@
 """Where a store's space goes: what ``layerfs du`` reports.
 
-The store is read once, the way gc reads it (docs/DESIGN.md, "Whole-store passes"):
-one snapshot of the listings, the revision and tag links and the manifests they name
-read ahead in batches, and the blobs' sizes from the listing (S3) or one batch of
-stats. Nothing is written.
+The store is read once, the way gc reads it (``StorePass``; docs/DESIGN.md,
+"Whole-store passes"): the blobs' sizes from the listing (S3) or stats a chunk at a
+time, then a group of repositories at a time their revision and tag links and the
+manifest graph they reach, read ahead in batches. Nothing is written.
 
 A manifest's *closure* is its own blob, its config, its layers and, for an index,
 its children's closures (read from their blobs, as gc reads them). The blobs of the
