@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from layerfs.drivers import MemoryDriver
 from layerfs.drivers.base import TreeEntry
 from layerfs.drivers.treelisting import TreeListing
+from layerfs.passes.blobtable import BlobMarks, BlobTable, Numbering
+from layerfs.passes.readahead import Snapshot
 from layerfs.storage import paths, walk
-from layerfs.storage.blobtable import BlobMarks, BlobTable, Numbering
 from layerfs.storage.digest import Digest
-from layerfs.storage.readahead import Snapshot
 
 HEXES = st.integers(0, 40).map(lambda i: hashlib.sha256(bytes([i])).hexdigest())
 NAMES = st.one_of(

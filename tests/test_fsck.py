@@ -13,8 +13,8 @@ import pytest
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, StorageDriver
 from layerfs.drivers.s3 import S3Driver
+from layerfs.passes.fsck import fsck
 from layerfs.storage import Digest, Registry, ResumableSha256, paths
-from layerfs.storage.fsck import fsck
 
 from .conftest import Store
 from .images import make_image, sha256, write_oci_layout

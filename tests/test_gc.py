@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from layerfs.drivers import StorageDriver
+from layerfs.passes.gc import GarbageCollector
 from layerfs.storage import Digest, Registry, paths
-from layerfs.storage.gc import GarbageCollector
 
 from .conftest import S3_BUCKET, Store
 from .images import image_of, oci_index, random_tar, write_oci_index_layout, write_oci_layout

@@ -253,8 +253,8 @@ async def test_gc_sweeps_past_a_symlinked_layer_link(tmp_path: Path) -> None:
     a symlink and leaves it, and still deletes what nothing references."""
     from datetime import timedelta
 
+    from layerfs.passes.gc import GarbageCollector
     from layerfs.storage import Registry, paths
-    from layerfs.storage.gc import GarbageCollector
 
     root = tmp_path / "store"
     driver = FilesystemDriver(root)

@@ -1,4 +1,4 @@
-"""A snapshot lists as the driver does (storage/readahead.py): for any tree of
+"""A snapshot lists as the driver does (passes/readahead.py): for any tree of
 layout paths, with symbolic links and files where directories belong, every path's
 listing through the snapshot is the driver's own, whatever the snapshot descended
 into. And read-ahead hands out exactly what a read would have."""
@@ -18,14 +18,14 @@ from layerfs.drivers import FilesystemDriver, MemoryDriver, PathNotFoundError, U
 from layerfs.drivers.base import Absent, Descend, TreeEntry
 from layerfs.drivers.filesystem import TREE_DEPTH
 from layerfs.drivers.s3 import S3Driver
-from layerfs.storage import Digest, paths
-from layerfs.storage.readahead import (
+from layerfs.passes.readahead import (
     ReadAhead,
     Snapshot,
     layout_dirs,
     marked_dirs,
     repository_dirs,
 )
+from layerfs.storage import Digest, paths
 
 from .conftest import S3_BUCKET, make_driver
 from .seaweed import SeaweedFS

@@ -17,9 +17,9 @@ import pytest
 import trio
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, StorageDriver, StorageDriverError
+from layerfs.passes.fsck import fsck
+from layerfs.passes.gc import GarbageCollector
 from layerfs.storage import Digest, ManifestBlobsUnknownError, Registry, parse_manifest, paths
-from layerfs.storage.fsck import fsck
-from layerfs.storage.gc import GarbageCollector
 from layerfs.storage.manifests import DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED
 
 from .images import image_of, make_image, random_tar, sha256

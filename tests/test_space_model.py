@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layerfs.drivers import MemoryDriver
+from layerfs.passes.prune import Policy, apply_prune, plan_prune
+from layerfs.passes.usage import Usage, read_store
 from layerfs.storage import Digest, paths
-from layerfs.storage.prune import Policy, apply_prune, plan_prune
-from layerfs.storage.usage import Usage, read_store
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -180,7 +180,7 @@ def test_prune_deletes_exactly_what_no_remaining_tag_or_index_needs(store, kept)
 def test_indexes_nested_deeper_than_the_interpreter_recurses() -> None:
     """A chain of 1,500 indexes, each naming the one below, over one image: du, gc and
     prune walk it without recursion (it once raised RecursionError)."""
-    from layerfs.storage.gc import GarbageCollector
+    from layerfs.passes.gc import GarbageCollector
 
     image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config":
                         descriptor("application/vnd.oci.image.config.v1+json", b"{}"),

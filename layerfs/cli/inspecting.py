@@ -27,8 +27,8 @@ def inspect(store: str, reference: str, raw: bool, show_config: bool, as_json: b
     serves): digest, media type, platforms of an index, layers with their sizes, the
     total size and the tag's history, as ``skopeo inspect`` would from a registry.
     ``--config`` of an index is the config of this machine's platform."""
+    from ..passes.inspection import inspect as read
     from ..storage.errors import RegistryError
-    from ..storage.inspection import inspect as read
 
     if raw and show_config:
         raise click.UsageError("--raw and --config: give one")
@@ -52,9 +52,9 @@ def inspect(store: str, reference: str, raw: bool, show_config: bool, as_json: b
 
 
 async def _config(driver, top) -> bytes:  # type: ignore[no-untyped-def]
+    from ..passes.inspection import platform_name
     from ..storage import Registry
     from ..storage.errors import RegistryError
-    from ..storage.inspection import platform_name
 
     view = top
     if view.children:
@@ -114,7 +114,7 @@ def _as_json(found) -> dict:  # type: ignore[no-untyped-def]
 
 
 def _print(found) -> None:  # type: ignore[no-untyped-def]
-    from ..storage.inspection import platform_name
+    from ..passes.inspection import platform_name
 
     top = found.top
     name = f"{found.repository}:{found.tag}" if found.tag else f"{found.repository}@{top.digest}"

@@ -60,7 +60,7 @@ def du(store: str, by: str, as_json: bool, exact: bool, only: tuple[str, ...]) -
     no other row references (deleting it would free them), those it shares, and its
     blobs; then the whole store split into tagged images, untagged manifests,
     unreferenced blobs, uploads and odd entries."""
-    from ..storage.usage import Usage, read_store
+    from ..passes.usage import Usage, read_store
 
     setup_logging("error", None)
     driver = open_store(store_of(store), existing=True)
@@ -227,8 +227,8 @@ def prune(
     """Delete tags of the repositories REPO-PATTERN (a shell glob) matches, by
     policy, then the manifests no remaining tag or index needs; run gc afterwards
     to free their blobs. A tag's age is its current link's modification time."""
+    from ..passes.prune import NoMatchError, Policy, apply_prune, plan_prune
     from ..storage.maintenance import parse_duration
-    from ..storage.prune import NoMatchError, Policy, apply_prune, plan_prune
 
     try:
         policy = Policy(

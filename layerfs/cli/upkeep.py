@@ -74,8 +74,8 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int, no_data: bool) -
 
     Exit status: 0 clean, 1 all findings repaired, 4 findings left, 8 check failed."""
     from ..drivers import StorageDriverError
-    from ..storage.fsck import REGISTRY_STATES
-    from ..storage.fsck import fsck as run_fsck
+    from ..passes.fsck import REGISTRY_STATES
+    from ..passes.fsck import fsck as run_fsck
 
     setup_logging("error", None)
     driver = open_store(store, existing=True)
@@ -140,7 +140,7 @@ def gc(
     """Delete the blobs of STORE that no manifest references (mark and sweep), and
     print what that frees per repository."""
     from ..fs.mount import writable_mounts_of
-    from ..storage.gc import GarbageCollector
+    from ..passes.gc import GarbageCollector
     from ..storage.maintenance import parse_duration
 
     try:

@@ -16,8 +16,8 @@ from array import array
 from collections.abc import Iterable, Iterator
 
 from ..drivers.treelisting import WIDTH
-from .digest import CANONICAL, Digest
-from .walk import BlobPrefix
+from ..storage.digest import CANONICAL, Digest
+from ..storage.walk import BlobPrefix
 
 
 class BlobTable:

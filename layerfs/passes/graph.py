@@ -19,11 +19,11 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterable
 
 from ..drivers import PathNotFoundError, UnsafeEntryError
-from . import paths
+from ..storage import paths
+from ..storage.digest import Digest
+from ..storage.errors import RegistryError
+from ..storage.manifests import parse_manifest
 from .blobtable import Numbering
-from .digest import Digest
-from .errors import RegistryError
-from .manifests import parse_manifest
 from .readahead import ReadAhead
 
 # Told of a blob named as a manifest that is none, or cannot be read, and why.

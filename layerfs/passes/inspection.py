@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..drivers import FileInfo, StorageDriver
-from . import paths, walk
-from .digest import Digest
-from .errors import ManifestUnknownError, RegistryError
-from .manifests import MAX_INDEX_DEPTH, Manifest, parse_manifest
-from .registry import Registry
+from ..storage import paths, walk
+from ..storage.digest import Digest
+from ..storage.errors import ManifestUnknownError, RegistryError
+from ..storage.manifests import MAX_INDEX_DEPTH, Manifest, parse_manifest
+from ..storage.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver
-from . import paths
-from .digest import Digest
-from .errors import RegistryError
+from ..storage import paths
+from ..storage.digest import Digest
+from ..storage.errors import RegistryError
+from ..storage.links import decode_link
+from ..storage.registry import Registry
 from .graph import ManifestGraph
-from .links import decode_link
 from .readahead import ReadAhead, read_revisions, read_tags
-from .registry import Registry
 from .usage import Tag
 
 log = logging.getLogger(__name__)

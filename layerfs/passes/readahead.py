@@ -27,10 +27,10 @@ from datetime import UTC, datetime
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import Absent, Descend, TreeEntry
 from ..drivers.treelisting import TreeListing, listings
-from . import paths, walk
-from .digest import Digest
-from .errors import InvalidLinkError
-from .links import decode_link
+from ..storage import paths, walk
+from ..storage.digest import Digest
+from ..storage.errors import InvalidLinkError
+from ..storage.links import decode_link
 
 # A directory named by a digest's hex holds only ``data`` or ``link``: not listed.
 _DIGEST_HEX = re.compile(r"[0-9a-f]{32,}")

@@ -36,13 +36,14 @@ from datetime import UTC, datetime, timedelta
 import trio
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
-from . import paths, walk
+from ..storage import paths, walk
+from ..storage.digest import Digest
+from ..storage.errors import BlobUnknownError, InvalidLinkError
+from ..storage.holders import uploads_holding
+from ..storage.links import decode_link
+from ..storage.registry import Registry
 from .blobtable import BlobMarks, Numbering
-from .digest import Digest
-from .errors import BlobUnknownError, InvalidLinkError
 from .graph import ManifestGraph
-from .holders import uploads_holding
-from .links import decode_link
 from .readahead import (
     Snapshot,
     marked_dirs,
@@ -51,7 +52,6 @@ from .readahead import (
     repository_dirs,
     tagged_dirs,
 )
-from .registry import Registry
 from .storepass import OverStore, StorePass
 
 log = logging.getLogger(__name__)

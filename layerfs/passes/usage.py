@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
-from . import paths, walk
+from ..storage import paths, walk
+from ..storage.digest import Digest
+from ..storage.maintenance import upload_age
 from .blobtable import BlobTable, Numbering, sizes_array
-from .digest import Digest
 from .graph import ManifestGraph
-from .maintenance import upload_age
 from .readahead import read_revisions, read_tags, tagged_dirs
 from .storepass import OverStore, StorePass
 

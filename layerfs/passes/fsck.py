@@ -28,17 +28,17 @@ import trio
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import HASH_CHUNK
-from . import paths, walk
+from ..storage import paths, walk
+from ..storage.digest import CANONICAL, Digest
+from ..storage.errors import InvalidLinkError, ManifestInvalidError
+from ..storage.hashstate import HashStateError, ResumableSha256
+from ..storage.holders import uploads_holding
+from ..storage.links import decode_link
+from ..storage.manifests import Manifest, parse_manifest
+from ..storage.registry import Registry
+from ..storage.uploads import parse_started_at
 from .blobtable import BlobStates, BlobTable, sizes_array
-from .digest import CANONICAL, Digest
-from .errors import InvalidLinkError, ManifestInvalidError
-from .hashstate import HashStateError, ResumableSha256
-from .holders import uploads_holding
-from .links import decode_link
-from .manifests import Manifest, parse_manifest
-from .registry import Registry
 from .storepass import OverStore, StorePass
-from .uploads import parse_started_at
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from collections.abc import AsyncIterator
 from ..drivers import StorageDriver
 from ..drivers.base import Descend
 from ..drivers.treelisting import listings
-from . import paths, walk
+from ..storage import paths, walk
+from ..storage.registry import Registry
 from .blobtable import BlobTable
 from .readahead import ReadAhead, Snapshot, layout_dirs, repository_dirs
-from .registry import Registry
 
 GROUP = 64  # repositories listed, read ahead and checked together
 
