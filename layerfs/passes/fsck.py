@@ -23,6 +23,7 @@ from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -689,12 +690,6 @@ def _json_object(payload: bytes) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
-async def fsck(
-    driver: StorageDriver,
-    repair: bool = False,
-    workers: int = 2,
-    progress: Progress | None = None,
-    on_total: Callable[[int], None] | None = None,
-    check_data: bool = True,
-) -> Report:
-    return await Fsck(driver, repair, workers, progress, on_total, check_data).run()
+async def fsck(driver: StorageDriver, **options: Any) -> Report:
+    """One check of ``driver``'s store with ``Fsck``'s options."""
+    return await Fsck(driver, **options).run()
