@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -81,9 +82,11 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int, no_data: bool) -
     driver = open_store(store, existing=True)
     bar = progress_bar("fsck", not as_json, unit="B", unit_scale=True, unit_divisor=1024)
     try:
-        report = trio.run(
-            run_fsck, driver, repair, workers, bar.update, _set_total(bar), not no_data
-        )
+        check = functools.partial(
+            run_fsck, driver, repair=repair, workers=workers, progress=bar.update,
+            on_total=_set_total(bar), check_data=not no_data,
+        )  # fmt: skip
+        report = trio.run(check)
     except StorageDriverError as exc:
         bar.close()
         click.echo(f"fsck failed: {exc}", err=True)
