@@ -122,3 +122,33 @@ def test_values_sharing_their_first_bytes_are_told_apart() -> None:
     assert listing.index_of(bytes(8) + bytes([5]) * 24) == -1
     assert listing.index_of(bytes(32)) == -1
     assert listing.index_of(b"\xff" * 32) == -1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sha256=st.sets(st.integers(0, 40), max_size=12),
+    sha512=st.sets(st.integers(0, 5), max_size=3),
+    odd=st.sets(st.sampled_from(["nothex", "ABCD", "sha1"]), max_size=2),
+)
+def test_digest_dir_values_are_digest_dirs(
+    sha256: set[int], sha512: set[int], odd: set[str]
+) -> None:
+    """A repository's layer links as raw values and digests are the ones digest_dirs
+    walks, from a snapshot (packed) and from the driver itself."""
+
+    async def run() -> None:
+        driver = MemoryDriver()
+        digests = [Digest.of(bytes([i])) for i in sha256]
+        digests += [Digest.of(bytes([i]), "sha512") for i in sha512]
+        for digest in digests:
+            await driver.put_content(paths.layer_link("r", digest), str(digest).encode())
+        for name in odd:
+            await driver.put_content(f"{paths.layers_dir('r')}/sha256/{name}/link", b"x")
+        expected = sorted(d for d, _ in await walk.digest_dirs(driver, paths.layers_dir("r")))
+        assert expected == sorted(digests)
+        for lister in (driver, await Snapshot.read(driver)):
+            raws, others = await walk.digest_dir_values(lister, paths.layers_dir("r"))
+            found = [Digest("sha256", raw.hex()) for raw in raws] + others
+            assert sorted(found) == expected
+
+    trio.run(run)

@@ -12,12 +12,15 @@ blob, a repair stored one since) is kept aside as itself.
 from __future__ import annotations
 
 import bisect
+import re
 from array import array
 from collections.abc import Iterable, Iterator
 
-from ..drivers.treelisting import WIDTH
+from ..drivers.treelisting import WIDTH, TreeListing
 from ..storage.digest import CANONICAL, Digest
 from ..storage.walk import BlobPrefix
+
+_PREFIX = re.compile(r"[0-9a-f]{2}")  # a blob prefix directory's name
 
 
 class BlobTable:
@@ -37,6 +40,11 @@ class BlobTable:
                 self._others[digest] = count
                 count += 1
         self.size = count  # numbers in use (a packed blob under the wrong prefix has one)
+        # the packed listing of each first byte's prefix ("00" to "ff") and its first number
+        self._by_byte: list[tuple[TreeListing, int] | None] = [None] * 256
+        for name, (prefix, first) in self._packed.items():
+            if prefix.packed is not None and _PREFIX.fullmatch(name):
+                self._by_byte[int(name, 16)] = (prefix.packed, first)
         self._firsts = [first for _, first in self._packed.values()]
         self._by_first = list(self._packed.values())
         self._other_at = {number: digest for digest, number in self._others.items()}
@@ -53,12 +61,20 @@ class BlobTable:
     def index(self, digest: Digest) -> int:
         """The blob's number, or -1 where it is not listed."""
         if digest.algorithm == CANONICAL:
-            found = self._packed.get(digest.hex[:2])
-            if found is not None and found[0].packed is not None:
-                place = found[0].packed.index_of(bytes.fromhex(digest.hex))
-                if place >= 0:
-                    return found[1] + place
+            found = self.index_packed(bytes.fromhex(digest.hex))
+            if found >= 0:
+                return found
         return self._others.get(digest, -1)
+
+    def index_packed(self, raw: bytes) -> int:
+        """The number of the packed sha256 blob whose value is ``raw``, or -1 (a blob
+        listed but not packed is found by ``index``)."""
+        found = self._by_byte[raw[0]]
+        if found is not None:
+            place = found[0].index_of(raw)
+            if place >= 0:
+                return found[1] + place
+        return -1
 
     def chunks(self, size: int) -> Iterator[list[tuple[int, Digest]]]:
         """``iter(self)`` in lists of at most ``size``, made one at a time (a pass that
@@ -101,6 +117,11 @@ class Numbering:
         """``digest``'s number, or -1 where it has none yet."""
         index = self.table.index(digest)
         return index if index >= 0 else self._more.get(digest, -1)
+
+    def number_raw(self, raw: bytes) -> int:
+        """``number`` of the sha256 digest whose value is ``raw``."""
+        found = self.table.index_packed(raw)
+        return found if found >= 0 else self.number(Digest(CANONICAL, raw.hex()))
 
     def number(self, digest: Digest) -> int:
         found = self.known(digest)

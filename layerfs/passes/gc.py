@@ -29,6 +29,7 @@ Uploads are never touched here; ``purge-uploads`` clears them by age.
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,7 @@ from .readahead import (
     repository_dirs,
     tagged_dirs,
 )
-from .storepass import OverStore, StorePass
+from .storepass import GROUP, OverStore, StorePass
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,9 @@ class GarbageCollector(OverStore):
         # among them
         self.visited: set[tuple[str, int]] = set()
         self.numbering = Numbering()  # the blobs listed, numbered, and any other digest
+        # each repository's layer links as the mark's listing found them, by number:
+        # the sweep lists no repository again
+        self.layer_links: dict[str, array[int]] = {}
         descend = tagged_dirs if delete_untagged else marked_dirs
         self.store = StorePass(driver, descend)  # the store's listings, a group at a time
 
@@ -177,6 +181,10 @@ class GarbageCollector(OverStore):
                     doomed_manifests += await self._sort_revisions(name, kept)
                 except UnsafeEntryError as exc:
                     self._unreadable(f"{name}: {exc}", "repository")
+                raws, others = await walk.digest_dir_values(self.snapshot, paths.layers_dir(name))
+                numbers = array("l", map(self.numbering.number_raw, raws))
+                numbers.extend(map(self.numbering.number, others))
+                self.layer_links[name] = numbers
             await self._mark_manifests(kept)
         if not self.result.complete:
             log.error(
@@ -195,14 +203,15 @@ class GarbageCollector(OverStore):
         now = await Snapshot.read(self.driver, paths.REPOSITORIES, repository_dirs)
         repositories = await self.registry.repositories(walk.log_odd, now)
         swept = await self._sweep_blobs(repositories)
-        async for group in self.store.groups(repositories):
-            links = []
+        for start in range(0, len(repositories), GROUP):
+            group = repositories[start : start + GROUP]
+            candidates = {name: await self._dangling(name, swept) for name in group}
+            await self.ahead.fetch(
+                paths.layer_link(name, d) for name, found in candidates.items() for d in found
+            )
             for name in group:
-                layers = await walk.digest_dirs(self.snapshot, paths.layers_dir(name))
-                links += [paths.link_in(entry) for d, entry in layers if self._may_dangle(d, swept)]
-            await self.ahead.fetch(links)
-            for name in group:
-                await self._sweep_layer_links(name, swept)
+                await self._sweep_layer_links(name, candidates[name], swept)
+            self.ahead.forget()
         return self.result
 
     # mark ------------------------------------------------------------------------
@@ -364,12 +373,23 @@ class GarbageCollector(OverStore):
         repositories += new
         return bool(new) and await self._blob_is_young(digest, new, data=False)
 
-    async def _sweep_layer_links(self, name: str, swept: set[Digest]) -> None:
+    async def _dangling(self, name: str, swept: set[Digest]) -> list[Digest]:
+        """The layer links of ``name`` that may name a blob that is gone (``_may_dangle``):
+        from the mark's listing, or for a repository made since, listed now."""
+        numbers = self.layer_links.get(name)
+        if numbers is None:
+            layers = await walk.digest_dirs(self.driver, paths.layers_dir(name))
+            return [d for d, _ in layers if self._may_dangle(d, swept)]
+        listed = self.numbering.table.size
+        gone = {self.numbering.known(d) for d in swept}
+        return [self.numbering.digest(n) for n in numbers if n >= listed or n in gone]
+
+    async def _sweep_layer_links(self, name: str, links: list[Digest], swept: set[Digest]) -> None:
+        """Delete those of ``links`` (layer links of ``name`` that may dangle) whose
+        blob is gone, but for a blob whose bytes are still somewhere."""
         doomed: list[tuple[Digest, str, Digest]] = []
-        for digest, entry in await walk.digest_dirs(self.snapshot, paths.layers_dir(name)):
-            if not self._may_dangle(digest, swept):
-                continue
-            link = paths.link_in(entry)
+        for digest in links:
+            link = paths.layer_link(name, digest)
             try:
                 target = decode_link(link, await self.ahead.get(link))
             except (PathNotFoundError, InvalidLinkError):

@@ -161,16 +161,52 @@ async def digest_dirs(
     """Every ``<alg>/<hex>`` directory below ``directory`` (``_layers``, revisions, a
     tag's index) with the digest it names; its ``link`` may be missing."""
     found = []
-    for alg_dir in await _entries(driver, directory, on_odd):
-        if _name(alg_dir) not in ALGORITHMS:
-            await on_odd(alg_dir, "not a digest algorithm")
-            continue
-        for entry in await _entries(driver, alg_dir, on_odd):
-            try:
-                found.append((Digest.from_parts(_name(alg_dir), _name(entry)), entry))
-            except InvalidDigestError:
-                await on_odd(entry, "not a digest directory")
+    for alg_dir in await _algorithm_dirs(driver, directory, on_odd):
+        found += await _named_by_digests(alg_dir, await _entries(driver, alg_dir, on_odd), on_odd)
     return found
+
+
+async def _algorithm_dirs(lister: Lister, directory: str, on_odd: OnOdd) -> list[str]:
+    """The ``<alg>`` directories of ``directory`` (odd names reported)."""
+    found = []
+    for alg_dir in await _entries(lister, directory, on_odd):
+        if _name(alg_dir) in ALGORITHMS:
+            found.append(alg_dir)
+        else:
+            await on_odd(alg_dir, "not a digest algorithm")
+    return found
+
+
+async def _named_by_digests(
+    alg_dir: str, entries: list[str], on_odd: OnOdd
+) -> list[tuple[Digest, str]]:
+    """Of ``alg_dir``'s entries, those named by a digest, with it."""
+    found = []
+    for entry in entries:
+        try:
+            found.append((Digest.from_parts(_name(alg_dir), _name(entry)), entry))
+        except InvalidDigestError:
+            await on_odd(entry, "not a digest directory")
+    return found
+
+
+async def digest_dir_values(
+    lister: Lister, directory: str, on_odd: OnOdd = _ignore
+) -> tuple[list[bytes], list[Digest]]:
+    """``digest_dirs`` of ``directory``, held compactly: from a packed lister, the
+    sha256 ones as their raw values (no path, no ``Digest``), every other as a
+    digest."""
+    raws: list[bytes] = []
+    others: list[Digest] = []
+    for alg_dir in await _algorithm_dirs(lister, directory, on_odd):
+        listing = lister.listing(alg_dir) if isinstance(lister, PackedLister) else None
+        if listing is not None and _name(alg_dir) == CANONICAL:
+            raws += listing.raw_hexes()
+            entries = listing.rest()
+        else:
+            entries = await _entries(lister, alg_dir, on_odd)
+        others += [d for d, _ in await _named_by_digests(alg_dir, entries, on_odd)]
+    return raws, others
 
 
 async def upload_ids(driver: Lister, repository: str, on_odd: OnOdd = _ignore) -> list[str]:
