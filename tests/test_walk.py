@@ -66,7 +66,7 @@ async def test_uploads_by_name() -> None:
     await uploads.set_name(ids[0], "same")
     await uploads.set_name(ids[1], "same")  # two creators at once: the smaller id wins
     await uploads.set_name(ids[2], "bad name")  # no file name: shows under its id
-    assert await walk.uploads_by_name(uploads) == {
+    assert await uploads.by_name() == {
         "same": ids[0],
         ids[1]: ids[1],
         ids[2]: ids[2],

@@ -690,8 +690,9 @@ class UploadStore:
         return await walk.upload_ids(self.driver, self.repository)
 
     async def by_name(self) -> dict[str, str]:
-        """Upload ids by the name each shows under (``walk.uploads_by_name``)."""
-        return await walk.uploads_by_name(self)
+        """Every upload by the name it shows under (``walk.by_name``)."""
+        ids = await self.ids()
+        return walk.by_name({upload_id: await self.name_of(upload_id) for upload_id in ids})
 
     async def cancel(self, upload_id: str) -> None:
         upload = await self.resume(upload_id)

@@ -13,16 +13,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..drivers import UnsafeEntryError
 from ..drivers.treelisting import TreeListing
 from . import paths
 from .digest import ALGORITHMS, CANONICAL, Digest
 from .errors import InvalidDigestError
-
-if TYPE_CHECKING:
-    from .uploads import UploadStore
 
 OnOdd = Callable[[str, str], Awaitable[None]]
 
@@ -232,12 +229,6 @@ async def hash_states(
         else:
             await on_odd(entry, "name is not an offset")
     return states
-
-
-async def uploads_by_name(uploads: UploadStore) -> dict[str, str]:
-    """Every upload of a repository by the name it shows under (see ``by_name``)."""
-    ids = await upload_ids(uploads.driver, uploads.repository)
-    return by_name({upload_id: await uploads.name_of(upload_id) for upload_id in ids})
 
 
 def by_name(names: dict[str, str]) -> dict[str, str]:
