@@ -1,0 +1,1 @@
+"""Tests of against docker-registry: stores it writes, what it serves."""

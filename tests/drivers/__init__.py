@@ -1,0 +1,1 @@
+"""Tests of drivers: the conformance suite and what each driver alone does."""

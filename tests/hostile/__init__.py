@@ -1,0 +1,1 @@
+"""Tests of hostile input: stores, layouts and archives made to escape or exhaust."""

@@ -1,0 +1,1 @@
+"""Tests of kernel FUSE mounts driven with real tools, and crashes."""

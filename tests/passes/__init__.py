@@ -1,0 +1,1 @@
+"""Tests of passes: whole-store passes against models, without docker-registry."""

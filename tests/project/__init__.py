@@ -1,0 +1,1 @@
+"""Tests of the project itself: its README, its design page, its layers."""

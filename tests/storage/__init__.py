@@ -1,0 +1,1 @@
+"""Tests of storage: the registry's model over a driver."""

@@ -1,0 +1,1 @@
+"""Tests of the view without a kernel: Operations called directly."""
