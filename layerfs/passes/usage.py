@@ -23,6 +23,7 @@ no other revision in the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from array import array
@@ -34,6 +35,7 @@ from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryErr
 from ..storage import paths, walk
 from ..storage.digest import Digest
 from ..storage.maintenance import upload_age
+from ..storage.uploads import parse_started_at
 from .blobtable import BlobTable, Numbering, sizes_array
 from .graph import ManifestGraph
 from .readahead import read_revisions, read_tags, tagged_dirs
@@ -204,13 +206,26 @@ class UsageReader(OverStore):
         return found
 
     async def _read_uploads(self, name: str) -> None:
+        """Each upload's size and start: the ``startedat`` files read in one batch; an
+        upload whose file is missing or unreadable is dated as purge-uploads dates it."""
         ids = await walk.upload_ids(self.snapshot, name, self._odd)
         infos = await self.snapshot.stat_many([paths.upload_data(name, i) for i in ids])
-        for upload_id, info in zip(ids, infos, strict=True):
+        started = await self.driver.get_contents([paths.upload_started_at(name, i) for i in ids])
+        for upload_id, info, content in zip(ids, infos, started, strict=True):
             size = info.size if isinstance(info, FileInfo) else 0
-            age = await upload_age(self.driver, name, upload_id, self._odd)
-            started = age.started_at if age is not None else None
-            self.facts.uploads.append(UploadUsage(name, upload_id, size, started))
+            when = _started_at(content)
+            if when is None:
+                age = await upload_age(self.driver, name, upload_id, self._odd)
+                when = age.started_at if age is not None else None
+            self.facts.uploads.append(UploadUsage(name, upload_id, size, when))
+
+
+def _started_at(content: bytes | Exception) -> datetime | None:
+    """The time a ``startedat`` file holds, if it was read and holds one."""
+    if isinstance(content, bytes):
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
+            return parse_started_at(content)
+    return None
 
 
 async def read_store(driver: StorageDriver, progress: Progress | None = None) -> StoreFacts:

@@ -352,7 +352,7 @@ async def test_prune_keeps_what_a_remaining_tag_or_index_needs(
 
 
 async def test_prune_writes_what_the_registrys_delete_writes(tmp_path: Path) -> None:
-    from .registry_states import snapshot
+    from ..registry_states import snapshot
 
     layouts = []
     for name in ["by-registry", "by-prune"]:

@@ -618,8 +618,8 @@ def test_what_the_registry_writes_shows_within_the_directory_timeout(
     the directories it lands in (and remembers that listing)."""
     from layerfs.fs.state import DIR_TIMEOUT
 
-    from .images import write_oci_layout
-    from .registry import skopeo_push
+    from ..images import write_oci_layout
+    from ..registry import skopeo_push
 
     image = make_image(seed=77, layers=1)
     skopeo_push(write_oci_layout(image, tmp_path / "l1", "v1"), "v1", store_registry, "app:v1")

@@ -46,7 +46,7 @@ def failed_naming(result: subprocess.CompletedProcess[str], *words: str) -> None
 def test_commands_on_a_silent_endpoint_exit_8_naming_it(
     silent_endpoint: str, tmp_path: Path, command: list[str]
 ) -> None:
-    from .images import make_image, write_oci_layout
+    from ..images import make_image, write_oci_layout
 
     layout = write_oci_layout(make_image(seed=3, layers=1), tmp_path / "in", "v1")
     args = [{"OUT": str(tmp_path / "out"), "IN": f"oci:{layout}:v1"}.get(a, a) for a in command]
