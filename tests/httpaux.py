@@ -43,7 +43,8 @@ class Proxy:
     GET of that blob is dropped after that many bytes. ``drop`` = text: the first PUT
     whose path holds it is dropped after half its body, with no answer. ``fail`` =
     (text, status, S3 error code, times): that many requests whose path holds the text
-    are answered with that error, as an S3 server does. ``rate`` slows blob bodies."""
+    are answered with that error, as an S3 server does. ``rate`` slows blob bodies.
+    ``stall`` = bytes: a blob body stops after that many until ``release``."""
 
     def __init__(
         self,
@@ -52,8 +53,11 @@ class Proxy:
         rate: int = 0,
         drop: str | None = None,
         fail: tuple[str, int, str, int] | None = None,
+        stall: int | None = None,
     ) -> None:
         self.upstream, self.cut, self.rate, self.drop = upstream, cut, rate, drop
+        self.stall = stall
+        self.released = threading.Event()
         self.fail = fail
         self.requests: list[tuple[str, str, str]] = []  # method, path, Range
         proxy = self
@@ -100,6 +104,9 @@ class Proxy:
                     sent += len(chunk)
                     if proxy.rate and "/blobs/" in self.path:
                         time.sleep(len(chunk) / proxy.rate)
+                    if proxy.stall is not None and "/blobs/" in self.path and sent >= proxy.stall:
+                        self.wfile.flush()
+                        proxy.released.wait(60)
                 conn.close()
 
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = _forward
@@ -130,7 +137,13 @@ class Proxy:
         """The Range headers of every GET of a blob."""
         return [r for m, p, r in self.requests if m == "GET" and p.endswith("/blobs/" + digest)]
 
+    def release(self) -> None:
+        """Let stalled blob bodies go on, and stall no more."""
+        self.stall = None
+        self.released.set()
+
     def stop(self) -> None:
+        self.release()
         self.server.shutdown()
 
 

@@ -132,8 +132,10 @@ async def test_ctrl_c_leaves_no_blob_and_the_next_run_continues(
         "src/slow", "v1", "application/vnd.oci.image.manifest.v1+json"
     )
     layer = json.loads(pushed.body)["layers"][0]["digest"]
-    proxy = Proxy(docker_registry.host, rate=1 << 20)  # 8 s for the layer: the interrupt
-    # below lands well inside it even on a loaded machine
+    config = Digest.parse(json.loads(pushed.body)["config"]["digest"])
+    # the layer's body stops after its first MiB until released: the interrupt lands
+    # while the import waits for the rest, however fast or loaded the machine
+    proxy = Proxy(docker_registry.host, stall=1 << 20)
     dest = tmp_path / "dest"
     try:
         source = f"docker://{proxy.host}/src/slow:v1"
@@ -142,22 +144,23 @@ async def test_ctrl_c_leaves_no_blob_and_the_next_run_continues(
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 30
-        # the layer's own upload holds bytes (the config's, small, may come and go first)
-        while not any(
+        # the config stored and the layer's upload holding bytes: the interrupt is the
+        # layer's alone
+        while not (dest / paths.blob_dir(config).lstrip("/")).exists() or not any(
             label == f"import {layer}" and size > 0
             for label, size in uploads_named(dest, "copy/slow")
         ):
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.05)
-        time.sleep(0.2)
         process.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proxy.release()  # the read under way returns, and the interrupt is taken
         _, err = process.communicate(timeout=30)
-        assert process.returncode == 130, err
+        assert process.returncode == 130, (err, proxy.requests)
         assert "run again to continue" in err
         assert not (dest / paths.blob_dir(Digest.parse(layer)).lstrip("/")).exists()
         [(label, size)] = uploads_named(dest, "copy/slow")
         assert label == f"import {layer}" and size > 0
-        proxy.rate = 0
         result = layerfs("import", source, str(dest), "copy/slow:v1")
         assert result.returncode == 0, result.stderr
         assert proxy.blob_gets(layer)[-1] == f"bytes={size}-"  # continued where it stopped
