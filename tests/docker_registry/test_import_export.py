@@ -120,6 +120,14 @@ def uploads_named(root: Path, name: str) -> list[tuple[str, int]]:
     return found
 
 
+def _interruptible() -> None:
+    """In the child: SIGINT as a terminal gives it. A shell starts a background job
+    with SIGINT ignored, and a program keeps that (Python then installs no
+    KeyboardInterrupt), so a suite run from such a job would send an interrupt that
+    nothing hears."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_ctrl_c_leaves_no_blob_and_the_next_run_continues(
     docker_registry: DockerRegistry, tmp_path: Path
 ) -> None:
@@ -142,6 +150,7 @@ async def test_ctrl_c_leaves_no_blob_and_the_next_run_continues(
         process = subprocess.Popen(
             [LAYERFS, "import", source, str(dest), "copy/slow:v1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_interruptible,
         )  # fmt: skip
         deadline = time.monotonic() + 30
         # the config stored and the layer's upload holding bytes: the interrupt is the
