@@ -537,7 +537,7 @@ def _locked(dir_fd: int, name: str, mode: int) -> Iterator[None]:
 class _FileWriter(FileWriter):
     """Appends through one descriptor; small writes are gathered up to WRITE_BUFFER.
 
-    Each write-out holds a shared flock and first checks that the path still names
+    Each write-out holds an exclusive flock and first checks that the path still names
     the file it opened: a file moved (an upload finished by another mount) or
     removed meanwhile takes no byte from here (PathNotFoundError); and that the file
     ends where this writer left it: bytes another program appended since are not
@@ -589,7 +589,9 @@ class _FileWriter(FileWriter):
 
         def write_all() -> None:
             views = [memoryview(piece) for piece in pieces if len(piece)]
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
+            # exclusive: two mounts' writers checking the end and writing under a
+            # shared lock both passed the check and interleaved their bytes
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 if not self._still_there(self._fd):
                     raise FileNotFoundError(errno.ENOENT, "moved or removed since it was opened")
