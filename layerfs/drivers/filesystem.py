@@ -42,7 +42,7 @@ from .base import (
     check_path,
 )
 from .beneath import DIR_FLAGS, Beneath, NotRegularError, SymlinkError, kind_of
-from .treelisting import HEX_NAME, TreeListing
+from .treelisting import TreeListing, is_hex_name
 
 T = TypeVar("T")
 Tree = TypeVar("Tree", dict[str, list[FileInfo]], dict[str, TreeListing])
@@ -368,7 +368,8 @@ class FilesystemDriver(StorageDriver):
 
     async def list_trees(self, tops: Sequence[str], descend: Descend) -> dict[str, TreeListing]:
         """Every top walked in one worker thread, one after another (threads at once
-        contend for the interpreter more than they overlap)."""
+        contend for the interpreter more than they overlap). A top that is gone or no
+        directory to enter is left out, as the default does; any other error raises."""
         for top in tops:
             check_path(top, self.name)
 
@@ -377,8 +378,11 @@ class FilesystemDriver(StorageDriver):
             for top in tops:
                 try:
                     fd = self._beneath.open_dir(top.strip("/").split("/"))
-                except (OSError, StorageDriverError):
-                    continue  # gone, or no directory to enter: left out
+                except OSError as exc:
+                    error = self._error(top, exc)
+                    if isinstance(error, PathNotFoundError | UnsafeEntryError):
+                        continue
+                    raise error from None
                 try:
                     _walk_tree(fd, top, descend, tree)
                 finally:
@@ -451,7 +455,7 @@ def _walk_tree(
                 continue
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if len(name) == 64 and HEX_NAME.fullmatch(name):
+                    if is_hex_name(name):
                         raws.append(bytes.fromhex(name))
                     else:
                         entries.append(TreeEntry(f"{directory}/{name}", True))

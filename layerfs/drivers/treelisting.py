@@ -26,12 +26,17 @@ WIDTH = 32
 _KEY = struct.Struct(">Q24x")  # a packed value's first 8 bytes, as an ordered number
 
 
+def is_hex_name(name: str) -> bool:
+    """Whether ``name`` is a sha256 digest's hex (what is packed)."""
+    return len(name) == 64 and HEX_NAME.fullmatch(name) is not None
+
+
 def packable(entry: TreeEntry, name: str) -> bool:
     """Whether ``entry`` (named ``name``) is a plain directory named by a sha256 hex:
     nothing about it but its name is worth keeping."""
     return (
         entry.is_dir and not entry.odd and entry.size < 0 and not entry.etag
-        and len(name) == 64 and HEX_NAME.fullmatch(name) is not None
+        and is_hex_name(name)
     )  # fmt: skip
 
 
@@ -175,7 +180,7 @@ class TreeListing(Sequence[TreeEntry]):
 
     def find(self, name: str) -> TreeEntry | None:
         """The entry named ``name``, if listed."""
-        if len(name) == 64 and HEX_NAME.fullmatch(name) and self.holds_hex(bytes.fromhex(name)):
+        if is_hex_name(name) and self.holds_hex(bytes.fromhex(name)):
             return TreeEntry(f"{self._prefix()}/{name}", True)
         index = bisect.bisect_left(self._names, name)
         if index < len(self._names) and self._names[index] == name:

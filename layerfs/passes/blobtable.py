@@ -27,36 +27,34 @@ class BlobTable:
     """Every blob ``prefixes`` list, each with a number (``index``) below ``len``."""
 
     def __init__(self, prefixes: Iterable[BlobPrefix] = ()) -> None:
-        self.prefixes = sorted(prefixes, key=lambda p: p.name)
-        self._packed: dict[str, tuple[BlobPrefix, int]] = {}  # name -> (prefix, first number)
+        ordered = sorted(prefixes, key=lambda p: p.name)
+        self._runs: list[tuple[BlobPrefix, TreeListing, int]] = []  # packed, first number
         count = 0
-        for prefix in self.prefixes:
+        for prefix in ordered:
             if prefix.packed is not None:
-                self._packed[prefix.name] = (prefix, count)
+                self._runs.append((prefix, prefix.packed, count))
                 count += prefix.packed.hex_count()
         self._others: dict[Digest, int] = {}
-        for prefix in self.prefixes:
+        for prefix in ordered:
             for digest in prefix.others:
                 self._others[digest] = count
                 count += 1
         self.size = count  # numbers in use (a packed blob under the wrong prefix has one)
+        self._firsts = [first for _, _, first in self._runs]
         # the packed listing of each first byte's prefix ("00" to "ff") and its first number
         self._by_byte: list[tuple[TreeListing, int] | None] = [None] * 256
-        for name, (prefix, first) in self._packed.items():
-            if prefix.packed is not None and _PREFIX.fullmatch(name):
-                self._by_byte[int(name, 16)] = (prefix.packed, first)
-        self._firsts = [first for _, first in self._packed.values()]
-        self._by_first = list(self._packed.values())
+        for prefix, packed, first in self._runs:
+            if _PREFIX.fullmatch(prefix.name):
+                self._by_byte[int(prefix.name, 16)] = (packed, first)
         self._other_at = {number: digest for digest, number in self._others.items()}
 
     def digest_at(self, number: int) -> Digest:
         """The listed blob numbered ``number`` (below ``size``)."""
         if number in self._other_at:
             return self._other_at[number]
-        prefix, first = self._by_first[bisect.bisect_right(self._firsts, number) - 1]
-        assert prefix.packed is not None
+        _, packed, first = self._runs[bisect.bisect_right(self._firsts, number) - 1]
         start = (number - first) * WIDTH
-        return Digest(CANONICAL, prefix.packed.packed_bytes()[start : start + WIDTH].hex())
+        return Digest(CANONICAL, packed.packed_bytes()[start : start + WIDTH].hex())
 
     def index(self, digest: Digest) -> int:
         """The blob's number, or -1 where it is not listed."""
@@ -94,11 +92,11 @@ class BlobTable:
         others = sorted(self._others.items())
         other_sha256 = [(d, i) for d, i in others if d.algorithm == CANONICAL]
         yield from ((i, d) for d, i in others if d.algorithm < CANONICAL)
-        for prefix, first in self._packed.values():
+        for prefix, _, first in self._runs:
             here = [(Digest(CANONICAL, raw.hex()), first + i) for i, raw in prefix.packed_digests()]
             here += [(d, i) for d, i in other_sha256 if d.hex[:2] == prefix.name]
             yield from ((i, d) for d, i in sorted(here))
-        packed_names = self._packed.keys()
+        packed_names = {prefix.name for prefix, _, _ in self._runs}
         rest = [(d, i) for d, i in other_sha256 if d.hex[:2] not in packed_names]
         yield from ((i, d) for d, i in rest)
         yield from ((i, d) for d, i in others if d.algorithm > CANONICAL)
@@ -137,78 +135,63 @@ class Numbering:
 
 
 class BlobStates:
-    """A small number (0 to 255) for every blob: a byte for each listed one, a dict
-    entry for any other. 0 is the state every blob starts in."""
-
-    def __init__(self, table: BlobTable) -> None:
-        self.table = table
-        self._listed = bytearray(table.size)
-        self._unlisted: dict[Digest, int] = {}
-
-    def get(self, digest: Digest) -> int:
-        index = self.table.index(digest)
-        return self._listed[index] if index >= 0 else self._unlisted.get(digest, 0)
-
-    def set(self, digest: Digest, state: int) -> int:
-        """Set ``digest``'s state; returns the one it had."""
-        index = self.table.index(digest)
-        if index >= 0:
-            old = self._listed[index]
-            self._listed[index] = state
-        else:
-            old = self._unlisted.get(digest, 0)
-            self._unlisted[digest] = state
-        return old
-
-    def at(self, index: int) -> int:
-        return self._listed[index]
-
-    def set_at(self, index: int, state: int) -> None:
-        self._listed[index] = state
-
-
-class BlobMarks:
-    """gc's mark set, by number (``Numbering``): a byte a listed blob, and a set of
-    the numbers of the digests marked that are not listed."""
+    """A small number (0 to 255) for every digest, by its number (``Numbering``): a
+    byte for each listed blob, a dict entry for any other. 0 is where all start."""
 
     def __init__(self, numbering: Numbering | None = None) -> None:
         self.numbering = numbering or Numbering()
         self._listed = bytearray(self.numbering.table.size)
-        self._unlisted: set[int] = set()
+        self._unlisted: dict[int, int] = {}
+
+    def get(self, digest: Digest) -> int:
+        return self.get_number(self.numbering.known(digest))
+
+    def set(self, digest: Digest, state: int) -> int:
+        """Set ``digest``'s state; returns the one it had."""
+        return self.set_number(self.numbering.number(digest), state)
+
+    def get_number(self, number: int) -> int:
+        if 0 <= number < len(self._listed):
+            return self._listed[number]
+        return self._unlisted.get(number, 0)
+
+    def set_number(self, number: int, state: int) -> int:
+        old = self.get_number(number)
+        if number < len(self._listed):
+            self._listed[number] = state
+        else:
+            self._unlisted[number] = state
+        return old
+
+
+class BlobMarks:
+    """gc's mark set: a state of 1 in ``BlobStates``, with a count."""
+
+    def __init__(self, numbering: Numbering | None = None) -> None:
+        self.numbering = numbering or Numbering()
+        self._states = BlobStates(self.numbering)
         self._count = 0
 
     def add_number(self, number: int) -> None:
-        if number >= len(self._listed):
-            self._unlisted.add(number)
-        elif not self._listed[number]:
-            self._listed[number] = 1
+        if not self._states.set_number(number, 1):
             self._count += 1
 
     def add(self, digest: Digest) -> None:
         self.add_number(self.numbering.number(digest))
 
-    def update(self, digests: Iterable[Digest]) -> None:
-        for digest in digests:
-            self.add(digest)
-
     def __contains__(self, digest: object) -> bool:
-        if not isinstance(digest, Digest):
-            return False
-        number = self.numbering.known(digest)
-        if 0 <= number < len(self._listed):
-            return bool(self._listed[number])
-        return number in self._unlisted
+        return isinstance(digest, Digest) and self._states.get(digest) == 1
 
     def __len__(self) -> int:
         """Distinct digests marked, listed or not."""
-        return self._count + len(self._unlisted)
+        return self._count
 
     def listed(self, digest: Digest) -> bool:
         return self.numbering.table.index(digest) >= 0
 
     def unmarked(self) -> Iterator[Digest]:
         """The listed blobs not marked, in ``(algorithm, hex)`` order."""
-        return (d for i, d in self.numbering.table if not self._listed[i])
+        return (d for i, d in self.numbering.table if not self._states.get_number(i))
 
 
 def sizes_array(count: int) -> array[int]:

@@ -55,13 +55,9 @@ class StorePass:
         ``_layers``, ``_manifests`` and ``_uploads``."""
         return self.descend(path) and repository_dirs(path)
 
-    async def blob_table(self, on_odd: walk.OnOdd | None = None) -> BlobTable:
-        """The blobs of the top listing, numbered (odd entries to ``on_odd``, else
-        skipped)."""
-        found = await (
-            walk.blob_prefixes(self.top, on_odd) if on_odd else walk.blob_prefixes(self.top)
-        )
-        return BlobTable(found)
+    async def blob_table(self, on_odd: walk.OnOdd = walk.ignore_odd) -> BlobTable:
+        """The blobs of the top listing, numbered (odd entries to ``on_odd``)."""
+        return BlobTable(await walk.blob_prefixes(self.top, on_odd))
 
     async def repositories(self, on_odd: walk.OnOdd) -> list[str]:
         return await Registry(self.driver).repositories(on_odd, self.top)

@@ -41,7 +41,7 @@ class PackedLister(Lister, Protocol):
 log = logging.getLogger(__name__)
 
 
-async def _ignore(path: str, why: str) -> None:
+async def ignore_odd(path: str, why: str) -> None:
     """The default for ``on_odd``: an odd entry is skipped."""
 
 
@@ -50,7 +50,7 @@ async def log_odd(path: str, why: str) -> None:
     log.warning("ignoring %s: %s", path, why)
 
 
-async def _entries(driver: Lister, path: str, on_odd: OnOdd = _ignore) -> list[str]:
+async def _entries(driver: Lister, path: str, on_odd: OnOdd = ignore_odd) -> list[str]:
     """The entries of ``path``; one that cannot be listed (a symbolic link, never
     followed) is odd and holds nothing."""
     try:
@@ -60,7 +60,7 @@ async def _entries(driver: Lister, path: str, on_odd: OnOdd = _ignore) -> list[s
         return []
 
 
-async def names(driver: Lister, path: str, on_odd: OnOdd = _ignore) -> list[str]:
+async def names(driver: Lister, path: str, on_odd: OnOdd = ignore_odd) -> list[str]:
     """The names of ``path``'s entries (see ``_entries``)."""
     return [_name(entry) for entry in await _entries(driver, path, on_odd)]
 
@@ -69,7 +69,7 @@ def _name(path: str) -> str:
     return path.rsplit("/", 1)[1]
 
 
-async def blob_dirs(driver: Lister, on_odd: OnOdd = _ignore) -> list[tuple[Digest, str]]:
+async def blob_dirs(driver: Lister, on_odd: OnOdd = ignore_odd) -> list[tuple[Digest, str]]:
     """Every ``blobs/<alg>/<hh>/<hex>`` directory with the digest it names."""
     found = []
     for algorithm, prefix in await _blob_prefix_dirs(driver, on_odd):
@@ -132,7 +132,7 @@ class BlobPrefix:
                     yield index, raw
 
 
-async def blob_prefixes(lister: Lister, on_odd: OnOdd = _ignore) -> list[BlobPrefix]:
+async def blob_prefixes(lister: Lister, on_odd: OnOdd = ignore_odd) -> list[BlobPrefix]:
     """The blobs of ``blob_dirs`` by prefix directory, held compactly: from a packed
     lister, a sha256 blob directory stays the raw bytes it was kept as."""
     found = []
@@ -153,7 +153,7 @@ async def blob_prefixes(lister: Lister, on_odd: OnOdd = _ignore) -> list[BlobPre
 
 
 async def digest_dirs(
-    driver: Lister, directory: str, on_odd: OnOdd = _ignore
+    driver: Lister, directory: str, on_odd: OnOdd = ignore_odd
 ) -> list[tuple[Digest, str]]:
     """Every ``<alg>/<hex>`` directory below ``directory`` (``_layers``, revisions, a
     tag's index) with the digest it names; its ``link`` may be missing."""
@@ -188,7 +188,7 @@ async def _named_by_digests(
 
 
 async def digest_dir_values(
-    lister: Lister, directory: str, on_odd: OnOdd = _ignore
+    lister: Lister, directory: str, on_odd: OnOdd = ignore_odd
 ) -> tuple[list[bytes], list[Digest]]:
     """``digest_dirs`` of ``directory``, held compactly: from a packed lister, the
     sha256 ones as their raw values (no path, no ``Digest``), every other as a
@@ -206,7 +206,7 @@ async def digest_dir_values(
     return raws, others
 
 
-async def upload_ids(driver: Lister, repository: str, on_odd: OnOdd = _ignore) -> list[str]:
+async def upload_ids(driver: Lister, repository: str, on_odd: OnOdd = ignore_odd) -> list[str]:
     """The ids of the upload directories of ``repository``."""
     found = []
     for entry in await _entries(driver, paths.uploads_dir(repository), on_odd):
@@ -218,7 +218,7 @@ async def upload_ids(driver: Lister, repository: str, on_odd: OnOdd = _ignore) -
 
 
 async def hash_states(
-    driver: Lister, repository: str, upload_id: str, on_odd: OnOdd = _ignore
+    driver: Lister, repository: str, upload_id: str, on_odd: OnOdd = ignore_odd
 ) -> dict[int, str]:
     """An upload's sha256 hash states by the offset they were stored at."""
     states = {}

@@ -21,7 +21,7 @@ import trio
 
 from ...drivers import StorageDriver
 from ...storage import paths
-from ..blobtable import BlobStates
+from ..blobtable import BlobStates, Numbering
 from .base import BATCH_FILES, CHUNK, CheckedBlob
 from .blobs import BlobChecks
 from .report import REGISTRY_STATES, Finding, NotRepairable, Report
@@ -36,7 +36,7 @@ class Fsck(BlobChecks, RepositoryChecks, UploadChecks):
         self.pending = {w.path for w in await self.driver.pending_writes(paths.ROOT)}
         await self.store.read_top()
         table = await self.store.blob_table(self._odd)
-        self.verdicts = BlobStates(table)
+        self.verdicts = BlobStates(Numbering(table))
         sizes = await self._stat_blobs(table)
         uploads = await self._list_uploads()
         hashed = sum(u.size for u in uploads if u.states and u.readable)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ...drivers import StorageDriver, UnsafeEntryError
 from ...storage.digest import Digest
 from ...storage.registry import Registry
-from ..blobtable import BlobStates, BlobTable
+from ..blobtable import BlobStates
 from ..storepass import OverStore, StorePass
 from .report import Finding, Fix, NotRepairable, Report
 
@@ -68,7 +68,7 @@ class Checks(OverStore):
         self.report = Report()
         # each blob's verdict (GOOD, CORRUPT, UNSAFE: data is a symlink, neither good
         # nor missing), a byte a listed blob (blobtable.py)
-        self.verdicts = BlobStates(BlobTable())
+        self.verdicts = BlobStates()
         self.pending: set[str] = set()  # paths whose bytes are in a write not completed
         self.held: set[tuple[str, Digest]] = set()  # (repository, manifest) with a revision link
         # every link file of the repository being checked read so far, valid or not:
