@@ -14,6 +14,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import trio
@@ -53,9 +54,18 @@ def parse_started_at(content: bytes) -> datetime:
 
 
 LinkBlob = Callable[[Digest, list[Digest]], Awaitable[None]]
-# An upload's data as the driver tells it apart (StorageDriver.stamp), taken when this
-# program stored the data and its hash state: it tells later whether anyone wrote since.
-Stamp = object
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """An upload's data as the driver tells it apart (StorageDriver.stamp), taken
+    when this program stored the data and its hash state, with the sha256 so far that
+    the state holds. It tells later whether anyone wrote since, and vouches only for
+    a state with that digest: on S3 two writers can store states at one offset, and
+    the later one's state must not pass for the other's bytes (UPLOADS.md)."""
+
+    data: object
+    sha256: str
 
 
 class Upload:
@@ -277,15 +287,17 @@ class Upload:
         return hasher
 
     async def _unchanged(self) -> bool:
-        """Whether nobody wrote the data since its hash state at its size was stored:
-        it shows exactly what it showed when this program stored that state (its
-        ``stamp``), or, after a remount, it was last modified no later than the state
-        (every writer, the registry too, stores a state after the bytes it covers)."""
+        """Whether the running hash names the data: nobody wrote the data since its
+        hash state at its size was stored, and that state is the one this program's
+        stamp vouches for. The data shows exactly what it showed when this program
+        stored the state (its ``stamp``), or, after a remount, it was last modified no
+        later than the state (every writer, the registry too, stores a state after the
+        bytes it covers)."""
         try:
             stamp = await self.driver.stamp(self.data_path)
             recorded = self._stamp if self._stamp is not None else await self._recorded_stamp()
-            if stamp == recorded:
-                return True
+            if recorded is not None and stamp == recorded.data:
+                return self._vouches_for_hash(recorded)
             log.debug("upload %s: the data's stamp %r is not %r", self.id, stamp, recorded)
             if not self.driver.writes_in_place:  # S3: a state may be another writer's
                 return False
@@ -297,6 +309,17 @@ class Upload:
             return (await self.driver.stat(state)).mod_time >= info.mod_time
         except PathNotFoundError:
             return False
+
+    def _vouches_for_hash(self, stamp: Stamp) -> bool:
+        hasher = self._hasher
+        if hasher is not None and hasher.hexdigest() == stamp.sha256:
+            return True
+        log.warning(
+            "upload %s: its hash state at %d is another writer's; hashing the data again",
+            self.id,
+            self._size,
+        )
+        return False
 
     async def _store_hash_state(self) -> None:
         """Store the state at the current size, unless it is known to be stored. Only
@@ -329,22 +352,23 @@ class Upload:
         """Remember the data as ``writer`` left it, with the state just stored at its
         size. (A writer's bytes always follow exactly the bytes its hash covers: the
         driver refuses to append after another program's, FileChangedError.)"""
-        if not self._trusted or self._state_stored_at != self._size:
+        hasher = self._hasher
+        if not self._trusted or self._state_stored_at != self._size or hasher is None:
             self._stamp = None
             return
-        stamp = writer.stamp
-        if stamp is None:  # a writer that cannot tell: ask the store
+        data = writer.stamp
+        if data is None:  # a writer that cannot tell: ask the store
             try:
-                stamp = await self.driver.stamp(self.data_path)
+                data = await self.driver.stamp(self.data_path)
             except PathNotFoundError:
-                stamp = None
-        self._stamp = stamp
-        if stamp is not None:  # for any mount, after this one is gone
-            record = {"offset": self._size, "stamp": stamp}
+                data = None
+        self._stamp = None if data is None else Stamp(data, hasher.hexdigest())
+        if data is not None:  # for any mount, after this one is gone
+            record = {"offset": self._size, "stamp": data, "sha256": hasher.hexdigest()}
             path = paths.upload_stamp(self.repository, self.id)
             await self.driver.put_content(path, json.dumps(record).encode())
 
-    async def _recorded_stamp(self) -> object | None:
+    async def _recorded_stamp(self) -> Stamp | None:
         """The stamp a mount recorded beside the state at the current size, if any."""
         try:
             raw = await self.driver.get_content(paths.upload_stamp(self.repository, self.id))
@@ -353,7 +377,10 @@ class Upload:
             return None
         if not isinstance(record, dict) or record.get("offset") != self._size:
             return None
-        return _frozen(record.get("stamp"))
+        sha256 = record.get("sha256")
+        if not isinstance(sha256, str):  # vouches for no state in particular
+            return None
+        return Stamp(_frozen(record.get("stamp")), sha256)
 
     async def _check_still_there(self) -> None:
         """Raise UploadUnknownError, leaving nothing behind, when the upload was removed

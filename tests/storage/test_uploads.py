@@ -13,6 +13,7 @@ import pytest
 import trio
 
 from layerfs.drivers import FilesystemDriver, PathNotFoundError, StorageDriver
+from layerfs.drivers.s3 import S3Driver
 from layerfs.storage import (
     EMPTY_SHA256,
     BlobUnknownError,
@@ -476,3 +477,47 @@ async def test_finish_commits_the_data_of_a_closed_upload(driver: StorageDriver)
     await upload.close()
     await (await repo.uploads.resume(upload.id)).finish(Digest.of(b"must reach the disk"))
     assert commits == [paths.upload_data("durable/data", upload.id)]
+
+
+async def test_a_stamp_never_vouches_for_another_writers_state(
+    seaweedfs,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Two mounts append to one empty upload on S3 at once: two pending writes, and
+    two hash states at one offset, the later one's kept. A read completes the newer
+    write; the older one's stamp still matches its own pending write, but must not
+    vouch for the other's state: else its finish takes the other's digest for its own
+    bytes and stores a blob whose bytes do not match its name (found by
+    test_two_mounts_appending_to_one_upload[s3])."""
+    from ..conftest import make_driver
+
+    first, second = make_driver("s3", tmp_path, seaweedfs), make_driver("s3", tmp_path, seaweedfs)
+    assert isinstance(first, S3Driver)
+    try:
+        repo_a, repo_b = (Registry(d).repository("two/writers") for d in (first, second))
+        created = await repo_a.uploads.create()
+        await created.close()
+        data = paths.upload_data("two/writers", created.id)
+        assert [c async for c in first.read_all(data)] == []  # an empty object, as a read leaves
+        a = await repo_a.uploads.resume(created.id)
+        b = await repo_b.uploads.resume(created.id)
+        async with trio.open_nursery() as nursery:  # both find no pending write: two
+            nursery.start_soon(a.write, b"a" * 70_000)
+            nursery.start_soon(b.write, b"b" * 70_000)
+        assert len(await first.pending_writes(data)) == 2
+        newest = await first.pending_upload(first.key(data))
+        older, newer = (a, b) if b._writer.upload_id == newest else (b, a)  # type: ignore[union-attr]
+        await older.close()
+        await newer.close()  # its hash state replaces the older's at the same offset
+        held = b"".join([c async for c in second.read_all(data)])  # completes the newer
+        older_repo = repo_a if older is a else repo_b
+        again = await older_repo.uploads.resume(created.id, stamp=older.stamp)
+        try:
+            info = await again.finish(Digest.of(held))
+        except DigestMismatchError:
+            return  # the finish completed the older write and hashed what it holds
+        blob = await first.get_content(paths.blob_data(info.digest))
+        assert Digest.of(blob) == info.digest, "a blob whose bytes do not match its name"
+    finally:
+        await first.aclose()
+        await second.aclose()
