@@ -22,7 +22,7 @@ from layerfs.drivers.s3 import (
     SMALL_OBJECTS_TOTAL,
     PartBody,
     S3Driver,
-    _SmallObjects,
+    SmallObjects,
 )
 
 from ..conftest import S3_BUCKET
@@ -241,7 +241,7 @@ async def test_list_follows_every_page_and_delete_goes_in_batches(
 
 
 def test_small_objects_stay_within_their_budget() -> None:
-    known = _SmallObjects()
+    known = SmallObjects()
     piece = b"s" * SMALL_OBJECT
     count = SMALL_OBJECTS_TOTAL // SMALL_OBJECT
     for i in range(count + 3):
