@@ -1,4 +1,4 @@
-"""The view against its model (tests/viewmodel.py): any sequence of requests, without
+"""The view against its model (tests/viewmodel/): any sequence of requests, without
 and with faults in the driver below. LAYERFS_MODEL_EXAMPLES sets the budget
 (scripts/soak-model runs a long one)."""
 

@@ -356,7 +356,7 @@ async def test_a_repository_made_only_by_mkdir_lives_until_unmount() -> None:
         assert await k.listdir("repositories") == []
 
 
-# found by the model (tests/viewmodel.py) --------------------------------------------------
+# found by the model (tests/viewmodel/) --------------------------------------------------
 async def test_a_folder_holding_one_the_mount_made_stays_when_the_store_drops_it() -> None:
     """unlink the last layer link, with a refused link's folder made beside it (that
     folder goes with its refusal; the unlinked one's stays in view)."""

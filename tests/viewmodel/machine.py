@@ -6,24 +6,17 @@ Each rule makes one request as a program would and compares its result, errno
 included, with the model's; the invariants look at the store itself. With a
 ``FaultyDriver`` below the mount the results are no longer predictable: then every
 request must still end (an errno or a result, under the deadline), and the store must
-satisfy the invariants after a remount without faults.
-"""
+satisfy the invariants after a remount without faults."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
-import json
 import os
-import random
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyfuse3
-import trio
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -34,243 +27,31 @@ from hypothesis.stateful import (
 )
 
 from layerfs.drivers import (
-    BackendUnavailableError,
-    FileInfo,
-    FileWriter,
     MemoryDriver,
-    Reader,
     StorageDriver,
 )
 from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.uploads import UUID_RE
 
-from .fsops import Clock, Errno, Kernel, mounted
-from .wrappers import HookedWriter, Passthrough
+from ..fsops import Clock, Errno, Kernel
+from .faulty import FaultyDriver
+from .model import (
+    BAD_NAMES,
+    CONFIG,
+    MANIFEST,
+    NAMES,
+    NEW_REPO,
+    REPOS,
+    SEED,
+    TAGS,
+    M,
+    MHandle,
+    Model,
+    MUpload,
+    Result,
+)
+from .mountedview import MountedView, TrioThread
 
-REPOS = ("r", "s")  # stored from the start: seeded with one layer each
-NEW_REPO = "new"  # made by mkdir during a run
-NAMES = ("a", "b", "c")
-BAD_NAMES = {"x" * 256: errno.ENAMETOOLONG, "has space": errno.EINVAL}
-SEED = {repo: f"seed of {repo}".encode() for repo in REPOS}
-CONFIG = b'{"architecture":"amd64","os":"linux"}'
-MANIFEST = json.dumps(
-    {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": str(Digest.of(CONFIG)),
-            "size": len(CONFIG),
-        },
-        "layers": [
-            {
-                "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": str(Digest.of(SEED["r"])),
-                "size": len(SEED["r"]),
-            }
-        ],
-    }
-).encode()  # stored as a blob from the start; registering it needs CONFIG and r's seed
-M = Digest.of(MANIFEST).hex
-TAGS = ("v1", "v2")
-
-
-# the model -----------------------------------------------------------------------------
-@dataclass(eq=False)
-class MUpload:
-    repo: str
-    content: bytearray = field(default_factory=bytearray)
-    gone: bool = False  # removed (rm, renamed over) or finished through the mount
-    writer: int | None = None  # the file handle that may write (one writer at a time)
-    dirty: bool = False  # the writer opened or wrote since its last flush
-
-    def busy_for(self, fh: int | None) -> bool:
-        """A writable open (fh None) or a truncate by another handle is EBUSY: a
-        writer holds the upload (it is never released late here, so no wait helps)."""
-        return self.writer is not None and self.writer != fh
-
-
-@dataclass
-class MHandle:
-    fh: int
-    upload: MUpload
-    writable: bool
-
-
-class Model:
-    def __init__(self) -> None:
-        self.uploads: dict[tuple[str, str], MUpload] = {}
-        self.blobs: dict[str, bytes] = {Digest.of(s).hex: s for s in SEED.values()}
-        self.blobs.update({Digest.of(CONFIG).hex: CONFIG, M: MANIFEST})
-        self.layers: dict[str, set[str]] = {r: {Digest.of(SEED[r]).hex} for r in REPOS}
-        self.layers["r"].add(Digest.of(CONFIG).hex)
-        self.revisions: dict[str, set[str]] = {}
-        self.tags: dict[str, dict[str, str]] = {}
-        self.phantom_revisions: dict[str, set[str]] = {}  # folders kept or made, no link
-        self.phantom_tags: dict[str, set[str]] = {}
-        self.tag_indexes: dict[str, set[str]] = {}  # untagged: their index/ stays in view
-        self.handles: dict[int, MHandle] = {}
-        self.made: set[str] = set()  # repositories this mount made or keeps in view
-        self.phantom_links: dict[str, set[str]] = {}  # mkdir'ed _layers/sha256/<hex> dirs
-
-    def stored_repos(self) -> set[str]:
-        held = {r for r, digests in self.layers.items() if digests}
-        held |= {r for r, digests in self.revisions.items() if digests}
-        held |= {r for r, tags in self.tags.items() if tags}
-        return held | {repo for repo, _ in self.uploads}
-
-    def can_register(self, repo: str) -> bool:
-        """The seeded manifest's config and layer are linked in ``repo``."""
-        needed = {Digest.of(CONFIG).hex, Digest.of(SEED["r"]).hex}
-        return needed <= self.layers.get(repo, set())
-
-    def visible_repos(self) -> set[str]:
-        return self.stored_repos() | self.made
-
-    def names(self, repo: str) -> list[str]:
-        return sorted(name for r, name in self.uploads if r == repo)
-
-    def remove(self, repo: str, name: str) -> None:
-        self.uploads.pop((repo, name)).gone = True
-
-    def remount(self) -> None:
-        for upload in self.uploads.values():
-            upload.writer, upload.dirty = None, False
-        self.handles.clear()
-        self.made.clear()
-        self.phantom_links.clear()
-        self.phantom_revisions.clear()
-        self.phantom_tags.clear()
-        self.tag_indexes.clear()
-
-
-Result = tuple[str, Any]  # ("ok", value) or ("errno", code)
-
-
-class TrioThread:
-    """A trio loop in a thread, so that Hypothesis's synchronous rules can await."""
-
-    def __init__(self) -> None:
-        ready = threading.Event()
-        self._stop: trio.Event | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-
-        async def serve() -> None:
-            self._token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-            ready.set()
-            await self._stop.wait()
-
-        self.thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
-        self.thread.start()
-        ready.wait()
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
-
-    def close(self) -> None:
-        assert self._stop is not None
-        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self.thread.join(10)
-
-
-class MountedView:
-    """One mount kept open across rules by a task of its own."""
-
-    def __init__(self, loop: TrioThread, driver: StorageDriver, clock: Clock | None = None) -> None:
-        self.loop = loop
-        self.kernel: Kernel | None = None
-        self._unmount = trio.Event()
-        self._done = trio.Event()
-        self._started = trio.Event()
-
-        async def hold() -> None:
-            try:
-                async with mounted(driver, clock=clock or Clock()) as kernel:
-                    # one request at a time: a closed writer's release is never late
-                    kernel.ops.state.uploads.release_grace = 0.0
-                    self.kernel = kernel
-                    self._started.set()
-                    await self._unmount.wait()
-            finally:
-                self._done.set()
-
-        async def start() -> None:
-            trio.lowlevel.spawn_system_task(hold)
-            with trio.fail_after(5):
-                await self._started.wait()
-
-        loop.run(start)
-
-    def unmount(self) -> None:
-        async def stop() -> None:
-            self._unmount.set()
-            with trio.fail_after(10):
-                await self._done.wait()
-
-        self.loop.run(stop)
-
-
-# faults ----------------------------------------------------------------------------------
-class FaultyDriver(Passthrough):
-    """Fails (BackendUnavailableError) or delays any driver call at random while
-    ``enabled``; a seeded generator keeps a run repeatable."""
-
-    def __init__(self, inner: StorageDriver, seed: int, rate: float = 0.08) -> None:
-        super().__init__(inner)
-        self.random = random.Random(seed)
-        self.rate = rate
-        self.enabled = True
-        self.failed = 0
-
-    async def _maybe(self, what: str) -> None:
-        if not self.enabled:
-            return
-        roll = self.random.random()
-        if roll < self.rate:
-            self.failed += 1
-            raise BackendUnavailableError(f"injected failure of {what}")
-        if roll < 2 * self.rate:
-            await trio.sleep(0.001)
-
-    async def _before_write_call(self, what: str) -> None:
-        if what != "cancel":  # a cancel always goes through: it cleans up
-            await self._maybe(what)
-
-    async def get_content(self, path: str) -> bytes:
-        await self._maybe("get_content")
-        return await self.inner.get_content(path)
-
-    async def put_content(self, path: str, content: bytes) -> None:
-        await self._maybe("put_content")
-        await self.inner.put_content(path, content)
-
-    async def reader(self, path: str, offset: int = 0) -> Reader:
-        await self._maybe("reader")
-        return await self.inner.reader(path, offset)
-
-    async def writer(self, path: str, append: bool = False) -> FileWriter:
-        await self._maybe("writer")
-        return HookedWriter(await self.inner.writer(path, append), self._before_write_call)
-
-    async def stat(self, path: str) -> FileInfo:
-        await self._maybe("stat")
-        return await self.inner.stat(path)
-
-    async def list(self, path: str) -> list[str]:
-        await self._maybe("list")
-        return await self.inner.list(path)
-
-    async def move(self, source: str, dest: str, expect: object | None = None) -> None:
-        await self._maybe("move")
-        await self.inner.move(source, dest, expect)
-
-    async def delete(self, path: str) -> None:
-        await self._maybe("delete")
-        await self.inner.delete(path)
-
-
-# the machine -----------------------------------------------------------------------------
 repos = st.sampled_from(REPOS)
 names = st.sampled_from(NAMES)
 picks = st.integers(min_value=0, max_value=1 << 16)
@@ -692,7 +473,7 @@ class ViewMachine(RuleBasedStateMachine):
                 model.uploads[(repo, name)] = MUpload(repo, bytearray(content[1]))
             got = self.do("listdir", f"repositories/{repo}/_layers/sha256")
             model.layers[repo] = set(got[1]) if got[0] == "ok" else set()
-        model.blobs.update(self.loop.run(_stored_blobs, self.store))
+        model.blobs.update(self.loop.run(stored_blobs, self.store))
         self.model = model
         self.uncertain = False
 
@@ -741,7 +522,7 @@ class ViewMachine(RuleBasedStateMachine):
             assert got == ("ok", bytes(upload.content)), (repo, name)
 
 
-async def _stored_blobs(store: MemoryDriver) -> dict[str, bytes]:
+async def stored_blobs(store: MemoryDriver) -> dict[str, bytes]:
     found = {}
     for algorithm_dir in await store.list_if_present(f"{paths.BLOBS}/sha256"):
         for blob_dir in await store.list_if_present(algorithm_dir):
@@ -764,7 +545,7 @@ async def read_everything(kernel: Kernel, path: str = "") -> None:
 async def check_store(store: MemoryDriver) -> None:
     """What no request may break: every blob's bytes hash to its name, every layer
     link names a blob that is there, every upload directory has its ``startedat``."""
-    blobs = await _stored_blobs(store)
+    blobs = await stored_blobs(store)
     for hexpart, content in blobs.items():
         assert hashlib.sha256(content).hexdigest() == hexpart, f"blob {hexpart} is damaged"
     for repo in (*REPOS, NEW_REPO):
@@ -800,184 +581,3 @@ class FaultyViewMachine(ViewMachine):
         assert isinstance(self.driver, FaultyDriver)
         self.driver.random.seed(seed)
         self.driver.rate = rate
-
-
-# two mounts of one store ---------------------------------------------------------------
-mounts = st.sampled_from(["a", "b"])
-
-
-@dataclass(eq=False)
-class SharedUpload:
-    owner: str  # the mount whose handles write it; the other only reads
-    content: bytes = b""
-    gone: bool = False
-
-
-@dataclass
-class SharedHandle:
-    fh: int
-    mount: str
-    upload: SharedUpload
-    writable: bool
-
-
-class TwoMountsMachine(RuleBasedStateMachine):
-    """Two mounts of one store, as two machines sharing a bucket: an upload is written
-    through the mount that made it (each write flushed, as ``cp`` and ``fsync`` leave
-    it) while the other lists, reads, renames, removes and finishes it. Handles left on
-    an upload that the other mount removed or finished must answer an errno and leave
-    nothing behind."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loop = TrioThread()
-        self.store = MemoryDriver()
-        self.loop.run(ViewMachine._seed, self)
-        # One clock for both: a mount trusts what it read for DIR_TIMEOUT, so what the
-        # other mount changed shows once that has passed. The clock passes it whenever
-        # the rules turn from one mount to the other.
-        self.clock = Clock()
-        self.mounts = {m: MountedView(self.loop, self.store, self.clock) for m in ("a", "b")}
-        self.last_mount = "a"
-        self.uploads: dict[str, SharedUpload] = {}  # repository r, by name
-        self.blobs: set[str] = set()
-        self.handles: dict[tuple[str, int], SharedHandle] = {}
-
-    def do(self, mount: str, method: str, *args: Any) -> Result:
-        if mount != self.last_mount:
-            self.clock.past_the_timeout()
-            self.last_mount = mount
-        kernel = self.mounts[mount].kernel
-        try:
-            return ("ok", self.loop.run(getattr(kernel, method), *args))
-        except Errno as exc:
-            return ("errno", exc.errno)
-
-    def teardown(self) -> None:
-        try:
-            with contextlib.suppress(Exception):
-                for mount, fh in list(self.handles):
-                    self.do(mount, "release", fh)
-            for view in self.mounts.values():
-                view.unmount()
-        finally:
-            self.loop.close()
-
-    def _pick(self, pick: int) -> SharedHandle | None:
-        if not self.handles:
-            return None
-        return self.handles[sorted(self.handles)[pick % len(self.handles)]]
-
-    def _forget(self, name: str) -> None:
-        self.uploads.pop(name).gone = True
-
-    @rule(mount=mounts, name=names)
-    def create(self, mount: str, name: str) -> None:
-        got = self.do(mount, "create", f"repositories/r/_uploads/{name}", os.O_WRONLY | os.O_CREAT)
-        upload = self.uploads.get(name)
-        writing = any(h.writable and h.upload is upload for (m, _), h in self.handles.items()
-                      if m == mount)  # fmt: skip
-        if writing:  # one writer per upload in a mount
-            assert got == ("errno", errno.EBUSY), got
-            return
-        assert got[0] == "ok", got
-        if upload is None:
-            upload = self.uploads[name] = SharedUpload(mount)
-        self.handles[(mount, got[1])] = SharedHandle(got[1], mount, upload, mount == upload.owner)
-        if mount != upload.owner:  # opened for writing elsewhere: this one only reads
-            self.do(mount, "release", got[1])
-            del self.handles[(mount, got[1])]
-
-    @rule(mount=mounts, name=names)
-    def open_to_read(self, mount: str, name: str) -> None:
-        got = self.do(mount, "open", f"repositories/r/_uploads/{name}", os.O_RDONLY)
-        upload = self.uploads.get(name)
-        if upload is None:
-            assert got == ("errno", errno.ENOENT), got
-            return
-        assert got[0] == "ok", got
-        self.handles[(mount, got[1])] = SharedHandle(got[1], mount, upload, False)
-
-    @rule(pick=picks, data=st.binary(min_size=1, max_size=64))
-    def write_and_flush(self, pick: int, data: bytes) -> None:
-        handle = self._pick(pick)
-        if handle is None or not handle.writable:
-            return
-        upload = handle.upload
-        got = self.do(handle.mount, "write", handle.fh, len(upload.content), data)
-        if got[0] == "ok":
-            got = self.do(handle.mount, "flush", handle.fh)
-        if upload.gone:  # removed or finished through the other mount
-            assert got[0] == "errno" and got[1] in (errno.ENOENT, errno.ESTALE), got
-        else:
-            assert got == ("ok", None), got
-            upload.content += data
-
-    @rule(pick=picks)
-    def read(self, pick: int) -> None:
-        handle = self._pick(pick)
-        if handle is None:
-            return
-        got = self.do(handle.mount, "read", handle.fh, 0, 1 << 20)
-        if handle.upload.gone:
-            assert got[0] == "errno" or got[1] in (b"", handle.upload.content), got
-        else:
-            assert got == ("ok", handle.upload.content), got
-
-    @rule(pick=picks)
-    def release(self, pick: int) -> None:
-        handle = self._pick(pick)
-        if handle is None:
-            return
-        assert self.do(handle.mount, "release", handle.fh) == ("ok", None)
-        del self.handles[(handle.mount, handle.fh)]
-
-    @rule(mount=mounts, name=names)
-    def unlink(self, mount: str, name: str) -> None:
-        got = self.do(mount, "unlink", f"repositories/r/_uploads/{name}")
-        if name not in self.uploads:
-            assert got == ("errno", errno.ENOENT), got
-        else:
-            assert got == ("ok", None), got
-            self._forget(name)
-
-    @rule(mount=mounts, old=names, new=names)
-    def rename(self, mount: str, old: str, new: str) -> None:
-        up = "repositories/r/_uploads"
-        got = self.do(mount, "rename", f"{up}/{old}", f"{up}/{new}", 0)
-        if old not in self.uploads:
-            assert got == ("errno", errno.ENOENT), got
-        elif old != new:
-            assert got == ("ok", None), got
-            if new in self.uploads:
-                self._forget(new)
-            self.uploads[new] = self.uploads.pop(old)
-
-    @rule(mount=mounts, name=names)
-    def finish(self, mount: str, name: str) -> None:
-        upload = self.uploads.get(name)
-        digest = Digest.of(upload.content if upload else b"")
-        up = "repositories/r/_uploads"
-        got = self.do(mount, "rename", f"{up}/{name}", f"{up}/{digest}", 0)
-        if upload is None:
-            assert got == ("errno", errno.ENOENT), got
-        else:
-            assert got == ("ok", None), got
-            self._forget(name)
-            self.blobs.add(digest.hex)
-
-    @invariant()
-    def both_mounts_list_what_the_model_holds(self) -> None:
-        for mount in self.mounts:
-            assert self.do(mount, "listdir", "repositories/r/_uploads") == (
-                "ok",
-                sorted(self.uploads),
-            )
-
-    @invariant()
-    def the_store_holds_no_leftovers(self) -> None:
-        self.loop.run(check_store, self.store)
-        ids = self.loop.run(Registry(self.store).repository("r").uploads.ids)
-        assert len(ids) == len(self.uploads)
-        stored = set(self.loop.run(_stored_blobs, self.store))
-        assert self.blobs <= stored
