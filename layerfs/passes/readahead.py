@@ -20,18 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..drivers.base import Absent, Descend, TreeEntry
 from ..drivers.treelisting import TreeListing, listings
 from ..storage import paths, walk
-from ..storage.digest import Digest
+from ..storage.digest import CANONICAL, Digest
 from ..storage.errors import InvalidLinkError
 from ..storage.links import decode_link
 
+# A tag's history entries tried against its ``current`` link's ETag: the newest
+# manifests a tag named are usually few; a longer history is read as a file.
+HISTORY_CANDIDATES = 64
 # A directory named by a digest's hex holds only ``data`` or ``link``: not listed.
 _DIGEST_HEX = re.compile(r"[0-9a-f]{32,}")
 
@@ -94,16 +98,30 @@ class Snapshot:
 
     def proven(self, path: str) -> bytes | None:
         """The content of a link file that the listing proves, so that it need not be
-        read: its ETag is the MD5 of what its path says it holds (``sha256:<hex>``,
-        as the registry writes it). Any other ETag (a multipart or encrypted
-        object's, another content's) proves nothing: the file is read."""
+        read: its ETag is the MD5 of what it can only hold, as the registry writes
+        it: ``sha256:<hex>`` of its own path, or, for a tag's ``current`` link, of
+        one of the tag's index entries (the registry writes one for each manifest
+        the tag named). Any other ETag (a multipart or encrypted object's, another
+        content's) proves nothing: the file is read."""
         entry = self.entry(path) if path[-5:] == "/link" else None
         etag = entry.etag if entry is not None else ""
-        digest = paths.digest_of_link(path) if etag else None
-        if digest is None:
+        if not etag:
             return None
-        content = str(digest).encode()
-        return content if hashlib.md5(content, usedforsecurity=False).hexdigest() == etag else None
+        for candidate in self._link_candidates(path):
+            if hashlib.md5(candidate, usedforsecurity=False).hexdigest() == etag:
+                return candidate
+        return None
+
+    def _link_candidates(self, link: str) -> Iterator[bytes]:
+        digest = paths.digest_of_link(link)
+        if digest is not None:
+            yield str(digest).encode()
+            return
+        history = paths.tag_history_of_current_link(link)
+        listing = self.tree.get(history) if history is not None else None
+        if listing is not None:
+            for hexd in itertools.islice(listing.hex_names(), HISTORY_CANDIDATES):
+                yield f"{CANONICAL}:{hexd}".encode()
 
     async def list_if_present(self, path: str) -> list[str]:
         """As ``driver.list_if_present``: the child paths, nothing for a path that is

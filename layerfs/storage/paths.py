@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .digest import Digest
+from .digest import CANONICAL, Digest
 
 ROOT = "/docker/registry/v2"
 BLOBS = f"{ROOT}/blobs"
@@ -283,6 +283,16 @@ def link_in(entry: str) -> str:
 def current_link_in(tag_dir: str) -> str:
     """The ``current`` link of a tag directory a walk found."""
     return f"{tag_dir}/current/link"
+
+
+def tag_history_of_current_link(link: str) -> str | None:
+    """For a tag's ``current`` link, the directory whose hex-named entries are the
+    sha256 digests of the tag's history (``<tag>/index/sha256``); None for any other
+    path."""
+    tag, ending = link[: -len("/current/link")], link[-len("/current/link") :]
+    if ending != "/current/link" or not parent(tag).endswith("/_manifests/tags"):
+        return None
+    return f"{tag}/index/{CANONICAL}"
 
 
 def is_tag_index_dir(path: str) -> bool:

@@ -201,3 +201,34 @@ async def test_an_s3_listing_proves_a_link_whose_etag_is_the_md5_of_its_path(
     assert await ahead.get(other) == str(one).encode()
     assert await ahead.get(multipart) == str(three).encode()
     await s3.aclose()
+
+
+async def test_an_s3_listing_proves_a_tag_link_naming_an_entry_of_its_history(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """A tag's ``current`` link holds one of the digests of its index (the registry
+    writes the index entry first): no GET when its ETag is the MD5 of one of them.
+    A tag whose link names a manifest its history lacks, or whose history is not
+    there, is read."""
+    s3 = make_driver("s3", tmp_path, seaweedfs)
+    assert isinstance(s3, S3Driver)
+    driver = ReadsCounted(s3)
+    old, new, stray = (Digest.of(bytes([i])) for i in range(3))
+    for d in (old, new):
+        await driver.put_content(paths.tag_index_link("app", "v1", d), str(d).encode())
+    await driver.put_content(paths.tag_index_link("app", "v2", old), str(old).encode())
+    proven = paths.tag_current_link("app", "v1")
+    await driver.put_content(proven, str(new).encode())
+    outside = paths.tag_current_link("app", "v2")  # names what its history lacks
+    await driver.put_content(outside, str(stray).encode())
+    no_history = paths.tag_current_link("app", "v3")
+    await driver.put_content(no_history, str(new).encode())
+    ahead = ReadAhead(driver)
+    ahead.trust(await Snapshot.read(driver))
+    await ahead.fetch([proven, outside, no_history])
+    assert sorted(driver.read) == sorted([outside, no_history])
+    assert ahead.proven == 1
+    assert await ahead.get(proven) == str(new).encode()
+    assert await ahead.get(outside) == str(stray).encode()
+    assert await ahead.get(no_history) == str(new).encode()
+    await s3.aclose()
