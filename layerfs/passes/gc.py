@@ -199,9 +199,7 @@ class GarbageCollector(OverStore):
                 except UnsafeEntryError as exc:  # a symlink on the way: the manifest stays,
                     self.result.skipped.append(str(exc))  # so what it references does too
                     await self._mark_manifests([(name, digest)])
-        # pushes may have made more repositories (and the sweep adds those made since)
-        now = await Snapshot.read(self.driver, paths.REPOSITORIES, repository_dirs)
-        repositories = await self.registry.repositories(walk.log_odd, now)
+        repositories = names if self.dry_run else await self._repositories_now()
         swept = await self._sweep_blobs(repositories)
         for start in range(0, len(repositories), GROUP):
             group = repositories[start : start + GROUP]
@@ -213,6 +211,13 @@ class GarbageCollector(OverStore):
                 await self._sweep_layer_links(name, candidates[name], swept)
             self.ahead.forget()
         return self.result
+
+    async def _repositories_now(self) -> list[str]:
+        """The repositories as they are now: pushes during the mark may have made more
+        (and the sweep adds those made since). A dry run deletes nothing, so it
+        sweeps the repositories its mark read, as the registry's collector does."""
+        now = await Snapshot.read(self.driver, paths.REPOSITORIES, repository_dirs)
+        return await self.registry.repositories(walk.log_odd, now)
 
     # mark ------------------------------------------------------------------------
     async def _read_ahead(self, names: list[str]) -> None:
