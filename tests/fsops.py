@@ -21,6 +21,7 @@ import trio
 from layerfs.drivers import StorageDriver
 from layerfs.fs.operations import Operations
 from layerfs.fs.state import INDEX_TIMEOUT
+from layerfs.storage.store import Store
 
 BOUND = 5.0  # seconds any one request may take without a store that stalls
 
@@ -199,7 +200,7 @@ async def mounted(
     times what it remembers by (a test moves it past the timeout)."""
     try:
         async with trio.open_nursery() as nursery:
-            ops = Operations(driver, nursery, read_only=read_only, clock=clock)
+            ops = Operations(Store(driver), nursery, read_only=read_only, clock=clock)
             try:
                 yield Kernel(ops)
             finally:

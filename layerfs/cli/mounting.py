@@ -44,6 +44,7 @@ def mount(
     layerfs mount [STORE [MOUNTPOINT]], or layerfs mount --config FILE MOUNTPOINT."""
     from ..config import ConfigError, store_from_config
     from ..fs.mount import MountError, fuse_device_problem, is_mounted, parse_options, serve
+    from ..storage.store import Store
 
     try:
         mount_options = parse_options(options)
@@ -79,7 +80,7 @@ def mount(
         raise click.ClickException(why)
 
     def run(on_ready) -> None:  # type: ignore[no-untyped-def]
-        trio.run(serve, driver, mountpoint, mount_options, on_ready)
+        trio.run(serve, Store(driver), mountpoint, mount_options, on_ready)
 
     if foreground:
         setup_logging(log_level, log_file)

@@ -212,7 +212,7 @@ class StorageDriver(abc.ABC):
     # each writer's bytes are a multipart upload of its own until completed, so two
     # writers leave two candidates at one key, and a hash state's age tells nothing.
     writes_in_place: bool = True
-    # The most one call may take, and one request to the mount (drivers/deadline.py);
+    # The most one call may take, and one request to the mount (layerfs/deadline.py);
     # None where the backend cannot stop answering (a local disk).
     timeout: float | None = None
 

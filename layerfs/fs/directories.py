@@ -14,10 +14,9 @@ from collections.abc import Awaitable, Callable
 
 import pyfuse3
 
-from ..drivers import PathNotFoundError, UnsafeEntryError
 from ..storage import Digest
 from ..storage.digest import check_algorithm
-from ..storage.errors import RegistryError
+from ..storage.errors import PathNotFoundError, RegistryError, UnsafeEntryError
 from ..storage.reference import validate_name, validate_tag
 from .errors import Refusal
 from .state import DirHandle, MountState
@@ -138,7 +137,7 @@ class Directories:
         if await self._names_for_rmdir(place):
             raise Refusal(errno.ENOTEMPTY, f"{place.where} is not empty")
         # A directory may exist only implicitly (object stores) or only in this mount.
-        await state.driver.delete_if_present(place.store_path)
+        await state.store.remove_dir(place.store_path)
         state.created_dirs.discard(place.parts)
         state.repository_marks.discard(place.parts)
 

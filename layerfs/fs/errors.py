@@ -15,7 +15,9 @@ from typing import ParamSpec, TypeVar
 
 import pyfuse3
 
-from ..drivers import (
+from ..deadline import request_deadline
+from ..storage import errors as se
+from ..storage.errors import (
     BackendUnavailableError,
     FileChangedError,
     InvalidOffsetError,
@@ -26,8 +28,6 @@ from ..drivers import (
     StoreReadOnlyError,
     UnsafeEntryError,
 )
-from ..drivers.deadline import request_deadline
-from ..storage import errors as se
 
 log = logging.getLogger("layerfs.fs")
 

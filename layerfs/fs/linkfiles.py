@@ -70,7 +70,7 @@ class LinkFiles:
         elif pending is not None:
             content = bytearray(pending.content)
         else:
-            content = bytearray(await self.state.driver.get_content(place.store_path))
+            content = bytearray(await self.state.store.read_file(place.store_path))
         # O_TRUNC alone changes nothing stored: a shell's `> link` opens, flushes its
         # duplicated descriptor, and only then writes; an empty link is no link
         handle = LinkHandle(place, content, writable)

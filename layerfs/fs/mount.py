@@ -15,13 +15,14 @@ from typing import Any
 import pyfuse3
 import trio
 
-from ..drivers import StorageDriver, StorageDriverError
+from ..storage.errors import StorageDriverError
 from ..storage.maintenance import (
     complete_interrupted_finishes,
     parse_duration,
     purge_interrupted_copies,
     purge_uploads,
 )
+from ..storage.store import Store
 from .inodes import InodeTable
 from .operations import Operations
 from .view import Parts
@@ -187,14 +188,14 @@ def fuse_device_problem(device: str = FUSE_DEVICE) -> str | None:
 
 
 async def serve(
-    driver: StorageDriver,
+    store: Store,
     mountpoint: str,
     mount_options: MountOptions,
     on_ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Mount, serve until unmounted or signalled, then close uploads and unmount."""
     try:
-        await _serve(driver, mountpoint, mount_options, on_ready)
+        await _serve(store, mountpoint, mount_options, on_ready)
     except BaseExceptionGroup as group:  # the nursery's: say the reason, not the group
         refused = group.subgroup(MountError)
         if refused is None or group.split(MountError)[1] is not None:
@@ -203,7 +204,7 @@ async def serve(
 
 
 async def _serve(
-    driver: StorageDriver,
+    store: Store,
     mountpoint: str,
     mount_options: MountOptions,
     on_ready: Callable[[], None],
@@ -211,13 +212,13 @@ async def _serve(
     options = {"fsname=layerfs", "subtype=layerfs", *mount_options.fuse}
     read_only = mount_options.read_only
     async with trio.open_nursery() as background:
-        ops = Operations(driver, background, read_only=read_only)
+        ops = Operations(store, background, read_only=read_only)
         ops.state.forget_entry = functools.partial(_forget_entry, ops.state.inodes)
         try:
             pyfuse3.init(ops, mountpoint, options)
         except RuntimeError as exc:
             raise MountError(f"cannot mount {mountpoint}: {exc}") from None
-        where = driver.location
+        where = store.location
         log.info("mounted %s at %s%s", where, mountpoint, " read-only" if read_only else "")
         try:
             on_ready()
@@ -232,7 +233,7 @@ async def _serve(
         finally:
             await ops.close_uploads()
             pyfuse3.close(unmount=True)
-            await driver.aclose()
+            await store.aclose()
             log.info("unmounted %s", mountpoint)
 
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from ..drivers import StorageDriver
+from ..storage.store import Store
 from .directories import Directories
 from .errors import Refusal, fuse_handler
 from .linkfiles import LinkFiles
@@ -63,13 +63,13 @@ class Operations(pyfuse3.Operations):
 
     def __init__(
         self,
-        driver: StorageDriver,
+        store: Store,
         nursery: trio.Nursery,
         read_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self.state = MountState(driver, nursery, read_only, clock)
+        self.state = MountState(store, nursery, read_only, clock)
         self.dirs = Directories(self.state, self._getattr)
         self.store_files = StoreFiles(self.state)
         self.uploads = UploadFiles(self.state)
@@ -83,8 +83,8 @@ class Operations(pyfuse3.Operations):
 
     @property
     def request_timeout(self) -> float | None:
-        """The most any request may wait on the store (drivers/deadline.py)."""
-        return self.state.driver.timeout
+        """The most any request may wait on the store (layerfs/deadline.py)."""
+        return self.state.store.timeout
 
     # paths -------------------------------------------------------------------------
     def _place(self, ino: int) -> Place:
@@ -343,7 +343,7 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         data = pyfuse3.StatvfsData()
-        disk = await self.state.driver.statvfs()
+        disk = await self.state.store.statvfs()
         if disk is not None:
             for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
                          "f_ffree", "f_favail"):  # fmt: skip

@@ -36,15 +36,15 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyfuse3
 import trio
 
-from ..drivers import FileInfo, PathNotFoundError, StorageDriver
-from ..drivers.deadline import no_request_deadline, within_request
-from ..storage import Registry, paths
-from ..storage.blobs import BlobReader
+from ..deadline import no_request_deadline, within_request
+from ..storage import paths
+from ..storage.errors import PathNotFoundError
+from ..storage.store import FileInfo, Store, StoredFileReader
 from .errors import Refusal
 from .inodes import InodeTable
 from .sessions import UploadSession, UploadTable
@@ -66,34 +66,6 @@ UPLOAD_TIMEOUT = 0.0
 # that a browser entering them next (find, ls -R) is answered without the store.
 LISTING_AHEAD = 8192
 LISTINGS_KEPT = 4096  # directory listings held before the untrusted ones are dropped
-
-
-@dataclass
-class StoredFileReader:
-    """Positional reads of one stored file through one seekable stream, so the 128 KiB
-    reads of a ``cat`` continue a single driver stream instead of opening one each
-    (on S3 a request and a ranged GET per read). The kernel sends read-ahead
-    concurrently: one seek and read at a time. ``committed`` reads only what the
-    store holds without completing an open write (an upload a writer still fills)."""
-
-    driver: StorageDriver
-    path: str
-    committed: bool = False
-    reader: BlobReader | None = None
-    lock: trio.Lock = field(default_factory=trio.Lock)
-
-    async def read_at(self, offset: int, size: int, file_size: int) -> bytes:
-        async with self.lock:
-            if self.reader is None or self.reader.size != file_size:  # an upload grew
-                await self.aclose()
-                self.reader = BlobReader(self.driver, self.path, file_size, self.committed)
-            self.reader.seek(offset)
-            return await self.reader.read(size)
-
-    async def aclose(self) -> None:
-        if self.reader is not None:
-            reader, self.reader = self.reader, None
-            await reader.aclose()
 
 
 @dataclass
@@ -179,13 +151,13 @@ class MountState:
 
     def __init__(
         self,
-        driver: StorageDriver,
+        store: Store,
         nursery: trio.Nursery,
         read_only: bool,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.driver = driver
-        self.registry = Registry(driver)
+        self.store = store
+        self.registry = store.registry
         self.read_only = read_only
         self.inodes = InodeTable()
         self.handles = HandleTable()
@@ -265,9 +237,8 @@ class MountState:
         if info is None and self._listed_with_entries(place.store_path):
             return 0, time.time_ns(), True  # a directory listed lately, not its parent
         if info is None or not info.readable:  # not listed, or to be refused by the store
-            asked = self.driver.stat_dir if place.is_dir else self.driver.stat
             try:
-                info = await asked(place.store_path)
+                info = await self.store.stat(place.store_path, place.is_dir)
             except PathNotFoundError:
                 return None
         return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
@@ -308,7 +279,7 @@ class MountState:
         """List ``store_path`` and what the driver reads ahead below it; keep them
         unless this mount changed the store meanwhile (then they serve this once)."""
         read_at, generation = self.clock(), self._generation
-        tree = await self.driver.list_tree_infos(store_path, LISTING_AHEAD)
+        tree = await self.store.list_ahead(store_path, LISTING_AHEAD)
         listings = {
             d: Listing(
                 {i.path: i for i in infos},

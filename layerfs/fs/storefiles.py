@@ -13,7 +13,7 @@ import stat
 import pyfuse3
 
 from .errors import Refusal
-from .state import BLOB_TIMEOUT, DIR_TIMEOUT, MountState, StoredFileReader, StoreFileHandle
+from .state import BLOB_TIMEOUT, DIR_TIMEOUT, MountState, StoreFileHandle
 from .view import Kind, Place
 
 
@@ -42,8 +42,8 @@ class StoreFiles:
         if place.kind == Kind.BLOB_DATA:
             size = (await state.registry.blobs.stat(place.link_digest)).size
         else:
-            size = (await state.driver.stat(place.store_path)).size
-        handle = StoreFileHandle(StoredFileReader(state.driver, place.store_path), size)
+            size = (await state.store.stat(place.store_path)).size
+        handle = StoreFileHandle(state.store.reader(place.store_path), size)
         blob = place.kind == Kind.BLOB_DATA
         return pyfuse3.FileInfo(fh=state.handles.add(handle), keep_cache=blob, direct_io=not blob)
 

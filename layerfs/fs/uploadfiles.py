@@ -23,7 +23,7 @@ from ..storage import Digest
 from ..storage.reference import validate_name
 from .errors import Refusal, errno_of
 from .sessions import UploadSession
-from .state import UPLOAD_TIMEOUT, MountState, StoredFileReader, UploadHandle
+from .state import UPLOAD_TIMEOUT, MountState, UploadHandle
 from .view import Kind, Place
 
 log = logging.getLogger("layerfs.fs")
@@ -123,22 +123,21 @@ class UploadFiles:
         server-side copy of the whole object on every read of a growing upload."""
         session = handle.session
         session.check_usable()
-        driver = self.state.driver
-        filling = session.upload.writing or session.pipe.queued > 0
-        committed = not driver.reads_open_writes and filling
+        store = self.state.store
+        committed = store.reads_only_committed(session.upload.writing or session.pipe.queued > 0)
         if not committed:
             await self.call(session, session.pipe.flush())
             if offset + size > session.pipe.size:  # past what we know: another mount's?
                 await session.upload.refresh()
             end = session.pipe.size
         else:
-            end = await driver.committed_size(session.upload.data_path)
+            end = await store.committed_size(session.upload.data_path)
         if handle.stream is None or handle.stream.committed != committed:
             if handle.stream is not None:
                 await handle.stream.aclose()
             else:
                 session.streams.append(handle)
-            handle.stream = StoredFileReader(driver, session.upload.data_path, committed)
+            handle.stream = store.reader(session.upload.data_path, committed)
         session.check_usable()  # removed while the stream opened: no descriptor on it
         return await handle.stream.read_at(offset, size, end)
 

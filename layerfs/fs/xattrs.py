@@ -40,11 +40,11 @@ class Xattrs:
         return self.links.dir_xattrs(place.parts) if place.is_dir else {}
 
     def root_values(self) -> dict[str, bytes]:
-        driver = self.state.driver
-        values = {"pid": str(os.getpid()).encode(), "store": driver.location.encode()}
+        store = self.state.store
+        values = {"pid": str(os.getpid()).encode(), "store": store.location.encode()}
         for number, page in enumerate(status_pages(self.state.uploads.status())):
             values["uploads" if number == 0 else f"uploads.{number}"] = page
-        values.update((key, str(count).encode()) for key, count in driver.counters().items())
+        values.update((key, str(count).encode()) for key, count in store.counters().items())
         return values
 
     async def get(self, place: Place, name: bytes) -> bytes:

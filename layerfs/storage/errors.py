@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+# The store's own errors, as its drivers raise them: storage passes them up, and the
+# view maps them to errno values knowing no driver.
+from ..drivers import BackendUnavailableError as BackendUnavailableError
+from ..drivers import FileChangedError as FileChangedError
+from ..drivers import InvalidOffsetError as InvalidOffsetError
+from ..drivers import InvalidPathError as InvalidPathError
+from ..drivers import PathNotFoundError as PathNotFoundError
+from ..drivers import StorageDriverError as StorageDriverError
+from ..drivers import StoreFullError as StoreFullError
+from ..drivers import StoreReadOnlyError as StoreReadOnlyError
+from ..drivers import UnsafeEntryError as UnsafeEntryError
+
 
 class RegistryError(Exception):
     """Base of every error the storage layer raises on purpose."""

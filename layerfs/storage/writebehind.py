@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import trio
 
-from ..drivers.deadline import no_request_deadline, within_request
+from ..deadline import no_request_deadline, within_request
 from .errors import InvalidOffsetWriteError, UploadClosedError
 from .uploads import Upload
 

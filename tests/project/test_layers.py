@@ -15,7 +15,7 @@ MAY_USE = {
     "storage": {"drivers"},
     "passes": {"drivers", "storage"},
     "images": {"drivers", "storage"},
-    "fs": {"drivers", "storage"},
+    "fs": {"storage"},  # storage is its only door to the store
     "cli": {"drivers", "storage", "passes", "images", "fs"},
 }
 

@@ -142,7 +142,7 @@ async def test_revision_links(k: Kernel) -> None:
     assert folder in reason
     await write_link(k, f"{R}/_layers/sha256/{layer.hex}", str(layer).encode())
     await write_link(k, folder, str(manifest).encode())  # registers the manifest
-    registry = Registry(k.ops.state.driver).repository("r")
+    registry = k.ops.state.registry.repository("r")
     assert await registry.manifests.exists(manifest)
     await write_link(k, f"{R}/_manifests/tags/v1/current", str(manifest).encode())
     await k.unlink(f"{folder}/link")  # deletes the revision and its tags
@@ -158,7 +158,7 @@ async def test_tag_links(k: Kernel) -> None:
     history = f"{tags}/v1/index/sha256/{manifest.hex}/link"
     assert await k.read_file(history) == str(manifest).encode()  # written by tagging
     assert await errno_of(k.open(history, os.O_WRONLY)) == errno.EPERM
-    registry = Registry(k.ops.state.driver).repository("r")
+    registry = k.ops.state.registry.repository("r")
     assert await registry.tags.resolve("v1") == manifest
     await k.unlink(f"{tags}/v1/current/link")  # untags: the registry lists no v1
     assert await registry.tags.list() == []

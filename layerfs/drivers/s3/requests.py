@@ -17,6 +17,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
 from botocore.utils import parse_timestamp
 
+from ...deadline import call_deadline
 from ..base import (
     BackendRequestError,
     BackendUnavailableError,
@@ -24,7 +25,6 @@ from ..base import (
     PathNotFoundError,
     StorageDriverError,
 )
-from ..deadline import call_deadline
 
 NOT_FOUND = {"NoSuchKey", "404", "NotFound", "NoSuchUpload"}
 # Seconds one request may take in all, its retries included: a FUSE request on a

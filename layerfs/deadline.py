@@ -18,7 +18,7 @@ from contextvars import ContextVar
 
 import trio
 
-from .base import BackendUnavailableError
+from .drivers.base import BackendUnavailableError
 
 _DEADLINE: ContextVar[float | None] = ContextVar("layerfs_request_deadline", default=None)
 
