@@ -17,7 +17,7 @@ import time
 
 import pyfuse3
 
-from ..storage import Digest
+from ..storage import Digest, paths
 from ..storage.errors import RegistryError
 from ..storage.links import decode_link
 from .errors import Refusal, errno_of
@@ -159,9 +159,7 @@ class LinkFiles:
         state = self.state
         parts = place.parts[:-1]
         # _layers, _manifests/revisions and _manifests/tags always show: stop there
-        top = len(place.repository_parts) + (
-            2 if place.parts[len(place.repository_parts)] == "_manifests" else 1
-        )
+        top = paths.link_tree_depth(place.parts, len(place.repository_parts))
         while (
             len(parts) > top
             and parts in state.created_dirs
@@ -194,7 +192,7 @@ class LinkFiles:
         await repository.remove_link(LAYOUT_KIND[place.kind], named, tag)
         state.keep_visible(place.parts, place.repository_parts)
         if place.kind == Kind.TAG_LINK:  # the whole tag went: its index/ stays in view too
-            state.created_dirs.add((*place.parts[:-2], "index"))
+            state.created_dirs.add(paths.tag_index_of_current(place.parts))
 
     def xattrs(self, place: Place) -> dict[str, bytes]:
         error = self.state.link_errors.get(place.parts)

@@ -228,7 +228,7 @@ class MountState:
         """(size, mtime_ns, is_dir) of a place in the store, None when absent: from its
         directory's listing while that is trusted, else from the store. A name that a
         content-addressed listing lacks may have appeared since: the store is asked."""
-        listing = self._trusted_listing(place.store_path.rpartition("/")[0])
+        listing = self._trusted_listing(paths.parent(place.store_path))
         info = None
         if listing is not None:
             info = listing.entries.get(place.store_path)
@@ -261,13 +261,13 @@ class MountState:
             self._read_siblings_ahead(store_path)
         elif listing.lasting and self.clock() - listing.read_at >= INDEX_REFRESH:
             self._refresh_behind(listing.source)
-        return [path.rsplit("/", 1)[1] for path in listing.entries]
+        return [paths.base_name(path) for path in listing.entries]
 
     def _read_siblings_ahead(self, store_path: str) -> None:
         """Start reading the next SIBLINGS_AHEAD directories beside ``store_path`` (in
         name order, as a walker goes), so that it finds them read when it gets there:
         a walk of many small repositories waits for no listing of its own."""
-        parent = self.listings.get(store_path.rpartition("/")[0])
+        parent = self.listings.get(paths.parent(store_path))
         if parent is None:
             return
         after = bisect.bisect_right(parent.dirs, store_path)

@@ -50,7 +50,7 @@ def layout_dirs(path: str) -> bool:
 def marked_dirs(path: str) -> bool:
     """``descend`` for a mark that reads no tags: ``layout_dirs`` but for the tags'
     own directories and the uploads."""
-    return layout_dirs(path) and not path.endswith(("/_uploads", "/_manifests/tags"))
+    return layout_dirs(path) and not paths.is_uploads_or_tags_dir(path)
 
 
 def tagged_dirs(path: str) -> bool:
@@ -103,7 +103,7 @@ class Snapshot:
         one of the tag's index entries (the registry writes one for each manifest
         the tag named). Any other ETag (a multipart or encrypted object's, another
         content's) proves nothing: the file is read."""
-        entry = self.entry(path) if path[-5:] == "/link" else None
+        entry = self.entry(path) if paths.is_link_file(path) else None
         etag = entry.etag if entry is not None else ""
         if not etag:
             return None

@@ -274,10 +274,42 @@ def parent(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+def base_name(path: str) -> str:
+    """The last component of ``path``."""
+    return path.rpartition("/")[2]
+
+
+def link_tree_depth(parts: Parts, repository_depth: int) -> int:
+    """How many components of a link's path reach the directory its kind always
+    shows in a repository (``_layers``, ``_manifests/revisions``,
+    ``_manifests/tags``): what is below it exists for links alone."""
+    return repository_depth + (2 if parts[repository_depth] == "_manifests" else 1)
+
+
+def tag_index_of_current(parts: Parts) -> Parts:
+    """The tag's ``index`` directory beside its ``current`` link (``<tag>/current/link``)."""
+    return (*parts[:-2], "index")
+
+
 def link_in(entry: str) -> str:
     """The link file of a link directory a walk found (``<alg>/<hex>/`` below
     ``_layers``, revisions or a tag's index)."""
     return f"{entry}/link"
+
+
+def index_in(tag_dir: str) -> str:
+    """The ``index`` (history) directory of a tag directory a walk found."""
+    return f"{tag_dir}/index"
+
+
+def is_link_file(path: str) -> bool:
+    """Whether ``path`` names a link file (its last component is ``link``)."""
+    return path.endswith("/link")
+
+
+def is_uploads_or_tags_dir(path: str) -> bool:
+    """Whether ``path`` is a repository's ``_uploads`` or ``_manifests/tags``."""
+    return path.endswith(("/_uploads", "/_manifests/tags"))
 
 
 def current_link_in(tag_dir: str) -> str:

@@ -66,7 +66,7 @@ async def names(driver: Lister, path: str, on_odd: OnOdd = ignore_odd) -> list[s
 
 
 def _name(path: str) -> str:
-    return path.rsplit("/", 1)[1]
+    return paths.base_name(path)
 
 
 async def blob_dirs(driver: Lister, on_odd: OnOdd = ignore_odd) -> list[tuple[Digest, str]]:

@@ -5,6 +5,7 @@ FUSE, and no package's modules import each other in a cycle."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "layerfs"
@@ -91,3 +92,53 @@ def test_no_modules_of_a_package_import_each_other_in_a_cycle() -> None:
         if name.count("."):  # a module inside a package
             visit(name, name, [name])
     assert not cycles, cycles[:5]
+
+
+# a component of the registry's layout, as a path spells it
+LAYOUT_SEGMENT = re.compile(
+    r"(^|/)(_layers|_manifests|_uploads|blobs|repositories|revisions|tags|hashstates"
+    r"|startedat|current|index|link|data)(/|$)"
+)
+# where layout paths are spelled: the layout itself; drivers know no layout, and
+# images/ spells the OCI layout's own paths
+SPELLERS = ("storage/paths.py", "drivers/", "images/")
+
+
+def _spelled_paths(path: Path) -> list[tuple[int, str]]:
+    """The string constants of ``path`` (docstrings aside) that spell a layout path."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and LAYOUT_SEGMENT.search(node.value)
+    ]
+
+
+def test_no_layout_path_is_spelled_outside_paths() -> None:
+    """storage/paths.py owns every path of the layout (docs/DESIGN.md, "The layout,
+    both ways"):
+    nothing else builds one from its components, so a change of the layout is one
+    change. (A component alone, such as ``"_manifests"`` in the view's table, names
+    no path.)"""
+    spelled = [
+        f"{path.relative_to(PACKAGE)}:{line}: {text!r}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not path.relative_to(PACKAGE).as_posix().startswith(SPELLERS)
+        for line, text in _spelled_paths(path)
+        if "/" in text
+    ]
+    assert not spelled, spelled
+
+
+def test_the_layout_check_sees_a_path_spelled_by_hand(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text('"""Docs name _manifests/tags freely."""\nX = f"{tag}/index"\n')
+    assert [text for _, text in _spelled_paths(module)] == ["/index"]

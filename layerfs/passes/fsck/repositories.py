@@ -76,7 +76,7 @@ class RepositoryChecks(Checks):
             revisions += [paths.link_in(e) for _, e in held]
             for tag_dir in await self._list(paths.tags_dir(name)):
                 links.append(paths.current_link_in(tag_dir))
-                index = await walk.digest_dirs(self.snapshot, f"{tag_dir}/index")
+                index = await walk.digest_dirs(self.snapshot, paths.index_in(tag_dir))
                 links += [paths.link_in(e) for _, e in index]
         await self.ahead.fetch(links + revisions)
         await self.ahead.fetch_named(revisions)
@@ -200,7 +200,7 @@ class RepositoryChecks(Checks):
     async def _check_tags(self, name: str, revisions: dict[Digest, str]) -> None:
         for tag_dir in await self._list(paths.tags_dir(name)):
             await self._check_current(name, tag_dir, revisions)
-            for digest, _, _ in await self._links(f"{tag_dir}/index"):
+            for digest, _, _ in await self._links(paths.index_in(tag_dir)):
                 if (name, digest) not in self.held:
                     self._normal("old-tag-history")  # a manifest deleted or collected since
 
