@@ -10,7 +10,6 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,74 +17,26 @@ from typing import NamedTuple, TypeVar
 
 import trio
 
+from .contract import PATHS, STREAM_METHODS, wrap_class
+
+# the errors and the path rule, defined in errors.py, are named here too
+from .errors import PATH_RE as PATH_RE
+from .errors import BackendRequestError as BackendRequestError
+from .errors import BackendUnavailableError as BackendUnavailableError
+from .errors import FileChangedError as FileChangedError
+from .errors import InvalidOffsetError as InvalidOffsetError
+from .errors import InvalidPathError as InvalidPathError
+from .errors import PathNotFoundError as PathNotFoundError
+from .errors import StorageDriverError as StorageDriverError
+from .errors import StoreFullError as StoreFullError
+from .errors import StoreReadOnlyError as StoreReadOnlyError
+from .errors import UnsafeEntryError as UnsafeEntryError
+from .errors import WriterClosedError as WriterClosedError
+from .errors import check_path as check_path
+
 HASH_CHUNK = 4 << 20
 LISTINGS_AT_ONCE = 16  # child directories listed at once by list_tree_infos
 REQUESTS_AT_ONCE = 16  # reads and stats in flight at once in a batch (get_contents etc.)
-# distribution's path rule, with no "." or ".." component (which would name something
-# outside the root), in one match: it is checked on every driver call
-PATH_RE = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)+")
-
-
-class StorageDriverError(Exception):
-    """Base of every error a driver raises."""
-
-
-class PathNotFoundError(StorageDriverError):
-    def __init__(self, path: str, driver: str = "") -> None:
-        prefix = f"{driver}: " if driver else ""
-        super().__init__(f"{prefix}path not found: {path}")
-        self.path = path
-
-
-class InvalidPathError(StorageDriverError):
-    def __init__(self, path: str, driver: str = "") -> None:
-        prefix = f"{driver}: " if driver else ""
-        super().__init__(f"{prefix}invalid path: {path!r}")
-        self.path = path
-
-
-class InvalidOffsetError(StorageDriverError):
-    def __init__(self, path: str, offset: int, driver: str = "") -> None:
-        super().__init__(f"{driver}: invalid offset {offset} for {path}")
-        self.path = path
-        self.offset = offset
-
-
-class FileChangedError(StorageDriverError):
-    """Another program wrote the file since this writer last did: appending now would
-    put this writer's bytes after someone else's (maps to EBUSY)."""
-
-
-class WriterClosedError(StorageDriverError):
-    """A FileWriter was used after close, commit or cancel."""
-
-
-class UnsafeEntryError(StorageDriverError):
-    """An entry the driver will not follow or open: a symbolic link, a device, a
-    FIFO (maps to EACCES). The store's writers could point it anywhere."""
-
-    def __init__(self, path: str, what: str, driver: str = "") -> None:
-        prefix = f"{driver}: " if driver else ""
-        super().__init__(f"{prefix}{path}: {what}")
-        self.path = path
-        self.what = what  # what it is and what was not done to it, for a report
-
-
-class StoreFullError(StorageDriverError):
-    """The store's disk or quota is full (maps to ENOSPC)."""
-
-
-class StoreReadOnlyError(StorageDriverError):
-    """The store's file system is read-only (maps to EROFS)."""
-
-
-class BackendUnavailableError(StorageDriverError):
-    """The backend kept failing after retries (maps to EIO)."""
-
-
-class BackendRequestError(StorageDriverError):
-    """The backend refused a request (access denied, a bad request, no such bucket):
-    asking again will not help (maps to EIO, with the backend's reason logged)."""
 
 
 @dataclass(frozen=True)
@@ -130,15 +81,6 @@ class PendingWrite:
     handle: str  # the backend's own name for it (an S3 upload id)
 
 
-def check_path(path: str, driver: str = "", allow_root: bool = False) -> str:
-    """Raise InvalidPathError unless ``path`` obeys distribution's path rule."""
-    if allow_root and path == "/":
-        return path
-    if not isinstance(path, str) or not PATH_RE.fullmatch(path):
-        raise InvalidPathError(str(path), driver)
-    return path
-
-
 def is_under(path: str, directory: str) -> bool:
     """True when ``path`` is ``directory`` or lies below it (``/a`` does not contain ``/ab``)."""
     if directory == "/":
@@ -148,6 +90,10 @@ def is_under(path: str, directory: str) -> bool:
 
 class Reader(abc.ABC):
     """A forward-only byte stream opened at an offset."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_class(cls, dict.fromkeys(STREAM_METHODS))
 
     @abc.abstractmethod
     async def read(self, size: int) -> bytes:
@@ -167,6 +113,10 @@ class FileWriter(abc.ABC):
     """Appends to one path; ``close`` keeps what was written so a later
     ``writer(path, append=True)`` resumes it, ``commit`` makes it final,
     ``cancel`` removes it."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_class(cls, dict.fromkeys(STREAM_METHODS))
 
     @property
     @abc.abstractmethod
@@ -199,7 +149,13 @@ class FileWriter(abc.ABC):
 
 
 class StorageDriver(abc.ABC):
-    """Bytes and paths. Paths are absolute and match :data:`PATH_RE`."""
+    """Bytes and paths. Paths are absolute and match :data:`PATH_RE`: every method of
+    the contract checks them before a driver's own code runs, and raises only the
+    errors above (``contract.py``, applied to each subclass as it is defined)."""
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        wrap_class(cls, dict(PATHS))
 
     name: str = "base"
     # Writers take data best in pieces of this size, each starting at a multiple of
@@ -500,3 +456,14 @@ def _tree_entry(info: FileInfo) -> TreeEntry:
     odd = "" if info.readable else "an entry the driver will not open"
     size = info.size if info.readable and not info.is_dir else -1
     return TreeEntry(info.path, info.is_dir and info.readable, odd, size)
+
+
+def _wrap_the_contract() -> None:
+    """The base classes' own methods get the contract too (a subclass's get it as it
+    is defined)."""
+    wrap_class(StorageDriver, dict(PATHS))
+    wrap_class(Reader, dict.fromkeys(STREAM_METHODS))
+    wrap_class(FileWriter, dict.fromkeys(STREAM_METHODS))
+
+
+_wrap_the_contract()

@@ -39,7 +39,6 @@ from .base import (
     TreeEntry,
     UnsafeEntryError,
     WriterClosedError,
-    check_path,
 )
 from .beneath import DIR_FLAGS, Beneath, NotRegularError, SymlinkError, kind_of
 from .treelisting import TreeListing, is_hex_name
@@ -124,18 +123,18 @@ class FilesystemDriver(StorageDriver):
         """A read descriptor of the regular file at ``path``; a directory there is no
         file (PathNotFoundError), as on every driver."""
         try:
-            return self._beneath.open_file(check_path(path, self.name), root)
+            return self._beneath.open_file(path, root)
         except IsADirectoryError:
             raise PathNotFoundError(path, self.name) from None
 
     def _read_whole(self, path: str, root: int | None = None) -> bytes:
         try:
-            return self._beneath.read_file(check_path(path, self.name), root)
+            return self._beneath.read_file(path, root)
         except IsADirectoryError:
             raise PathNotFoundError(path, self.name) from None
 
     def _lstat(self, path: str, root: int | None = None) -> os.stat_result:
-        return self._beneath.lstat(check_path(path, self.name), root)
+        return self._beneath.lstat(path, root)
 
     # content -------------------------------------------------------------
     async def get_content(self, path: str) -> bytes:
@@ -176,7 +175,6 @@ class FilesystemDriver(StorageDriver):
             os.close(root)
 
     async def put_content(self, path: str, content: bytes) -> None:
-        check_path(path, self.name)
         await self._call(path, functools.partial(self._put_atomic, path, bytes(content)))
 
     def _put_atomic(self, path: str, content: bytes) -> None:
@@ -235,8 +233,6 @@ class FilesystemDriver(StorageDriver):
         return _FileReader(fd, offset)
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
-        check_path(path, self.name)
-
         def open_for_writing() -> tuple[int, int]:
             # appending never makes a directory or a file: the upload must be there
             with self._beneath.parent(path, create=not append) as (parent, name):
@@ -263,7 +259,7 @@ class FilesystemDriver(StorageDriver):
         return await self._call(path, functools.partial(self._stamp, path))
 
     def _stamp(self, path: str) -> object:
-        st = self._beneath.lstat(check_path(path, self.name))
+        st = self._beneath.lstat(path)
         if not statmode.S_ISREG(st.st_mode):
             raise PathNotFoundError(path, self.name)
         return _stamp_of(st)
@@ -302,7 +298,6 @@ class FilesystemDriver(StorageDriver):
         )
 
     async def list(self, path: str) -> list[str]:
-        check_path(path, self.name, allow_root=True)
         parts = [] if path == "/" else path.strip("/").split("/")
 
         def names() -> list[str]:
@@ -326,7 +321,6 @@ class FilesystemDriver(StorageDriver):
         too while fewer than ``limit`` entries were read, all in one worker thread (not
         a thread hop and a path walk per entry). A symlink or another entry that is no
         file or directory is there, not ``readable``; it is never entered."""
-        check_path(path, self.name, allow_root=True)
         parts = [] if path == "/" else path.strip("/").split("/")
 
         def read() -> dict[str, list[FileInfo]]:
@@ -355,7 +349,6 @@ class FilesystemDriver(StorageDriver):
         """One worker thread walks the tree by directory descriptors (never through a
         symlink), with the kinds ``readdir`` gives: no ``stat`` of each entry. Each
         directory is kept packed as it is read (``TreeListing``)."""
-        check_path(path, self.name, allow_root=True)
         parts = [] if path == "/" else path.strip("/").split("/")
 
         def read() -> dict[str, TreeListing]:
@@ -370,8 +363,6 @@ class FilesystemDriver(StorageDriver):
         """Every top walked in one worker thread, one after another (threads at once
         contend for the interpreter more than they overlap). A top that is gone or no
         directory to enter is left out, as the default does; any other error raises."""
-        for top in tops:
-            check_path(top, self.name)
 
         def read() -> dict[str, TreeListing]:
             tree: dict[str, TreeListing] = {}
@@ -401,9 +392,6 @@ class FilesystemDriver(StorageDriver):
             raise
 
     async def move(self, source: str, dest: str, expect: object | None = None) -> None:
-        check_path(source, self.name)
-        check_path(dest, self.name)
-
         def do_move() -> None:
             with self._beneath.parent(source) as (src_dir, src_name):
                 src = os.stat(src_name, dir_fd=src_dir, follow_symlinks=False)
@@ -424,7 +412,6 @@ class FilesystemDriver(StorageDriver):
         """A file, or a directory with all below it (``rmtree`` by descriptors: a
         symlink inside is removed, never followed). A symlink named directly is
         left alone: whatever put it there may still want it."""
-        check_path(path, self.name)
 
         def do_delete() -> None:
             with self._beneath.parent(path) as (parent, name):

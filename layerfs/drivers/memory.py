@@ -17,7 +17,6 @@ from .base import (
     StorageDriver,
     StorageDriverError,
     WriterClosedError,
-    check_path,
     is_under,
 )
 
@@ -40,9 +39,6 @@ class MemoryDriver(StorageDriver):
         self._mtimes: dict[str, datetime] = {}
 
     # helpers -------------------------------------------------------------
-    def _check(self, path: str, allow_root: bool = False) -> str:
-        return check_path(path, self.name, allow_root)
-
     def _is_dir(self, path: str) -> bool:
         return any(is_under(p, path) and p != path for p in self._files)
 
@@ -64,19 +60,16 @@ class MemoryDriver(StorageDriver):
 
     # API -------------------------------------------------------------------
     async def get_content(self, path: str) -> bytes:
-        self._check(path)
         await trio.lowlevel.checkpoint()
         return bytes(self._file(path))
 
     async def put_content(self, path: str, content: bytes) -> None:
-        self._check(path)
         await trio.lowlevel.checkpoint()
         self._ensure_file_slot(path)
         self._files[path] = bytearray(content)
         self._mtimes[path] = _now()
 
     async def reader(self, path: str, offset: int = 0) -> Reader:
-        self._check(path)
         await trio.lowlevel.checkpoint()
         self._file(path)
         if offset < 0:
@@ -84,7 +77,6 @@ class MemoryDriver(StorageDriver):
         return _MemoryReader(self, path, offset)
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
-        self._check(path)
         await trio.lowlevel.checkpoint()
         self._ensure_file_slot(path)
         if append:
@@ -96,7 +88,6 @@ class MemoryDriver(StorageDriver):
         return _MemoryWriter(self, path, data)
 
     async def stat(self, path: str) -> FileInfo:
-        self._check(path)
         await trio.lowlevel.checkpoint()
         if path in self._files:
             return FileInfo(path, len(self._files[path]), self._mtimes[path], False)
@@ -106,13 +97,11 @@ class MemoryDriver(StorageDriver):
         raise PathNotFoundError(path, self.name)
 
     async def stamp(self, path: str) -> object:
-        self._check(path)
         await trio.lowlevel.checkpoint()
         data = self._file(path)
         return (id(data), len(data), self._mtimes[path].isoformat())
 
     async def list(self, path: str) -> list[str]:
-        self._check(path, allow_root=True)
         await trio.lowlevel.checkpoint()
         prefix = "" if path == "/" else path
         children = {
@@ -125,8 +114,6 @@ class MemoryDriver(StorageDriver):
         return sorted(children)
 
     async def move(self, source: str, dest: str, expect: object | None = None) -> None:
-        self._check(source)
-        self._check(dest)
         await trio.lowlevel.checkpoint()
         data = self._file(source)
         if expect is not None and (id(data), len(data), self._mtimes[source].isoformat()) != expect:
@@ -140,7 +127,6 @@ class MemoryDriver(StorageDriver):
         del self._mtimes[source]
 
     async def delete(self, path: str) -> None:
-        self._check(path)
         await trio.lowlevel.checkpoint()
         doomed = [p for p in self._files if is_under(p, path)]
         if not doomed:

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from layerfs.drivers import MemoryDriver
+from layerfs.drivers import MemoryDriver, StorageDriverError
 from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.maintenance import purge_uploads
 
@@ -318,7 +318,7 @@ async def test_a_tag_cut_short_after_its_current_link_still_serves() -> None:
         + b'","size":2},"layers":[]}'
     )
     digest = await repo.manifests.put(manifest)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageDriverError):  # the contract's form of the OSError
         await Registry(FailingIndexPut(inner)).repository("r").tags.tag("v1", digest)
     assert await repo.tags.resolve("v1") == digest
 

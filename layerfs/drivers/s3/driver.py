@@ -29,7 +29,6 @@ from ..base import (
     Reader,
     StorageDriver,
     TreeEntry,
-    check_path,
 )
 from .listing import Listing, level_infos
 from .multipart import DEFAULT_PART, MIN_PART, MultipartWriter, parts_stamp
@@ -99,7 +98,7 @@ class S3Driver(StorageDriver):
 
     # plumbing ----------------------------------------------------------------
     def key(self, path: str, allow_root: bool = False) -> str:
-        check_path(path, self.name, allow_root)
+        """The object key of ``path`` (checked by the contract on the way in)."""
         return self.prefix + path.lstrip("/")
 
     async def _head(self, key: str) -> dict | None:

@@ -1,0 +1,166 @@
+"""The one wrapper of every driver: each method of the contract checks its paths
+before the driver sees them, and any error that is not already a driver error leaves
+it as one. A driver implements only its primitives; what it may raise is the set in
+``base.py`` and nothing else, whatever its library raised (docs/DESIGN.md, "Layers").
+
+The wrapping is done once per class (``StorageDriver.__init_subclass__``, and for
+``Reader`` and ``FileWriter``), on the methods ``PATHS`` and ``STREAM_METHODS`` name.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from .errors import (
+    BackendRequestError,
+    PathNotFoundError,
+    StorageDriverError,
+    StoreFullError,
+    StoreReadOnlyError,
+    check_path,
+)
+
+log = logging.getLogger("layerfs.drivers")
+
+# method: its path arguments, each (position after self, name, "/" allowed, a list)
+PathArgument = tuple[int, str, bool, bool]
+PATHS: dict[str, tuple[PathArgument, ...]] = {
+    **{
+        method: ((0, "path", False, False),)
+        for method in (
+            "get_content",
+            "put_content",
+            "reader",
+            "writer",
+            "stat",
+            "stamp",
+            "committed_size",
+            "committed_stamp",
+            "stat_committed",
+            "committed_reader",
+            "delete",
+            "delete_if_present",
+            "exists",
+        )
+    },
+    **{
+        method: ((0, "path", True, False),)
+        for method in (
+            "stat_dir",
+            "list",
+            "list_infos",
+            "list_if_present",
+            "list_tree",
+            "list_tree_infos",
+            "pending_writes",
+        )
+    },
+    **{
+        method: ((0, "paths", False, True),)
+        for method in ("get_contents", "stat_many", "stat_committed_many")
+    },
+    "list_trees": ((0, "tops", False, True),),
+    "move": ((0, "source", False, False), (1, "dest", False, False)),
+    "abort_write": (),
+    "statvfs": (),
+}
+STREAM_METHODS = ("read", "aclose", "write", "write_pieces", "close", "cancel", "commit")
+
+# errors that are no failure of the store, left as they are: a driver's own, an
+# operation it lacks, a test's assertion, cancellation
+_PASSED = (NotImplementedError, AssertionError, trio.Cancelled)
+
+
+def as_driver_error(exc: Exception, driver: str, where: str) -> Exception:
+    """The driver error for ``exc``: OSError by its errno, anything else a failed
+    request (logged with its traceback, since it says more than its message)."""
+    if isinstance(exc, BaseExceptionGroup):
+        # a nursery's: the calls a driver makes at once failed; the first tells why
+        leaves = list(_leaves(exc))
+        if not all(isinstance(leaf, Exception) and not isinstance(leaf, trio.Cancelled)
+                   for leaf in leaves):  # fmt: skip
+            return exc
+        return as_driver_error(leaves[0], driver, where)  # type: ignore[arg-type]
+    if isinstance(exc, (StorageDriverError, *_PASSED)):
+        return exc
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return PathNotFoundError(where, driver)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StoreFullError(f"{driver}: {where}: {exc.strerror}")
+        if exc.errno == errno.EROFS:
+            return StoreReadOnlyError(f"{driver}: {where}: {exc.strerror}")
+        return BackendRequestError(f"{driver}: {where}: {exc}")
+    log.error("%s: %s: %s", driver, where, exc, exc_info=exc)
+    return BackendRequestError(f"{driver}: {where}: {type(exc).__name__}: {exc}")
+
+
+def _leaves(group: BaseExceptionGroup) -> Any:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _checked_paths(self: Any, paths: tuple[PathArgument, ...], args: tuple, kwargs: dict) -> str:
+    """Check the path arguments of one call; returns the first, for messages."""
+    first = ""
+    for position, name, root, many in paths:
+        value = args[position] if position < len(args) else kwargs.get(name)
+        if value is None:
+            continue
+        for path in value if many else (value,):
+            check_path(path, self.name, allow_root=root)
+            first = first or path
+    return first
+
+
+def wrap_driver_method(fn: Callable[..., Any], paths: tuple[PathArgument, ...]) -> Any:
+    @functools.wraps(fn)
+    async def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
+        where = _checked_paths(self, paths, args, kwargs)
+        try:
+            return await fn(self, *args, **kwargs)
+        except Exception as exc:
+            mapped = as_driver_error(exc, self.name, where or fn.__name__)
+            if mapped is exc:
+                raise
+            raise mapped from exc
+
+    checked.__driver_contract__ = True  # type: ignore[attr-defined]
+    return checked
+
+
+def wrap_stream_method(fn: Callable[..., Any]) -> Any:
+    @functools.wraps(fn)
+    async def mapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(self, *args, **kwargs)
+        except Exception as exc:
+            error = as_driver_error(exc, type(self).__name__, fn.__name__)
+            if error is exc:
+                raise
+            raise error from exc
+
+    mapped.__driver_contract__ = True  # type: ignore[attr-defined]
+    return mapped
+
+
+def wrap_class(cls: type, methods: dict[str, tuple[PathArgument, ...] | None]) -> None:
+    """Wrap the methods ``cls`` itself defines (``None``: a stream's, no paths)."""
+    for name, paths in methods.items():
+        fn = cls.__dict__.get(name)
+        if fn is None or getattr(fn, "__driver_contract__", False):
+            continue
+        if not inspect.iscoroutinefunction(fn):
+            continue
+        wrapped = wrap_stream_method(fn) if paths is None else wrap_driver_method(fn, paths)
+        setattr(cls, name, wrapped)
