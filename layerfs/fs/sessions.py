@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -277,10 +278,40 @@ class UploadTable:
             return session.pipe.size
         return await self.registry.repository(repository).uploads.data_size(upload_id)
 
+    # holding: a session lives while a handle or a request holds it -------------------
+    def hold(self, session: UploadSession) -> UploadSession:
+        """Hold ``session`` for a handle, until the handle's ``release``."""
+        session.handles += 1
+        return session
+
     async def release(self, session: UploadSession) -> None:
-        """Drop one holder; the last one stores data and hash state and ends the session."""
+        """Drop one holder. A session removed or finished meanwhile is forgotten at
+        once (handles left on it get ESTALE); else the last holder stores data and
+        hash state and ends the session."""
         session.handles -= 1
+        if session.removed:
+            if self.sessions.get(session.upload.id) is session:
+                await self.forget(session.upload.id)
+            return
         await self.close_if_unused(session)
+
+    async def release_quietly(self, session: UploadSession) -> None:
+        """``release``, its failure logged: a release cannot report one (a flush did,
+        if it could), and a request's own outcome is what it answers."""
+        try:
+            await self.release(session)
+        except Exception as exc:
+            log.warning("upload %s: keeping its data failed: %s", session.upload.id, exc)
+
+    @asynccontextmanager
+    async def holding(self, session: UploadSession) -> AsyncIterator[UploadSession]:
+        """Hold ``session`` for one request (a truncate, a finish): it outlives the
+        request's awaits, and is released as the request ends, however it ends."""
+        self.hold(session)
+        try:
+            yield session
+        finally:
+            await self.release_quietly(session)
 
     async def close_if_unused(self, session: UploadSession) -> None:
         """End a session nobody holds. An open that arrives while its data is being

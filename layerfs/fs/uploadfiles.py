@@ -65,8 +65,7 @@ class UploadFiles:
         if existing is None:
             session = await self.table.create(place.repository, place.upload_name)
             if session is not None:
-                session.handles += 1
-                handle = UploadHandle(session, True)
+                handle = UploadHandle(self.table.hold(session), True)
                 # a new session: nobody else holds it
                 await session.claim_writer(handle, self.table.release_grace)
                 log.info(
@@ -87,8 +86,7 @@ class UploadFiles:
             self.state.check_writable("open for writing")
         upload_id = await self.upload_id(place)
         session = await self.table.open(place.repository, upload_id, place.upload_name)
-        session.handles += 1
-        handle = UploadHandle(session, writable)
+        handle = UploadHandle(self.table.hold(session), writable)
         try:
             if writable:
                 await self._claim(session, handle)
@@ -166,10 +164,7 @@ class UploadFiles:
         await self._release_session(session)
 
     async def _release_session(self, session: UploadSession) -> None:
-        try:
-            await self.table.release(session)
-        except Exception as exc:  # release cannot report errors; flush did, if it could
-            log.warning("upload %s: keeping its data failed: %s", session.upload.id, exc)
+        await self.table.release_quietly(session)
 
     async def truncate(self, place: Place, size: int, handle: UploadHandle | None) -> None:
         """To 0 restarts the upload; to its size changes nothing; past it appends zeros
@@ -179,8 +174,7 @@ class UploadFiles:
         else:
             upload_id = await self.upload_id(place)
             session = await self.table.open(place.repository, upload_id, place.upload_name)
-        session.handles += 1
-        try:
+        async with self.table.holding(session):
             session.check_usable()
             if handle is not None and handle.writable:
                 session.check_writer(handle)
@@ -201,8 +195,6 @@ class UploadFiles:
                     f"upload {place.upload_name}: truncate to {size} bytes refused;"
                     f" it holds {session.pipe.size}: only 0 (restart) or more is allowed",
                 )
-        finally:
-            await self._release_session(session)
 
     # removing, renaming, finishing -----------------------------------------------------
     async def remove(self, place: Place) -> None:
@@ -222,23 +214,18 @@ class UploadFiles:
         digest = Digest.parse(digest_text)
         table = self.table
         session = await table.open(source.repository, upload_id, source.upload_name)
-        session.handles += 1
-        try:
+        async with table.holding(session):
             session.check_usable()
             if session.finishing:
                 raise Refusal(errno.EBUSY, f"upload {source.upload_name} is being finished")
             session.finishing = True  # writes and restarts are refused from here on
-            await self.call(session, session.pipe.flush())
-            await session.close_streams()  # no descriptor here survives the move
-            info = await self.call(session, session.upload.finish(digest))
-            session.removed = True  # the upload is a blob now: handles left get ESTALE
-        finally:
-            session.finishing = False
-            session.handles -= 1
-            if session.removed:
-                await table.forget(upload_id)
-            else:
-                await table.close_if_unused(session)
+            try:
+                await self.call(session, session.pipe.flush())
+                await session.close_streams()  # no descriptor here survives the move
+                info = await self.call(session, session.upload.finish(digest))
+                session.removed = True  # the upload is a blob now: handles left get ESTALE
+            finally:
+                session.finishing = False
         table.gone(source.repository, upload_id)
         log.info(
             "upload %s finished as %s (%d bytes) in %s",
