@@ -33,7 +33,7 @@ from .state import (
 )
 from .storefiles import StoreFiles
 from .uploadfiles import UploadFiles
-from .view import LINK_KINDS, NAME_MAX, Kind, Place, classify, looked_up, new_name
+from .view import LINK_KINDS, NAME_MAX, Kind, Place, classify, is_finish_name, looked_up, new_name
 from .xattrs import Xattrs
 
 log = logging.getLogger("layerfs.fs")
@@ -296,11 +296,12 @@ class Operations(pyfuse3.Operations):
         if source.kind != Kind.UPLOAD:
             raise Refusal(errno.EPERM, f"rename {source.where}: only uploads move")
         text = name_new.decode("utf-8", "surrogateescape")
-        if ":" in text and len(name_new) <= NAME_MAX:  # a digest: finish the upload
+        if is_finish_name(text):  # a digest: finish the upload
             target = classify((*self.state.inodes.path(parent_inode_new), text))
+            await self.uploads.finish(source, target, text)
         else:
             target = self._new_child(parent_inode_new, name_new, "upload")
-        await self.uploads.rename(source, target, text, flags)
+            await self.uploads.rename(source, target, flags)
         self.state.inodes.move(source.parts, target.parts)
 
     @fuse_handler

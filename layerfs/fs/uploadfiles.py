@@ -201,16 +201,15 @@ class UploadFiles:
         await self.table.remove(place.repository, await self.upload_id(place))
         self.state.keep_visible(place.parts, place.repository_parts)
 
-    async def rename(self, source: Place, target: Place, target_name: str, flags: int) -> None:
-        upload_id = await self.upload_id(source)
+    @staticmethod
+    def _check_same_uploads(source: Place, target: Place) -> None:
         if target.kind != Kind.UPLOAD or target.repository != source.repository:
             raise Refusal(errno.EXDEV, "an upload moves only within its _uploads directory")
-        if ":" in target_name:
-            await self._finish(source, upload_id, target_name)
-        else:
-            await self._rename(source, target, upload_id, flags)
 
-    async def _finish(self, source: Place, upload_id: str, digest_text: str) -> None:
+    async def finish(self, source: Place, target: Place, digest_text: str) -> None:
+        """``mv x sha256:<hex>``: validate, move into blobs/ and link (``Upload.finish``)."""
+        upload_id = await self.upload_id(source)  # ENOENT first, as rename(2) says it
+        self._check_same_uploads(source, target)
         digest = Digest.parse(digest_text)
         table = self.table
         session = await table.open(source.repository, upload_id, source.upload_name)
@@ -235,7 +234,10 @@ class UploadFiles:
             source.repository,
         )
 
-    async def _rename(self, source: Place, target: Place, upload_id: str, flags: int) -> None:
+    async def rename(self, source: Place, target: Place, flags: int) -> None:
+        """``mv x y``: the upload takes another name (``user.layerfs.name``)."""
+        upload_id = await self.upload_id(source)  # ENOENT first, as rename(2) says it
+        self._check_same_uploads(source, target)
         existing = await self.table.find(target.repository, target.upload_name)
         if existing == upload_id:
             return

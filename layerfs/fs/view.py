@@ -150,3 +150,10 @@ def new_name(name: bytes, what: str) -> str:
             errno.EINVAL, f"invalid {what} name {text!r}: use letters, digits, '.', '_', '-'"
         )
     return text
+
+
+def is_finish_name(name: str) -> bool:
+    """Whether renaming an upload to ``name`` finishes it: a name with a ``:`` is a
+    digest (``sha256:<hex>``), which an upload's own name never holds; a refusal of
+    a bad digest comes from parsing it (EINVAL), one too long from its length."""
+    return ":" in name and len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
