@@ -123,35 +123,24 @@ def _checked_paths(self: Any, paths: tuple[PathArgument, ...], args: tuple, kwar
     return first
 
 
-def wrap_driver_method(fn: Callable[..., Any], paths: tuple[PathArgument, ...]) -> Any:
+def wrap_method(fn: Callable[..., Any], paths: tuple[PathArgument, ...] | None) -> Any:
+    """``fn`` with its ``paths`` checked (a driver's method) or none (a stream's),
+    and every error it raises a driver error."""
+
     @functools.wraps(fn)
-    async def checked(self: Any, *args: Any, **kwargs: Any) -> Any:
-        where = _checked_paths(self, paths, args, kwargs)
+    async def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        where = _checked_paths(self, paths, args, kwargs) if paths else ""
         try:
             return await fn(self, *args, **kwargs)
         except Exception as exc:
-            mapped = as_driver_error(exc, self.name, where or fn.__name__)
+            owner = getattr(self, "name", None) if paths is not None else None
+            mapped = as_driver_error(exc, owner or type(self).__name__, where or fn.__name__)
             if mapped is exc:
                 raise
             raise mapped from exc
 
-    checked.__driver_contract__ = True  # type: ignore[attr-defined]
-    return checked
-
-
-def wrap_stream_method(fn: Callable[..., Any]) -> Any:
-    @functools.wraps(fn)
-    async def mapped(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await fn(self, *args, **kwargs)
-        except Exception as exc:
-            error = as_driver_error(exc, type(self).__name__, fn.__name__)
-            if error is exc:
-                raise
-            raise error from exc
-
-    mapped.__driver_contract__ = True  # type: ignore[attr-defined]
-    return mapped
+    wrapped.__driver_contract__ = True  # type: ignore[attr-defined]
+    return wrapped
 
 
 def wrap_class(cls: type, methods: dict[str, tuple[PathArgument, ...] | None]) -> None:
@@ -162,5 +151,4 @@ def wrap_class(cls: type, methods: dict[str, tuple[PathArgument, ...] | None]) -
             continue
         if not inspect.iscoroutinefunction(fn):
             continue
-        wrapped = wrap_stream_method(fn) if paths is None else wrap_driver_method(fn, paths)
-        setattr(cls, name, wrapped)
+        setattr(cls, name, wrap_method(fn, paths))

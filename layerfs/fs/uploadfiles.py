@@ -97,7 +97,7 @@ class UploadFiles:
                 log.info("upload %s restarted (O_TRUNC)", upload_id)
         except BaseException:
             session.let_go(handle)
-            await self._release_session(session)
+            await self.table.release_quietly(session)
             raise
         return self._file_info(handle)
 
@@ -161,9 +161,6 @@ class UploadFiles:
             session.streams.remove(handle)
         if handle.stream is not None:
             await handle.stream.aclose()
-        await self._release_session(session)
-
-    async def _release_session(self, session: UploadSession) -> None:
         await self.table.release_quietly(session)
 
     async def truncate(self, place: Place, size: int, handle: UploadHandle | None) -> None:

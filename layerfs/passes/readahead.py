@@ -120,8 +120,8 @@ class Snapshot:
         history = paths.tag_history_of_current_link(link)
         listing = self.tree.get(history) if history is not None else None
         if listing is not None:
-            for hexd in itertools.islice(listing.hex_names(), HISTORY_CANDIDATES):
-                yield f"{CANONICAL}:{hexd}".encode()
+            for raw in itertools.islice(listing.raw_hexes(), HISTORY_CANDIDATES):
+                yield f"{CANONICAL}:{raw.hex()}".encode()
 
     async def list_if_present(self, path: str) -> list[str]:
         """As ``driver.list_if_present``: the child paths, nothing for a path that is

@@ -261,7 +261,7 @@ def tag_current_link(name: str, tag: str) -> str:
 
 
 def tag_index_dir(name: str, tag: str) -> str:
-    return f"{tag_dir(name, tag)}/index"
+    return index_in(tag_dir(name, tag))
 
 
 def tag_index_link(name: str, tag: str, d: Digest) -> str:
@@ -324,7 +324,7 @@ def tag_history_of_current_link(link: str) -> str | None:
     tag, ending = link[: -len("/current/link")], link[-len("/current/link") :]
     if ending != "/current/link" or not parent(tag).endswith("/_manifests/tags"):
         return None
-    return f"{tag}/index/{CANONICAL}"
+    return f"{index_in(tag)}/{CANONICAL}"
 
 
 def is_tag_index_dir(path: str) -> bool:

@@ -362,11 +362,14 @@ class Upload:
                 data = await self.driver.stamp(self.data_path)
             except PathNotFoundError:
                 data = None
-        self._stamp = None if data is None else Stamp(data, hasher.hexdigest())
-        if data is not None:  # for any mount, after this one is gone
-            record = {"offset": self._size, "stamp": data, "sha256": hasher.hexdigest()}
-            path = paths.upload_stamp(self.repository, self.id)
-            await self.driver.put_content(path, json.dumps(record).encode())
+        if data is None:
+            self._stamp = None
+            return
+        self._stamp = Stamp(data, hasher.hexdigest())
+        # recorded for any mount, after this one is gone
+        record = {"offset": self._size, "stamp": data, "sha256": self._stamp.sha256}
+        path = paths.upload_stamp(self.repository, self.id)
+        await self.driver.put_content(path, json.dumps(record).encode())
 
     async def _recorded_stamp(self) -> Stamp | None:
         """The stamp a mount recorded beside the state at the current size, if any."""
