@@ -12,6 +12,8 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from layerfs.storage import paths
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -160,4 +162,18 @@ def tree_digests(root: Path) -> dict[str, str]:
         for name in filenames:
             path = Path(dirpath) / name
             found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def uploads_named(root: Path, name: str) -> list[tuple[str, int]]:
+    """The uploads of repository ``name`` in the store at ``root``: (name, bytes of data)."""
+    found = []
+    base = root / paths.uploads_dir(name).lstrip("/")
+    for upload in base.iterdir() if base.exists() else []:
+        label = (upload / "name").read_text() if (upload / "name").exists() else ""
+        try:
+            size = (upload / "data").stat().st_size
+        except FileNotFoundError:  # not there yet while the import creates the upload
+            size = 0
+        found.append((label, size))
     return found

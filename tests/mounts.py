@@ -12,6 +12,16 @@ from pathlib import Path
 LAYERFS = str(Path(sys.executable).parent / "layerfs")
 
 
+def run_layerfs(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``layerfs ARGS...`` to its end, its output captured, ``env`` added to ours."""
+    return subprocess.run(
+        [LAYERFS, *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def is_mounted(path: Path) -> bool:
     target = os.path.realpath(path)
     with open("/proc/self/mountinfo") as info:

@@ -6,7 +6,6 @@ a blob two images share is fetched once, and round trips keep the manifest diges
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -24,18 +23,14 @@ from ..images import (
     make_image,
     random_tar,
     sha256,
+    uploads_named,
     write_oci_index_layout,
     write_oci_layout,
 )
-from ..mounts import LAYERFS
+from ..mounts import LAYERFS, run_layerfs
 from ..registry import DockerRegistry, skopeo, skopeo_push
 
-
-def layerfs(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LAYERFS, *args], capture_output=True, text=True, env={**os.environ, **(env or {})},
-        timeout=300,
-    )  # fmt: skip
+layerfs = run_layerfs
 
 
 def inspect_digest(location: str) -> str:
@@ -105,19 +100,6 @@ async def resolve_tag(root: Path, name: str, tag: str) -> Digest:
     from layerfs.drivers import FilesystemDriver
 
     return await Registry(FilesystemDriver(str(root))).repository(name).tags.resolve(tag)
-
-
-def uploads_named(root: Path, name: str) -> list[tuple[str, int]]:
-    found = []
-    base = root / paths.uploads_dir(name).lstrip("/")
-    for upload in base.iterdir() if base.exists() else []:
-        label = (upload / "name").read_text() if (upload / "name").exists() else ""
-        try:
-            size = (upload / "data").stat().st_size
-        except FileNotFoundError:  # not there yet while the import creates the upload
-            size = 0
-        found.append((label, size))
-    return found
 
 
 def _interruptible() -> None:

@@ -23,7 +23,7 @@ from layerfs.storage import Digest, ManifestBlobsUnknownError, Registry, parse_m
 from layerfs.storage.manifests import DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED
 
 from ..images import image_of, make_image, random_tar, sha256
-from ..mounts import LAYERFS, Mount
+from ..mounts import LAYERFS, Mount, run_layerfs
 from ..registry import DockerRegistry, skopeo_pull
 from ..stores import age
 from ..wrappers import CountingDriver
@@ -40,7 +40,7 @@ async def push_image(registry: Registry, name: str, seed: int) -> Digest:
 
 
 def layerfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LAYERFS, *args], capture_output=True, text=True, timeout=120)
+    return run_layerfs(*args, timeout=120)
 
 
 # gc: an incomplete mark deletes nothing ---------------------------------------------

@@ -23,7 +23,7 @@ from layerfs.storage.manifests import MAX_INDEX_DEPTH
 
 from ..httpaux import QuietHandler, serve
 from ..images import descriptor, make_image, sha256, write_oci_layout
-from ..mounts import LAYERFS, assert_refused
+from ..mounts import assert_refused, run_layerfs
 
 SECRET = b"root:$y$j9T$hostile-input-secret:19000:0:99999:7:::\n"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -31,10 +31,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 def layerfs(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LAYERFS, *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    return run_layerfs(*args, env=env, timeout=120)
 
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> str:

@@ -20,7 +20,7 @@ from layerfs.drivers import FilesystemDriver, UnsafeEntryError
 from layerfs.drivers.beneath import Beneath
 
 from ..images import make_image, sha256, write_oci_layout
-from ..mounts import LAYERFS, Mount
+from ..mounts import Mount, run_layerfs
 from ..registry import DockerRegistry, skopeo_push
 
 V2 = "docker/registry/v2"
@@ -28,7 +28,7 @@ SECRET = b"root:$y$j9T$not-for-your-eyes:19000:0:99999:7:::\n"
 
 
 def layerfs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LAYERFS, *args], capture_output=True, text=True, timeout=120)
+    return run_layerfs(*args, timeout=120)
 
 
 class Planted:

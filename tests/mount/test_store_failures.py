@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..mounts import LAYERFS, Mount, assert_refused
+from ..mounts import Mount, assert_refused, run_layerfs
 from ..seaweed import SeaweedFS
 
 AWS = {"AWS_ACCESS_KEY_ID": "any", "AWS_SECRET_ACCESS_KEY": "any", "AWS_REGION": "us-east-1"}
@@ -23,9 +23,7 @@ HANG = 90  # seconds after which a command counts as hung (the deadline below is
 
 
 def layerfs(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [LAYERFS, *args], capture_output=True, text=True, timeout=HANG, env={**os.environ, **env}
-    )
+    return run_layerfs(*args, env=env, timeout=HANG)
 
 
 def failed_naming(result: subprocess.CompletedProcess[str], *words: str) -> None:
