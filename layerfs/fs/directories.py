@@ -19,8 +19,10 @@ from ..storage.digest import check_algorithm
 from ..storage.errors import PathNotFoundError, RegistryError, UnsafeEntryError
 from ..storage.reference import validate_name, validate_tag
 from .errors import Refusal
+from .kinds import Immutable, PathKind
 from .state import DirHandle, MountState
 from .view import FIXED_DIRS, SPECIAL_DIRS, Kind, Place, classify
+from .xattrs import root_values
 
 log = logging.getLogger("layerfs.fs")
 
@@ -28,10 +30,27 @@ GetAttr = Callable[[Place], Awaitable[pyfuse3.EntryAttributes]]
 ReaddirReply = Callable[[pyfuse3.ReaddirToken, bytes, pyfuse3.EntryAttributes, int], bool]
 
 
-class Directories:
+class Directories(PathKind):
+    """Repository directories, ``_uploads`` and the link directories; every kind of
+    directory answers the directory requests (opendir, readdir, mkdir, rmdir)."""
+
     def __init__(self, state: MountState, getattr_of: GetAttr) -> None:
         self.state = state
         self._getattr_of = getattr_of  # attributes of any kind, for readdirplus
+
+    async def open(self, place: Place, flags: int) -> pyfuse3.FileInfo:
+        raise Refusal(errno.EISDIR, f"{place.where} is a directory")
+
+    async def unlink(self, place: Place) -> None:
+        raise Refusal(errno.EISDIR, f"rm {place.where}: a directory")
+
+    async def read(self, handle: DirHandle, offset: int, size: int) -> bytes:
+        raise Refusal(errno.EISDIR, "read of a directory")
+
+    async def xattrs(self, place: Place) -> dict[str, bytes]:
+        """The last refusal of a link written below, on the deepest directory left."""
+        error = self.state.dir_errors.get(place.parts)
+        return {} if error is None else {"error": error.encode()}
 
     async def present(self, place: Place) -> bool:
         if place.parts in FIXED_DIRS or self._holds_made(place):
@@ -175,3 +194,14 @@ def check_new_dir(place: Place) -> None:
         Digest.from_parts(fields["alg"], fields["hex"])
     elif place.at == "{tag}":
         validate_tag(fields["tag"])
+
+
+class BlobDirectories(Immutable, Directories):
+    """``blobs/`` and the directories below it, down to a blob's own."""
+
+
+class RootDirectory(BlobDirectories):
+    """The mount's root: its extended attributes are the mount's status."""
+
+    async def xattrs(self, place: Place) -> dict[str, bytes]:
+        return root_values(self.state)

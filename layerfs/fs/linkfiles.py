@@ -21,6 +21,7 @@ from ..storage import Digest, paths
 from ..storage.errors import RegistryError
 from ..storage.links import decode_link
 from .errors import Refusal, errno_of
+from .kinds import PathKind
 from .state import LinkHandle, MountState
 from .view import LAYOUT_KIND, Kind, Parts, Place
 
@@ -28,7 +29,7 @@ log = logging.getLogger("layerfs.fs")
 LONGEST_DIGEST = len("sha512:") + 128
 
 
-class LinkFiles:
+class LinkFiles(PathKind):
     def __init__(self, state: MountState) -> None:
         self.state = state
 
@@ -85,8 +86,7 @@ class LinkFiles:
         return pyfuse3.FileInfo(fh=self.state.handles.add(handle), direct_io=True)
 
     # data --------------------------------------------------------------------------
-    @staticmethod
-    def read(handle: LinkHandle, offset: int, size: int) -> bytes:
+    async def read(self, handle: LinkHandle, offset: int, size: int) -> bytes:
         return bytes(handle.content[offset : offset + size])
 
     async def write(self, handle: LinkHandle, offset: int, data: bytes) -> int:
@@ -114,6 +114,10 @@ class LinkFiles:
                 await self.apply(handle)
             except Exception as exc:
                 log.warning("link %s not written: %s", handle.place.where, exc)
+
+    async def setattr(self, place: Place, size: int | None, handle: object) -> None:
+        if size is not None:
+            self.truncate(place, size, handle if isinstance(handle, LinkHandle) else None)
 
     def truncate(self, place: Place, size: int, handle: LinkHandle | None) -> None:
         """Truncate the content of the handle given (an ``ftruncate`` or an open with
@@ -176,11 +180,7 @@ class LinkFiles:
         below = [*self.state.created_dirs, *self.state.pending_links]
         return any(p[: len(directory)] == directory and p != directory and p != link for p in below)
 
-    def dir_xattrs(self, parts: Parts) -> dict[str, bytes]:
-        error = self.state.dir_errors.get(parts)
-        return {} if error is None else {"error": error.encode()}
-
-    async def remove(self, place: Place) -> None:
+    async def unlink(self, place: Place) -> None:
         state = self.state
         pending = state.pending_links.pop(place.parts, None)
         if pending is not None:  # created, never stored: its handle stores nothing now
@@ -194,7 +194,7 @@ class LinkFiles:
         if place.kind == Kind.TAG_LINK:  # the whole tag went: its index/ stays in view too
             state.created_dirs.add(paths.tag_index_of_current(place.parts))
 
-    def xattrs(self, place: Place) -> dict[str, bytes]:
+    async def xattrs(self, place: Place) -> dict[str, bytes]:
         error = self.state.link_errors.get(place.parts)
         return {} if error is None else {"error": error.encode()}
 

@@ -1,10 +1,12 @@
-"""pyfuse3 Operations: a thin dispatcher from VFS calls to one module per path kind.
+"""pyfuse3 Operations: a thin dispatcher from VFS calls to one handler per path kind.
 
-Each handler decodes its arguments, classifies the path (``view.classify``) and hands
-off to :mod:`.directories`, :mod:`.storefiles` (blobs and other stored files),
-:mod:`.uploadfiles`, :mod:`.linkfiles` or :mod:`.xattrs`. What the mount keeps beside
-the store is :class:`~.state.MountState`. Registry rules live in ``layerfs.storage``;
-the errno of every exception is decided in :mod:`.errors`. See docs/DESIGN.md.
+Each request decodes its arguments, classifies the path (``view.classify``) and
+forwards to the handler of its kind (:attr:`Operations.kinds`, every handler a
+:class:`~.kinds.PathKind`: :mod:`.directories`, :mod:`.storefiles`,
+:mod:`.uploadfiles`, :mod:`.finishes`, :mod:`.linkfiles`), or of its open handle. What
+the mount keeps beside the store is :class:`~.state.MountState`. Registry rules live
+in ``layerfs.storage``; the errno of every exception is decided in :mod:`.errors`.
+See docs/DESIGN.md.
 """
 
 from __future__ import annotations
@@ -20,20 +22,23 @@ import pyfuse3
 import trio
 
 from ..storage.store import Store
-from .directories import Directories
+from .directories import BlobDirectories, Directories, RootDirectory
 from .errors import Refusal, fuse_handler
+from .finishes import Finishes
+from .kinds import PathKind
 from .linkfiles import LinkFiles
 from .state import (
     BLOCK_SIZE,
     DirHandle,
+    Handle,
     LinkHandle,
     MountState,
     StoreFileHandle,
     UploadHandle,
 )
-from .storefiles import StoreFiles
+from .storefiles import Blobs, StoreFiles
 from .uploadfiles import UploadFiles
-from .view import LINK_KINDS, NAME_MAX, Kind, Place, classify, is_finish_name, looked_up, new_name
+from .view import NAME_MAX, Kind, Place, classify, looked_up, new_name, rename_target
 from .xattrs import Xattrs
 
 log = logging.getLogger("layerfs.fs")
@@ -69,12 +74,33 @@ class Operations(pyfuse3.Operations):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
-        self.state = MountState(store, nursery, read_only, clock)
-        self.dirs = Directories(self.state, self._getattr)
-        self.store_files = StoreFiles(self.state)
-        self.uploads = UploadFiles(self.state)
-        self.links = LinkFiles(self.state)
-        self.xattrs = Xattrs(self.state, self.uploads, self.links)
+        self.state = state = MountState(store, nursery, read_only, clock)
+        self.dirs = Directories(state, self._getattr)
+        blob_dirs = BlobDirectories(state, self._getattr)
+        store_files, uploads, links = StoreFiles(state), UploadFiles(state), LinkFiles(state)
+        self.kinds: dict[Kind, PathKind] = {
+            Kind.ROOT: RootDirectory(state, self._getattr),
+            Kind.BLOB_DIR: blob_dirs,
+            Kind.BLOB_DATA: Blobs(state),
+            Kind.NAMESPACE: self.dirs,
+            Kind.UPLOADS: self.dirs,
+            Kind.UPLOAD: uploads,
+            Kind.FINISH: Finishes(uploads),
+            Kind.LINK_DIR: self.dirs,
+            Kind.LAYER_LINK: links,
+            Kind.REVISION_LINK: links,
+            Kind.TAG_LINK: links,
+            Kind.TAG_INDEX_LINK: links,
+            Kind.OTHER: store_files,
+        }
+        # the handler of each kind of open file
+        self._owners: dict[type, PathKind] = {
+            DirHandle: self.dirs,
+            StoreFileHandle: store_files,
+            UploadHandle: uploads,
+            LinkHandle: links,
+        }
+        self.xattrs = Xattrs(lambda place: self._kind(place).xattrs(place))
         self.readdir_reply = pyfuse3.readdir_reply  # replaced in tests without a kernel
 
     @property
@@ -96,14 +122,14 @@ class Operations(pyfuse3.Operations):
     def _new_child(self, parent: int, name: bytes, what: str) -> Place:
         return classify((*self.state.inodes.path(parent), new_name(name, what)))
 
+    def _kind(self, place: Place) -> PathKind:
+        return self.kinds[place.kind]
+
+    def _owner(self, handle: Handle) -> PathKind:
+        return self._owners[type(handle)]
+
     async def _getattr(self, place: Place) -> pyfuse3.EntryAttributes:
-        if place.is_dir:
-            return await self.dirs.getattr(place)
-        if place.kind == Kind.UPLOAD:
-            return await self.uploads.getattr(place)
-        if place.kind in LINK_KINDS:
-            return await self.links.getattr(place)
-        return await self.store_files.getattr(place)
+        return await self._kind(place).getattr(place)
 
     async def _entry(self, place: Place) -> pyfuse3.EntryAttributes:
         """Attributes handed to the kernel with a new reference to the inode."""
@@ -137,20 +163,9 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         place = self._place(inode)
         self.state.check_writable("setattr")
-        if place.kind in (Kind.BLOB_DATA, Kind.BLOB_DIR, Kind.ROOT):
-            raise Refusal(errno.EPERM, f"blobs are immutable: {place.where}")
-        if fields.update_size:
-            handle = self.state.handles.get(fh) if fh is not None else None
-            if place.kind == Kind.UPLOAD:
-                upload = handle if isinstance(handle, UploadHandle) else None
-                await self.uploads.truncate(place, attr.st_size, upload)
-            elif place.kind in LINK_KINDS:
-                link = handle if isinstance(handle, LinkHandle) else None
-                self.links.truncate(place, attr.st_size, link)
-            else:
-                raise Refusal(errno.EPERM, f"cannot resize {place.where}")
-        # Modes, owners and times are not stored by the registry's layout; accepting
-        # them lets cp -p, rsync and touch work on uploads and links.
+        size = attr.st_size if fields.update_size else None
+        handle = self.state.handles.get(fh) if size is not None and fh is not None else None
+        await self._kind(place).setattr(place, size, handle)
         return await self._getattr(place)
 
     # directories ---------------------------------------------------------------------
@@ -193,14 +208,7 @@ class Operations(pyfuse3.Operations):
         place = self._new_child(parent_inode, name, "file")
         if not await self.dirs.present(classify(place.parts[:-1])):
             raise Refusal(errno.ENOENT, f"no directory {'/'.join(place.parts[:-1])}")
-        if place.kind == Kind.UPLOAD:
-            info = await self.uploads.create(place, flags)
-        elif place.kind in LINK_KINDS:
-            info = await self.links.create(place, flags)
-        elif place.kind in (Kind.BLOB_DATA, Kind.BLOB_DIR):
-            raise Refusal(errno.EPERM, "blobs are written by finishing an upload, not directly")
-        else:
-            raise Refusal(errno.EPERM, f"create {place.where}: no file belongs here")
+        info = await self._kind(place).create(place, flags)
         try:
             return info, await self._entry(place)
         except BaseException:
@@ -210,41 +218,22 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         place = self._place(inode)
-        if place.kind == Kind.UPLOAD:
-            return await self.uploads.open(place, flags)
-        if place.kind in LINK_KINDS:
-            return await self.links.open(place, flags)
-        if place.is_dir:
-            raise Refusal(errno.EISDIR, f"{place.where} is a directory")
-        return await self.store_files.open(place, flags)
+        return await self._kind(place).open(place, flags)
 
     @fuse_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self.state.handles.get(fh)
-        if isinstance(handle, StoreFileHandle):
-            return await self.store_files.read(handle, off, size)
-        if isinstance(handle, LinkHandle):
-            return self.links.read(handle, off, size)
-        if isinstance(handle, UploadHandle):
-            return await self.uploads.read(handle, off, size)
-        raise Refusal(errno.EISDIR, "read of a directory")
+        return await self._owner(handle).read(handle, off, size)
 
     @fuse_handler
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.state.handles.get(fh)
-        if isinstance(handle, UploadHandle):
-            return await self.uploads.write(handle, off, buf)
-        if isinstance(handle, LinkHandle):
-            return await self.links.write(handle, off, buf)
-        raise Refusal(errno.EBADF, "file is not open for writing")
+        return await self._owner(handle).write(handle, off, buf)
 
     @fuse_handler
     async def flush(self, fh: int) -> None:
         handle = self.state.handles.get(fh)
-        if isinstance(handle, UploadHandle):
-            await self.uploads.flush(handle)
-        elif isinstance(handle, LinkHandle):
-            await self.links.flush(handle)
+        await self._owner(handle).flush(handle)
 
     @fuse_handler
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -253,12 +242,8 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def release(self, fh: int) -> None:
         handle = self.state.handles.pop(fh)
-        if isinstance(handle, StoreFileHandle):
-            await self.store_files.release(handle)
-        elif isinstance(handle, UploadHandle):
-            await self.uploads.release(handle)
-        elif isinstance(handle, LinkHandle):
-            await self.links.release(handle)
+        if handle is not None:
+            await self._owner(handle).release(handle)
 
     # removing, renaming and what the layout cannot hold ---------------------------------
     @fuse_handler
@@ -266,16 +251,7 @@ class Operations(pyfuse3.Operations):
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
         place = self._child(parent_inode, name)
         self.state.check_writable("unlink")
-        if place.kind == Kind.UPLOAD:
-            await self.uploads.remove(place)
-        elif place.kind in LINK_KINDS:
-            await self.links.remove(place)
-        elif place.kind == Kind.BLOB_DATA:
-            raise Refusal(errno.EPERM, "blobs go away only through layerfs gc")
-        elif place.is_dir:
-            raise Refusal(errno.EISDIR, f"rm {place.where}: a directory")
-        else:
-            raise Refusal(errno.EPERM, f"rm {place.where}: not removable")
+        await self._kind(place).unlink(place)
         log.info("removed %s %s", place.kind.value, place.where)
 
     @fuse_handler
@@ -293,15 +269,9 @@ class Operations(pyfuse3.Operations):
         self.state.check_writable("rename")
         if flags & pyfuse3.RENAME_EXCHANGE:
             raise Refusal(errno.EINVAL, "rename: exchanging entries is not supported")
-        if source.kind != Kind.UPLOAD:
-            raise Refusal(errno.EPERM, f"rename {source.where}: only uploads move")
-        text = name_new.decode("utf-8", "surrogateescape")
-        if is_finish_name(text):  # a digest: finish the upload
-            target = classify((*self.state.inodes.path(parent_inode_new), text))
-            await self.uploads.finish(source, target, text)
-        else:
-            target = self._new_child(parent_inode_new, name_new, "upload")
-            await self.uploads.rename(source, target, flags)
+        await self._kind(source).check_movable(source)  # only an upload moves
+        target = rename_target(self.state.inodes.path(parent_inode_new), name_new)
+        await self._kind(target).rename_into(source, target, flags)  # a finish, or a rename
         self.state.inodes.move(source.parts, target.parts)
 
     @fuse_handler

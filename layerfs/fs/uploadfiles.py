@@ -19,18 +19,24 @@ from typing import TypeVar
 
 import pyfuse3
 
-from ..storage import Digest
 from ..storage.reference import validate_name
 from .errors import Refusal, errno_of
+from .kinds import PathKind
 from .sessions import UploadSession
 from .state import UPLOAD_TIMEOUT, MountState, UploadHandle
-from .view import Kind, Place
+from .view import Place
 
 log = logging.getLogger("layerfs.fs")
 T = TypeVar("T")
 
 
-class UploadFiles:
+def check_same_uploads(source: Place, target: Place) -> None:
+    """An upload is renamed or finished only within its own ``_uploads``."""
+    if target.repository != source.repository:
+        raise Refusal(errno.EXDEV, "an upload moves only within its _uploads directory")
+
+
+class UploadFiles(PathKind):
     def __init__(self, state: MountState) -> None:
         self.state = state
 
@@ -163,6 +169,10 @@ class UploadFiles:
             await handle.stream.aclose()
         await self.table.release_quietly(session)
 
+    async def setattr(self, place: Place, size: int | None, handle: object) -> None:
+        if size is not None:
+            await self.truncate(place, size, handle if isinstance(handle, UploadHandle) else None)
+
     async def truncate(self, place: Place, size: int, handle: UploadHandle | None) -> None:
         """To 0 restarts the upload; to its size changes nothing; past it appends zeros
         (``cp`` of a sparse file ending in a hole); anything else is refused."""
@@ -193,55 +203,25 @@ class UploadFiles:
                     f" it holds {session.pipe.size}: only 0 (restart) or more is allowed",
                 )
 
-    # removing, renaming, finishing -----------------------------------------------------
-    async def remove(self, place: Place) -> None:
+    # removing and renaming ------------------------------------------------------------
+    async def unlink(self, place: Place) -> None:
         await self.table.remove(place.repository, await self.upload_id(place))
         self.state.keep_visible(place.parts, place.repository_parts)
 
-    @staticmethod
-    def _check_same_uploads(source: Place, target: Place) -> None:
-        if target.kind != Kind.UPLOAD or target.repository != source.repository:
-            raise Refusal(errno.EXDEV, "an upload moves only within its _uploads directory")
+    async def check_movable(self, source: Place) -> None:
+        await self.upload_id(source)  # ENOENT first, as rename(2) says it
 
-    async def finish(self, source: Place, target: Place, digest_text: str) -> None:
-        """``mv x sha256:<hex>``: validate, move into blobs/ and link (``Upload.finish``)."""
-        upload_id = await self.upload_id(source)  # ENOENT first, as rename(2) says it
-        self._check_same_uploads(source, target)
-        digest = Digest.parse(digest_text)
-        table = self.table
-        session = await table.open(source.repository, upload_id, source.upload_name)
-        async with table.holding(session):
-            session.check_usable()
-            if session.finishing:
-                raise Refusal(errno.EBUSY, f"upload {source.upload_name} is being finished")
-            session.finishing = True  # writes and restarts are refused from here on
-            try:
-                await self.call(session, session.pipe.flush())
-                await session.close_streams()  # no descriptor here survives the move
-                info = await self.call(session, session.upload.finish(digest))
-                session.removed = True  # the upload is a blob now: handles left get ESTALE
-            finally:
-                session.finishing = False
-        table.gone(source.repository, upload_id)
-        log.info(
-            "upload %s finished as %s (%d bytes) in %s",
-            upload_id,
-            info.digest,
-            info.size,
-            source.repository,
-        )
-
-    async def rename(self, source: Place, target: Place, flags: int) -> None:
+    async def rename_into(self, source: Place, target: Place, flags: int) -> None:
         """``mv x y``: the upload takes another name (``user.layerfs.name``)."""
-        upload_id = await self.upload_id(source)  # ENOENT first, as rename(2) says it
-        self._check_same_uploads(source, target)
+        upload_id = await self.upload_id(source)
+        check_same_uploads(source, target)
         existing = await self.table.find(target.repository, target.upload_name)
         if existing == upload_id:
             return
         if existing is not None:
             if flags & pyfuse3.RENAME_NOREPLACE:
                 raise Refusal(errno.EEXIST, f"upload {target.upload_name} exists")
-            await self.remove(target)
+            await self.unlink(target)
         await self.table.rename(source.repository, upload_id, target.upload_name)
 
     # extended attributes ---------------------------------------------------------------

@@ -29,6 +29,7 @@ class Kind(enum.Enum):
     REVISION_LINK = "manifest revision link"
     TAG_LINK = "tag link"
     TAG_INDEX_LINK = "tag index link"
+    FINISH = "upload finish"  # the target of ``mv _uploads/x _uploads/sha256:<hex>``
     OTHER = "store entry"  # anything else the store holds: shown read-only
 
 
@@ -88,6 +89,11 @@ class Place:
         if self.kind == Kind.BLOB_DATA or self.kind in LINK_KINDS - {Kind.TAG_LINK}:
             return Digest.from_parts(self.fields["alg"], self.fields["hex"])
         raise ValueError(f"{self.kind.value} names no digest in its path")
+
+    @property
+    def digest_text(self) -> str:
+        """What a finish names as the digest (parsed, and refused, by the finish)."""
+        return self.parts[-1]
 
     @property
     def tag(self) -> str:
@@ -152,8 +158,16 @@ def new_name(name: bytes, what: str) -> str:
     return text
 
 
-def is_finish_name(name: str) -> bool:
-    """Whether renaming an upload to ``name`` finishes it: a name with a ``:`` is a
-    digest (``sha256:<hex>``), which an upload's own name never holds; a refusal of
-    a bad digest comes from parsing it (EINVAL), one too long from its length."""
-    return ":" in name and len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
+def rename_target(parent: Parts, name: bytes) -> Place:
+    """Where a rename into ``parent`` as ``name`` goes. A name with a ``:`` in an
+    uploads directory is a digest (``sha256:<hex>``), which an upload's own name
+    never holds: the target is a finish (``Kind.FINISH``; a bad digest is refused by
+    parsing it, EINVAL, after the upload was found). Any other name must be one the
+    layout can store (``new_name``)."""
+    text = decode(name)
+    if ":" in text and len(name) <= NAME_MAX:
+        place = classify((*parent, text))
+        if place.kind == Kind.UPLOAD:
+            return Place(Kind.FINISH, place.parts, place.fields)
+        return place  # a digest anywhere else: no finish, refused by where it is
+    return classify((*parent, new_name(name, "upload")))

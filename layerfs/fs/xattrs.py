@@ -11,41 +11,23 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Awaitable, Callable
 
 import pyfuse3
 
 from .errors import Refusal
-from .linkfiles import LinkFiles
 from .state import MountState
-from .uploadfiles import UploadFiles
-from .view import LINK_KINDS, Kind, Place
+from .view import Place
 
 PREFIX = "user.layerfs."
 PAGE_BYTES = 60_000  # below XATTR_SIZE_MAX (65,536), whatever one entry adds
 
 
 class Xattrs:
-    def __init__(self, state: MountState, uploads: UploadFiles, links: LinkFiles) -> None:
-        self.state = state
-        self.uploads = uploads
-        self.links = links
+    """``user.layerfs.*`` of any place, from ``values`` (its kind's handler)."""
 
-    async def values(self, place: Place) -> dict[str, bytes]:
-        if place.kind == Kind.ROOT:
-            return self.root_values()
-        if place.kind == Kind.UPLOAD:
-            return await self.uploads.xattrs(place)
-        if place.kind in LINK_KINDS:
-            return self.links.xattrs(place)
-        return self.links.dir_xattrs(place.parts) if place.is_dir else {}
-
-    def root_values(self) -> dict[str, bytes]:
-        store = self.state.store
-        values = {"pid": str(os.getpid()).encode(), "store": store.location.encode()}
-        for number, page in enumerate(status_pages(self.state.uploads.status())):
-            values["uploads" if number == 0 else f"uploads.{number}"] = page
-        values.update((key, str(count).encode()) for key, count in store.counters().items())
-        return values
+    def __init__(self, values: Callable[[Place], Awaitable[dict[str, bytes]]]) -> None:
+        self.values = values
 
     async def get(self, place: Place, name: bytes) -> bytes:
         key = name.decode("utf-8", "surrogateescape")
@@ -63,6 +45,16 @@ class Xattrs:
     @staticmethod
     def refuse_change() -> None:
         raise Refusal(errno.ENOTSUP, "the store keeps no extended attributes")
+
+
+def root_values(state: MountState) -> dict[str, bytes]:
+    """The mount's status: its process, its store, its open uploads and its counters."""
+    store = state.store
+    values = {"pid": str(os.getpid()).encode(), "store": store.location.encode()}
+    for number, page in enumerate(status_pages(state.uploads.status())):
+        values["uploads" if number == 0 else f"uploads.{number}"] = page
+    values.update((key, str(count).encode()) for key, count in store.counters().items())
+    return values
 
 
 def status_pages(entries: list[dict[str, object]]) -> list[bytes]:

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import errno
 import logging
+import typing
 
 import pyfuse3
 import pytest
+import trio
 
-from layerfs.drivers import BackendUnavailableError, PathNotFoundError
+from layerfs.drivers import BackendUnavailableError, MemoryDriver, PathNotFoundError
 from layerfs.fs.errors import Refusal, fuse_handler
 from layerfs.fs.inodes import InodeTable
+from layerfs.fs.kinds import PathKind
 from layerfs.fs.mount import MountError, parse_options, parse_size
-from layerfs.fs.view import Kind, classify
+from layerfs.fs.operations import Operations
+from layerfs.fs.state import Handle
+from layerfs.fs.view import Kind, classify, rename_target
 from layerfs.storage import Digest, paths
 from layerfs.storage import errors as se
+from layerfs.storage.store import Store
 
 D = Digest.of(b"x")
+UPLOADS = ("repositories", "r", "_uploads")
 
 
 @pytest.mark.parametrize(
@@ -132,3 +139,37 @@ def test_paths_the_layout_has_no_place_for() -> None:
     assert paths.match(("repositories", "a", "_manifests", "other")) is None
     assert paths.match(("repositories", "_layers")) is None
     assert paths.match(("elsewhere",)) is None
+
+
+async def test_every_kind_and_every_handle_has_one_handler() -> None:
+    async with trio.open_nursery() as nursery:
+        ops = Operations(Store(MemoryDriver()), nursery)
+        assert set(ops.kinds) == set(Kind)
+        assert all(isinstance(handler, PathKind) for handler in ops.kinds.values())
+        assert set(ops._owners) == set(typing.get_args(Handle))
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    "parent, name, kind",
+    [
+        (UPLOADS, f"sha256:{'a' * 64}", Kind.FINISH),
+        (UPLOADS, "sha256:not-hex", Kind.FINISH),  # refused by the finish's parse, EINVAL
+        (UPLOADS, "plain", Kind.UPLOAD),
+        (("repositories", "r", "_layers"), f"sha256:{'a' * 64}", Kind.LINK_DIR),
+        (("blobs",), f"sha256:{'a' * 64}", Kind.BLOB_DIR),
+    ],
+)
+def test_a_digest_in_an_uploads_directory_is_a_finish(
+    parent: tuple[str, ...], name: str, kind: Kind
+) -> None:
+    assert rename_target(parent, name.encode()).kind == kind
+
+
+@pytest.mark.parametrize(
+    "name, code", [(b"bad name", errno.EINVAL), (b"x" * 256, errno.ENAMETOOLONG)]
+)
+def test_a_plain_rename_target_must_be_storable(name: bytes, code: int) -> None:
+    with pytest.raises(Refusal) as refused:
+        rename_target(UPLOADS, name)
+    assert refused.value.errno == code

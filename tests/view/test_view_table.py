@@ -106,6 +106,20 @@ async def test_rename_into_another_repository(k: Kernel) -> None:
     assert await errno_of(k.rename(f"{UP}/x", target)) == errno.EXDEV
 
 
+async def test_a_rename_is_what_its_target_makes_it(k: Kernel) -> None:
+    """Only an upload moves (its absence ENOENT first); then the target's kind decides:
+    a digest outside the upload's own _uploads is no finish, and no kind but an
+    upload or a finish takes an upload (EXDEV)."""
+    digest = await finished(k, DATA)
+    await k.write_file(f"{UP}/x", b"abc")
+    hex_dir = f"blobs/sha256/{digest.hex[:2]}/{digest.hex}"
+    assert await errno_of(k.rename(f"{hex_dir}/data", f"{UP}/y")) == errno.EPERM
+    assert await errno_of(k.rename(f"{UP}/gone", f"{R}/_layers/y")) == errno.ENOENT
+    for target in (f"{R}/_layers/{digest}", f"{R}/_layers/y", "blobs/y", f"{R}/{digest}"):
+        assert await errno_of(k.rename(f"{UP}/x", target)) == errno.EXDEV, target
+    assert await k.listdir(UP) == ["x"]
+
+
 async def test_layer_links(k: Kernel) -> None:
     digest = await finished(k, DATA)
     await k.makedirs("repositories/other")
