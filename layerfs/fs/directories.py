@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pyfuse3
 
-from ..storage import Digest
+from ..storage import Digest, paths
 from ..storage.digest import check_algorithm
 from ..storage.errors import PathNotFoundError, RegistryError, UnsafeEntryError
 from ..storage.reference import validate_name, validate_tag
@@ -183,8 +183,8 @@ def check_new_dir(place: Place) -> None:
     if place.kind == Kind.NAMESPACE:
         validate_name(place.repository)
         return
-    if len(place.parts) == 2 and place.parts[0] == "repositories":
-        validate_name(place.parts[1])  # repositories/_layers: a bad repository name
+    if (top := paths.top_level_name(place.parts)) is not None:
+        validate_name(top)  # repositories/_layers: a bad repository name
     if place.kind != Kind.LINK_DIR or place.is_special_root:
         raise Refusal(errno.EPERM, f"mkdir {where}: the layout has no directory here")
     fields = place.fields

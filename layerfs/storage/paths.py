@@ -128,6 +128,12 @@ def path(kind: str, **fields: str) -> str:
 _TEMPLATES = {kind: "/".join((ROOT, *segments)) for kind, segments in LAYOUT.items()}
 
 
+def top_level_name(parts: Parts) -> str | None:
+    """The name of ``repositories/<name>``, a directory right below ``repositories``
+    (whatever the name: a layout directory such as ``_layers`` there is a bad name)."""
+    return parts[1] if len(parts) == 2 and parts[0] == "repositories" else None
+
+
 def split_repository(parts: Parts) -> tuple[str, Parts] | None:
     """``repositories/<name>/<special>/...`` as (name, the components from the
     special directory on); None outside a repository's special directories."""
