@@ -76,11 +76,10 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.state = state = MountState(store, nursery, read_only, clock)
         self.dirs = Directories(state, self._getattr)
-        blob_dirs = BlobDirectories(state, self._getattr)
         store_files, uploads, links = StoreFiles(state), UploadFiles(state), LinkFiles(state)
         self.kinds: dict[Kind, PathKind] = {
             Kind.ROOT: RootDirectory(state, self._getattr),
-            Kind.BLOB_DIR: blob_dirs,
+            Kind.BLOB_DIR: BlobDirectories(state, self._getattr),
             Kind.BLOB_DATA: Blobs(state),
             Kind.NAMESPACE: self.dirs,
             Kind.UPLOADS: self.dirs,
@@ -94,7 +93,7 @@ class Operations(pyfuse3.Operations):
             Kind.OTHER: store_files,
         }
         # the handler of each kind of open file
-        self._owners: dict[type, PathKind] = {
+        self.owners: dict[type, PathKind] = {
             DirHandle: self.dirs,
             StoreFileHandle: store_files,
             UploadHandle: uploads,
@@ -126,7 +125,7 @@ class Operations(pyfuse3.Operations):
         return self.kinds[place.kind]
 
     def _owner(self, handle: Handle) -> PathKind:
-        return self._owners[type(handle)]
+        return self.owners[type(handle)]
 
     async def _getattr(self, place: Place) -> pyfuse3.EntryAttributes:
         return await self._kind(place).getattr(place)

@@ -146,7 +146,7 @@ async def test_every_kind_and_every_handle_has_one_handler() -> None:
         ops = Operations(Store(MemoryDriver()), nursery)
         assert set(ops.kinds) == set(Kind)
         assert all(isinstance(handler, PathKind) for handler in ops.kinds.values())
-        assert set(ops._owners) == set(typing.get_args(Handle))
+        assert set(ops.owners) == set(typing.get_args(Handle))
         nursery.cancel_scope.cancel()
 
 
