@@ -1,7 +1,9 @@
-"""A pyfuse3 mount of a tree held in memory (DIRS directories of one file each,
-under 64 parents), answering every request at once: the ceiling of a metadata walk
-(find, ls -R) through FUSE in Python on this machine, for scripts/bench.
-Usage: fuse_tree.py MOUNTPOINT DIRS"""
+"""A pyfuse3 mount of a copy, held in memory, of the names, kinds and sizes of a
+directory tree (a store's ``docker/registry/v2``) and the bytes of its small files
+(links), answering every request at once: the ceiling of a metadata walk (find,
+ls -R) and of reading links through FUSE in Python on this machine, for
+scripts/bench.
+Usage: fuse_tree.py MOUNTPOINT SOURCE"""
 
 from __future__ import annotations
 
@@ -13,25 +15,33 @@ import sys
 import pyfuse3
 import trio
 
-PARENTS = 64
+SMALL = 4096
 
 
 class Tree(pyfuse3.Operations):
-    """Inodes: 1 the root, then the parents, then the directories, then their files."""
+    """Inode 1 is SOURCE itself; every entry below it gets the next number as it is
+    read (``os.walk``, symlinks not followed)."""
 
-    def __init__(self, dirs: int) -> None:
+    def __init__(self, source: str) -> None:
         super().__init__()
-        self.dirs = dirs
-        self.children: dict[int, list[tuple[bytes, int]]] = {pyfuse3.ROOT_INODE: []}
-        for p in range(PARENTS):
-            parent = 2 + p
-            self.children[pyfuse3.ROOT_INODE].append((f"p{p:02x}".encode(), parent))
+        self.children: dict[int, list[tuple[bytes, int]]] = {}
+        self.by_name: dict[tuple[int, bytes], int] = {}
+        self.sizes: dict[int, int] = {}
+        self.contents: dict[int, bytes] = {}  # files of up to SMALL bytes
+        inodes = {source: pyfuse3.ROOT_INODE}
+        for directory, dirs, files in os.walk(source):
+            parent = inodes[directory]
             self.children[parent] = []
-        first_dir = 2 + PARENTS
-        for d in range(dirs):
-            ino = first_dir + d
-            self.children[2 + d % PARENTS].append((f"d{d:06d}".encode(), ino))
-            self.children[ino] = [(b"data", first_dir + dirs + d)]
+            for name in sorted(dirs + files):
+                path = os.path.join(directory, name)
+                ino = inodes[path] = len(inodes) + 1
+                self.children[parent].append((name.encode(), ino))
+                self.by_name[parent, name.encode()] = ino
+                if name in files:
+                    self.sizes[ino] = os.lstat(path).st_size
+                    if self.sizes[ino] <= SMALL:
+                        with open(path, "rb") as f:
+                            self.contents[ino] = f.read()
 
     def _attrs(self, ino: int) -> pyfuse3.EntryAttributes:
         attrs = pyfuse3.EntryAttributes()
@@ -39,7 +49,7 @@ class Tree(pyfuse3.Operations):
         is_dir = ino in self.children
         attrs.st_mode = (stat.S_IFDIR | 0o755) if is_dir else (stat.S_IFREG | 0o444)
         attrs.st_nlink = 2 if is_dir else 1
-        attrs.st_size = 0 if is_dir else 100
+        attrs.st_size = 0 if is_dir else self.sizes[ino]
         attrs.st_uid, attrs.st_gid = os.getuid(), os.getgid()
         attrs.entry_timeout = attrs.attr_timeout = 1.0
         return attrs
@@ -48,10 +58,10 @@ class Tree(pyfuse3.Operations):
         return self._attrs(inode)
 
     async def lookup(self, parent_inode, name, ctx=None):  # type: ignore[no-untyped-def]
-        for child, ino in self.children.get(parent_inode, []):
-            if child == name:
-                return self._attrs(ino)
-        raise pyfuse3.FUSEError(errno.ENOENT)
+        ino = self.by_name.get((parent_inode, name))
+        if ino is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return self._attrs(ino)
 
     async def opendir(self, inode, ctx):  # type: ignore[no-untyped-def]
         return inode
@@ -66,9 +76,18 @@ class Tree(pyfuse3.Operations):
     async def releasedir(self, fh):  # type: ignore[no-untyped-def]
         return None
 
+    async def open(self, inode, flags, ctx):  # type: ignore[no-untyped-def]
+        return pyfuse3.FileInfo(fh=inode)
 
-async def main(mountpoint: str, dirs: int) -> None:
-    pyfuse3.init(Tree(dirs), mountpoint, {"fsname=tree", "ro"})
+    async def read(self, fh, off, size):  # type: ignore[no-untyped-def]
+        return self.contents.get(fh, b"")[off : off + size]
+
+    async def release(self, fh):  # type: ignore[no-untyped-def]
+        return None
+
+
+async def main(mountpoint: str, source: str) -> None:
+    pyfuse3.init(Tree(source), mountpoint, {"fsname=tree", "ro"})
     try:
         await pyfuse3.main()
     finally:
@@ -76,4 +95,4 @@ async def main(mountpoint: str, dirs: int) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], int(sys.argv[2]))
+    trio.run(main, sys.argv[1], sys.argv[2])

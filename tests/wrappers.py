@@ -108,6 +108,11 @@ class CountingDriver(Passthrough):
         self.stats[path] += 1
         return await self.inner.stat(path)
 
+    async def list_tree_infos(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
+        """The inner driver's listing, as deep as it reads ahead; one call counted."""
+        self.calls["listing"] += 1
+        return await self.inner.list_tree_infos(path, limit)
+
     async def reader(self, path: str, offset: int = 0) -> Reader:
         self.calls["reader"] += 1
         return _CountingReader(await self.inner.reader(path, offset), self.bytes_read, path)

@@ -273,7 +273,8 @@ class StorageDriver(abc.ABC):
 
     async def list_tree_infos(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
         """``list_infos`` of ``path`` and, while fewer than ``limit`` entries have been
-        read, of its child directories: a browser's next requests answered by one."""
+        read, of directories below it (here its children; a driver may go deeper,
+        nearest first): a browser's next requests answered by one."""
         tree = {path: await self.list_infos(path)}
         children = [i.path for i in tree[path] if i.is_dir and i.readable]
         limiter = trio.CapacityLimiter(LISTINGS_AT_ONCE)

@@ -147,6 +147,16 @@ class Beneath:
         finally:
             os.close(root)
 
+    def open_below(self, fd: int, relative: str) -> int:
+        """A descriptor of the directory ``relative`` (``a/b``) below the open
+        directory ``fd``, through no symlink."""
+        if self.use_openat2:
+            try:
+                return _openat2(fd, relative)
+            except OSError as exc:
+                raise self._refusal(exc, relative) from None
+        return self._walk(fd, relative.split("/"), False, relative)
+
     def open_parent(self, path: str, create: bool = False) -> tuple[int, str]:
         """The descriptor of ``path``'s parent and its last component."""
         parts = path.strip("/").split("/")

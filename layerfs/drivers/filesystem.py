@@ -17,6 +17,7 @@ import os
 import shutil
 import stat as statmode
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -317,30 +318,31 @@ class FilesystemDriver(StorageDriver):
         return (await self.list_tree_infos(path, 0))[path]
 
     async def list_tree_infos(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
-        """One directory read and one ``fstatat`` per entry, the child directories'
-        too while fewer than ``limit`` entries were read, all in one worker thread (not
-        a thread hop and a path walk per entry). A symlink or another entry that is no
-        file or directory is there, not ``readable``; it is never entered."""
+        """One directory read and one ``fstatat`` per entry, then the directories below
+        it, nearest first, while fewer than ``limit`` entries were read, all in one
+        worker thread (not a thread hop and a path walk per entry). A symlink or
+        another entry that is no file or directory is there, not ``readable``; it is
+        never entered."""
         parts = [] if path == "/" else path.strip("/").split("/")
+        prefix = "" if path == "/" else path
 
         def read() -> dict[str, list[FileInfo]]:
-            with self._beneath.directory(parts) as fd:
-                tree = {path: _read_dir(fd, "" if path == "/" else path)}
+            with self._beneath.directory(parts) as top:
+                tree = {path: _read_dir(top, prefix)}
                 seen = len(tree[path])
-                for info in tree[path]:
-                    if seen >= limit:
-                        break
-                    if info.is_dir:
-                        name = info.path.rsplit("/", 1)[1]
-                        try:
-                            child = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-                        except OSError:
-                            continue  # gone meanwhile, or swapped for a symlink
-                        try:
-                            tree[info.path] = _read_dir(child, info.path)
-                        finally:
-                            os.close(child)
-                        seen += len(tree[info.path])
+                below = deque(info.path for info in tree[path] if info.is_dir)
+                while below and seen < limit:
+                    directory = below.popleft()
+                    try:
+                        fd = self._beneath.open_below(top, directory[len(prefix) + 1 :])
+                    except OSError:
+                        continue  # gone meanwhile, or swapped for a symlink
+                    try:
+                        tree[directory] = _read_dir(fd, directory)
+                    finally:
+                        os.close(fd)
+                    seen += len(tree[directory])
+                    below.extend(info.path for info in tree[directory] if info.is_dir)
                 return tree
 
         return await self._read_tree(path, read)

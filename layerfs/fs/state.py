@@ -259,9 +259,23 @@ class MountState:
             self._forget_old_listings()
             listing = (await self._read_listings(store_path))[store_path]
             self._read_siblings_ahead(store_path)
+        elif self._children_unread(store_path, listing):
+            self._forget_old_listings()
+            listing = (await self._read_listings(store_path))[store_path]
         elif listing.lasting and self.clock() - listing.read_at >= INDEX_REFRESH:
             self._refresh_behind(listing.source)
         return [paths.base_name(path) for path in listing.entries]
+
+    def _children_unread(self, store_path: str, listing: Listing) -> bool:
+        """Whether ``listing`` came with its parent's read, without the directories
+        below it: a walker listing it enters those next, so it is read again with
+        them (one read for a directory and all its children, where each child would
+        be read alone)."""
+        return (
+            listing.source != store_path
+            and bool(listing.dirs)
+            and self._trusted_listing(listing.dirs[0]) is None
+        )
 
     def _read_siblings_ahead(self, store_path: str) -> None:
         """Start reading the next SIBLINGS_AHEAD directories beside ``store_path`` (in

@@ -22,6 +22,7 @@ Every function returns a driver path; nothing here touches a driver.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -80,9 +81,11 @@ _CONTENT_ADDRESSED_DIRS = {
 }
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_content_addressed_dir(parts: Parts) -> bool:
     """Whether the directory with these components (below :data:`ROOT`) holds only
-    what digests name: ``blobs/...``, ``_layers/...``, ``_manifests/revisions/...``."""
+    what digests name: ``blobs/...``, ``_layers/...``, ``_manifests/revisions/...``.
+    Asked for every directory a mount lists and shows: remembered."""
     found = match(parts) if parts else None
     return found is not None and found.is_dir and (found.kind, found.at) in _CONTENT_ADDRESSED_DIRS
 

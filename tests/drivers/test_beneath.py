@@ -143,3 +143,23 @@ async def test_a_directory_made_on_the_way_is_never_a_symlink_swapped_in(
     with pytest.raises(UnsafeEntryError):
         await driver.writer("/a/b/d")
     assert os.listdir(outside) == []
+
+
+@pytest.mark.parametrize("use_openat2", [True, False])
+async def test_a_read_ahead_enters_no_symlink_at_any_depth(
+    tmp_path: Path, use_openat2: bool
+) -> None:
+    """``list_tree_infos`` reads below the children, by descriptors from its top: a
+    symlinked directory two levels down is an entry, not readable, and not entered."""
+    root, outside = tmp_path / "store", tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "secret").write_bytes(SECRET)
+    driver = FilesystemDriver(root)
+    driver._beneath = Beneath(str(root), use_openat2=use_openat2)
+    await driver.put_content("/r/a/b/1", b"1")
+    (root / "r" / "a" / "link").symlink_to(outside)
+    tree = await driver.list_tree_infos("/r", 8192)
+    assert set(tree) == {"/r", "/r/a", "/r/a/b"}
+    [link] = [info for info in tree["/r/a"] if info.path == "/r/a/link"]
+    assert not link.readable and not link.is_dir
+    assert not any(path.startswith("/r/a/link") for path in tree)

@@ -344,6 +344,23 @@ async def test_list_trees_is_each_list_tree_together(driver: StorageDriver) -> N
     assert "/t/a/b" in together and "/u/d" in together and "/t" not in together
 
 
+async def test_list_tree_infos_reads_ahead_below_the_children(
+    driver: StorageDriver,
+) -> None:
+    """A read ahead goes below the children where the driver can (on disk, nearest
+    first while under the limit; on S3, each child's whole subtree): a walker's
+    grandchildren come with the same read."""
+    for path in ("/r/a/b/c/1", "/r/a/b/2", "/r/d/3"):
+        await driver.put_content(path, b"12")
+    tree = await driver.list_tree_infos("/r", 8192)
+    if driver.name == "inmemory":  # the default: the children only
+        assert set(tree) == {"/r", "/r/a", "/r/d"}
+    else:
+        assert set(tree) == {"/r", "/r/a", "/r/a/b", "/r/a/b/c", "/r/d"}
+    nearest = await driver.list_tree_infos("/r", 2)  # /r's two entries fill the limit
+    assert set(nearest) == {"/r"} or driver.name == "s3"
+
+
 @pytest.mark.parametrize("limit", [1, 3, 8192])
 async def test_list_tree_infos_agrees_with_list_infos(driver: StorageDriver, limit: int) -> None:
     """Whatever way a driver reads ahead (on S3, one listing without a delimiter when

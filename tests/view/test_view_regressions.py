@@ -7,6 +7,7 @@ import errno
 import json
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import trio
@@ -458,6 +459,32 @@ async def test_a_listing_answers_the_lookups_that_follow_until_its_timeout() -> 
         clock.past_the_timeout()
         await k.stat(f"{layers}/{names[0]}/link")
         assert any(p.endswith(f"{names[0]}/link") for p in driver.stats)
+
+
+@pytest.mark.parametrize("kind", ["memory", "filesystem"])
+async def test_a_walk_reads_a_directory_with_its_children_not_each_child_alone(
+    kind: str, tmp_path: Path
+) -> None:
+    """``find``: a directory that came with its parent's listing, without its own
+    children, is read again with them when it is listed, rather than each of its
+    children alone (40 layers were 40 listings and more)."""
+    from layerfs.drivers import FilesystemDriver
+
+    inner = MemoryDriver() if kind == "memory" else FilesystemDriver(str(tmp_path / "s"))
+    registry = Registry(inner)
+    for i in range(40):
+        await registry.repository("r").layers.link(await registry.blobs.put(b"%d" % i))
+    driver = CountingDriver(inner)
+    async with mounted(driver) as k:
+        seen, below = 0, ["repositories/r/_layers"]
+        while below:
+            directory = below.pop()
+            for name in await k.listdir(directory):
+                seen += 1
+                if name != "link":
+                    below.append(f"{directory}/{name}")
+        assert seen == 1 + 40 * 2  # sha256, then each layer's directory and link
+        assert driver.calls["listing"] <= 3, driver.calls
 
 
 async def test_listing_many_uploads_reads_each_name_once() -> None:
