@@ -129,33 +129,28 @@ class Beneath:
     def open_dir(self, parts: list[str], create: bool = False, shown: str = "") -> int:
         """A descriptor of the directory ``root/parts…``; with ``create``, missing
         directories are made on the way (never through a symlink)."""
-        shown = shown or "/" + "/".join(parts)
         root = self.open_root()
         if not parts:
             return root
         try:
-            if self.use_openat2:
-                try:
-                    return _openat2(root, "/".join(parts))
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                except OSError as exc:
-                    raise self._refusal(exc, shown) from None
-            # no openat2, or directories to make: one component at a time
-            return self._walk(root, parts, create, shown)
+            return self.open_below(root, parts, create, shown or "/" + "/".join(parts))
         finally:
             os.close(root)
 
-    def open_below(self, fd: int, relative: str) -> int:
-        """A descriptor of the directory ``relative`` (``a/b``) below the open
-        directory ``fd``, through no symlink."""
+    def open_below(self, fd: int, parts: list[str], create: bool = False, shown: str = "") -> int:
+        """A descriptor of the directory ``fd/parts…``, through no symlink; with
+        ``create``, missing directories are made on the way."""
+        shown = shown or "/".join(parts)
         if self.use_openat2:
             try:
-                return _openat2(fd, relative)
+                return _openat2(fd, "/".join(parts))
+            except FileNotFoundError:
+                if not create:
+                    raise
             except OSError as exc:
-                raise self._refusal(exc, relative) from None
-        return self._walk(fd, relative.split("/"), False, relative)
+                raise self._refusal(exc, shown) from None
+        # no openat2, or directories to make: one component at a time
+        return self._walk(fd, parts, create, shown)
 
     def open_parent(self, path: str, create: bool = False) -> tuple[int, str]:
         """The descriptor of ``path``'s parent and its last component."""

@@ -334,7 +334,7 @@ class FilesystemDriver(StorageDriver):
                 while below and seen < limit:
                     directory = below.popleft()
                     try:
-                        fd = self._beneath.open_below(top, directory[len(prefix) + 1 :])
+                        fd = self._beneath.open_below(top, directory[len(prefix) + 1 :].split("/"))
                     except OSError:
                         continue  # gone meanwhile, or swapped for a symlink
                     try:

@@ -73,17 +73,6 @@ async def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
     return await trio.to_thread.run_sync(next, chunks, None)
 
 
-@trio.lowlevel.enable_ki_protection
-async def _finish_whole(upload, digest: Digest, size: int) -> None:  # type: ignore[no-untyped-def]
-    """A finish once begun runs to its end: Ctrl-C (taken at the next checkpoint
-    outside, not raised inside the commit) and a failing sibling transfer wait for it,
-    so an interrupted import leaves only uploads that are not blobs yet. A finish is
-    bounded: a rename and a few small puts on disk, one server-side copy on S3, each
-    under the store's deadline."""
-    with trio.CancelScope(shield=True):
-        await upload.finish(digest, size)
-
-
 class Importer:
     def __init__(
         self, source: ImageSource, registry: Registry, repository: str, transfers: TransferManager
@@ -91,8 +80,11 @@ class Importer:
         self.source, self.registry = source, registry
         self.repo = registry.repository(repository)
         self.transfers = transfers
+        self._leftovers: dict[str, str] = {}  # uploads earlier runs left, by name
 
     async def run(self, tag: str) -> Digest:
+        uploads = self.repo.uploads  # their stored names, read once, not per blob
+        self._leftovers = {await uploads.name_of(i): i for i in await uploads.ids()}
         top = await trio.to_thread.run_sync(self.source.top_manifest)
         await self._manifest(top.payload, top.digest)
         await self.repo.tags.tag(tag, top.digest)
@@ -120,24 +112,22 @@ class Importer:
 
         await self.transfers.transfer(str(digest), size, job)
 
-    async def _leftover_upload_id(self, digest: Digest) -> str | None:
-        """The upload an earlier, interrupted import left for ``digest``, if any."""
-        for upload_id in await self.repo.uploads.ids():
-            if await self.repo.uploads.name_of(upload_id) == UPLOAD_PREFIX + str(digest):
-                return upload_id
-        return None
+    def _leftover_upload_id(self, digest: Digest) -> str | None:
+        """The upload an earlier, interrupted import left for ``digest``, if any (each
+        blob is transferred once a run: taken from the table as it is found)."""
+        return self._leftovers.pop(UPLOAD_PREFIX + str(digest), None)
 
     async def _drop_leftover_upload(self, digest: Digest) -> None:
         """An import killed inside a finish, after the move, leaves its upload beside
         the blob (layerfs/storage/UPLOADS.md, finish 4 and 5); the stored blob holds
         every byte it was for."""
-        if (upload_id := await self._leftover_upload_id(digest)) is not None:
+        if (upload_id := self._leftover_upload_id(digest)) is not None:
             log.info("%s: removing upload %s left by an interrupted import", digest, upload_id)
             await self.repo.uploads.cancel(upload_id)
 
     async def _upload_for(self, digest: Digest):  # type: ignore[no-untyped-def]
         """The upload an earlier, interrupted import left for ``digest``, or a new one."""
-        if (upload_id := await self._leftover_upload_id(digest)) is not None:
+        if (upload_id := self._leftover_upload_id(digest)) is not None:
             upload = await self.repo.uploads.resume(upload_id)
             log.info("%s: resuming at byte %d", digest, upload.size)
             return upload
@@ -157,7 +147,7 @@ class Importer:
                     raise SizeMismatchError(size, upload.size + len(chunk))  # and more to come
                 await upload.write(chunk)
                 report(upload.size)
-            await _finish_whole(upload, digest, size)
+            await upload.finish(digest, size)
         except (DigestMismatchError, SizeMismatchError) as exc:
             await upload.cancel()  # what arrived is not the blob: no copy of it is kept
             raise SourceError(f"blob {digest} from {self.source.description}: {exc}") from None

@@ -470,6 +470,18 @@ class Upload:
             except DigestMismatchError:
                 await self._store_hash_state()  # the next finish need not read again
                 raise
+            return await self._place_blob(digest, validated)
+
+    @trio.lowlevel.enable_ki_protection
+    async def _place_blob(
+        self, digest: Digest, validated: tuple[Digest, object | None] | None
+    ) -> BlobInfo:
+        """Move the validated data into ``blobs/``, link it, remove the upload. Once
+        begun this runs to its end: Ctrl-C is taken at the next checkpoint outside it
+        and a cancellation waits for it (each store call still ends by its own
+        deadline), so no interrupt leaves an upload beside its blob; a kill here
+        leaves what UPLOADS.md's table says, and its repair."""
+        with trio.CancelScope(shield=True):
             if validated is None:  # data already moved by an interrupted finish
                 canonical = digest
             else:
