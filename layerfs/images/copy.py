@@ -80,11 +80,12 @@ class Importer:
         self.source, self.registry = source, registry
         self.repo = registry.repository(repository)
         self.transfers = transfers
-        self._leftovers: dict[str, str] = {}  # uploads earlier runs left, by name
+        # "import <digest>" uploads by name: those earlier runs left, and this run's
+        self._named_uploads: dict[str, str] = {}
 
     async def run(self, tag: str) -> Digest:
         uploads = self.repo.uploads  # their stored names, read once, not per blob
-        self._leftovers = {await uploads.name_of(i): i for i in await uploads.ids()}
+        self._named_uploads = {await uploads.name_of(i): i for i in await uploads.ids()}
         top = await trio.to_thread.run_sync(self.source.top_manifest)
         await self._manifest(top.payload, top.digest)
         await self.repo.tags.tag(tag, top.digest)
@@ -113,15 +114,15 @@ class Importer:
         await self.transfers.transfer(str(digest), size, job)
 
     def _leftover_upload_id(self, digest: Digest) -> str | None:
-        """The upload an earlier, interrupted import left for ``digest``, if any (each
-        blob is transferred once a run: taken from the table as it is found)."""
-        return self._leftovers.pop(UPLOAD_PREFIX + str(digest), None)
+        """The upload an earlier run, or an earlier attempt of this one, left for
+        ``digest``, if any (the table read once at the start, kept by this run)."""
+        return self._named_uploads.get(UPLOAD_PREFIX + str(digest))
 
     async def _drop_leftover_upload(self, digest: Digest) -> None:
         """An import killed inside a finish, after the move, leaves its upload beside
         the blob (layerfs/storage/UPLOADS.md, finish 4 and 5); the stored blob holds
         every byte it was for."""
-        if (upload_id := self._leftover_upload_id(digest)) is not None:
+        if (upload_id := self._named_uploads.pop(UPLOAD_PREFIX + str(digest), None)) is not None:
             log.info("%s: removing upload %s left by an interrupted import", digest, upload_id)
             await self.repo.uploads.cancel(upload_id)
 
@@ -133,6 +134,7 @@ class Importer:
             return upload
         upload = await self.repo.uploads.create()
         await self.repo.uploads.set_name(upload.id, UPLOAD_PREFIX + str(digest))
+        self._named_uploads[UPLOAD_PREFIX + str(digest)] = upload.id  # a retry resumes it
         return upload
 
     async def _fetch(self, digest: Digest, size: int, report) -> None:  # type: ignore[no-untyped-def]
@@ -150,6 +152,7 @@ class Importer:
             await upload.finish(digest, size)
         except (DigestMismatchError, SizeMismatchError) as exc:
             await upload.cancel()  # what arrived is not the blob: no copy of it is kept
+            self._named_uploads.pop(UPLOAD_PREFIX + str(digest), None)
             raise SourceError(f"blob {digest} from {self.source.description}: {exc}") from None
         except BaseException:
             with trio.CancelScope(shield=True):  # keep what arrived, for the next attempt
