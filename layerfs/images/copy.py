@@ -5,14 +5,16 @@ Import writes each blob into an upload named ``import <digest>`` and finishes it
 with that digest: a blob is in the store only once its content was verified, and an
 interrupted import (Ctrl-C, a dropped connection) leaves the upload, which the next
 run finds by name and continues from its stored size. Blobs already in the store
-are only linked. Manifests are checked against their digests, children before the
-index that names them, and the tag is written last.
+are only linked. The image's manifests are read first, a level at a time (the
+manifest graph, ``storage/graph.py``), each checked against its digest; then its
+blobs are copied, each once; then its manifests, every child before the index that
+names it; the tag last.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
 
@@ -23,8 +25,9 @@ from ..storage import (
     Registry,
     parse_manifest,
 )
-from ..storage.errors import SizeMismatchError
-from ..storage.manifests import MAX_INDEX_DEPTH, Manifest
+from ..storage.errors import RegistryError, SizeMismatchError
+from ..storage.graph import ManifestGraph, reading_each
+from ..storage.manifests import MAX_INDEX_DEPTH
 from .destinations import ImageDestination
 from .sources import (
     CHUNK,
@@ -41,12 +44,10 @@ log = logging.getLogger(__name__)
 UPLOAD_PREFIX = "import "
 
 
-def _copyable(payload: bytes, digest: Digest, depth: int = 0) -> Manifest:
-    """The parsed manifest, unless it is one no image copy can carry whole, or one
-    beyond the bounds a source is held to (its size, its references, its depth)."""
+def _copyable(payload: bytes, digest: Digest) -> bytes:
+    """``payload``, unless it is a manifest no image copy can carry whole, or one
+    beyond the bounds a source is held to (its size, its references)."""
     bounded(payload, f"manifest {digest}")
-    if depth > MAX_INDEX_DEPTH:
-        raise SourceError(f"manifest {digest}: indexes nested over {MAX_INDEX_DEPTH} deep")
     manifest = parse_manifest(payload)
     if len(manifest.blob_references()) + len(manifest.manifests) > MAX_REFERENCES:
         raise SourceError(f"manifest {digest} names over {MAX_REFERENCES} blobs: refused")
@@ -56,17 +57,37 @@ def _copyable(payload: bytes, digest: Digest, depth: int = 0) -> Manifest:
             " config and no layer sizes: it is not copied (a registry serving the store"
             " converts it: skopeo copy --format v2s2 docker://…)"
         )
-    return manifest
+    return payload
 
 
-async def _each_reference(manifest: Manifest, blob, child, depth: int = 0) -> None:  # type: ignore[no-untyped-def]
-    """Run ``blob(digest, size)`` for every blob and ``child(digest, depth)`` for every
-    child manifest of ``manifest``, all at once (the transfer manager bounds them)."""
-    async with trio.open_nursery() as nursery:
+async def _image_graph(
+    top: Digest, get: Callable[[Digest], Awaitable[bytes]]
+) -> tuple[ManifestGraph, list[int]]:
+    """The image's manifests from ``top`` down, each checked as a copy needs them
+    (``_copyable``, nested at most ``MAX_INDEX_DEPTH`` deep), and the order they are
+    stored in: every child before the indexes that name it."""
+
+    async def checked(digest: Digest) -> bytes:
+        return _copyable(await get(digest), digest)
+
+    async def refuse(digest: Digest, exc: Exception) -> None:
+        raise exc
+
+    graph = ManifestGraph(keep=True, max_depth=MAX_INDEX_DEPTH)
+    await graph.read(reading_each(checked, (RegistryError, SourceError)), [top], refuse)
+    return graph, graph.children_first(top)
+
+
+async def _each_blob(graph: ManifestGraph, blob: Callable[[Digest, int], Awaitable[None]]) -> None:
+    """Run ``blob(digest, size)`` for every blob the image's manifests reference, each
+    once, all at once (the transfer manager bounds them)."""
+    sizes: dict[Digest, int] = {}
+    for _, manifest in graph.kept.values():
         for ref in manifest.blob_references():
-            nursery.start_soon(blob, ref.digest, ref.size)
-        for entry in manifest.manifests:
-            nursery.start_soon(child, entry.digest, depth + 1)
+            sizes.setdefault(ref.digest, ref.size or 0)
+    async with trio.open_nursery() as nursery:
+        for digest, size in sizes.items():
+            nursery.start_soon(blob, digest, size)
 
 
 async def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
@@ -87,20 +108,22 @@ class Importer:
         uploads = self.repo.uploads  # their stored names, read once, not per blob
         self._named_uploads = {await uploads.name_of(i): i for i in await uploads.ids()}
         top = await trio.to_thread.run_sync(self.source.top_manifest)
-        await self._manifest(top.payload, top.digest)
+
+        async def get(digest: Digest) -> bytes:
+            if digest == top.digest:
+                return top.payload
+            payload = await trio.to_thread.run_sync(self.source.manifest, digest)
+            return verified(payload, digest).payload
+
+        graph, order = await _image_graph(top.digest, get)
+        await _each_blob(graph, self._blob)
+        for number in order:  # children first: a manifest is stored after what it names
+            payload, _ = graph.kept[number]
+            stored = await self.repo.manifests.put(payload)
+            if stored != graph.digest(number):  # a source naming manifests by another algorithm
+                log.info("manifest %s stored as %s", graph.digest(number), stored)
         await self.repo.tags.tag(tag, top.digest)
         return top.digest
-
-    async def _manifest(self, payload: bytes, digest: Digest, depth: int = 0) -> None:
-        manifest = _copyable(payload, digest, depth)
-        await _each_reference(manifest, self._blob, self._child, depth)
-        stored = await self.repo.manifests.put(payload)
-        if stored != digest:  # only when the source names manifests by another algorithm
-            log.info("manifest %s stored as %s", digest, stored)
-
-    async def _child(self, digest: Digest, depth: int) -> None:
-        payload = await trio.to_thread.run_sync(self.source.manifest, digest)
-        await self._manifest(verified(payload, digest).payload, digest, depth)
 
     async def _blob(self, digest: Digest, size: int) -> None:
         async def job(report) -> str:  # type: ignore[no-untyped-def]
@@ -176,25 +199,23 @@ class Exporter:
         self.transfers = transfers
 
     async def run(self, tag: str, dest_tag: str) -> Digest:
-        digest = await self.repo.tags.resolve(tag)
-        payload = await self.repo.manifests.get(digest)
-        manifest = await self._manifest(payload, digest)
-        await trio.to_thread.run_sync(
-            self.destination.finish, dest_tag, digest, manifest.media_type, payload
-        )
-        return digest
+        top = await self.repo.tags.resolve(tag)
 
-    async def _manifest(self, payload: bytes, digest: Digest, depth: int = 0) -> Manifest:
-        verified(payload, digest)
-        manifest = _copyable(payload, digest, depth)
-        await _each_reference(manifest, self._blob, self._child, depth)
-        await trio.to_thread.run_sync(
-            self.destination.put_manifest, payload, digest, manifest.media_type
-        )
-        return manifest
+        async def get(digest: Digest) -> bytes:  # a revision of the repository
+            return verified(await self.repo.manifests.get(digest), digest).payload
 
-    async def _child(self, digest: Digest, depth: int) -> None:
-        await self._manifest(await self.repo.manifests.get(digest), digest, depth)
+        graph, order = await _image_graph(top, get)
+        await _each_blob(graph, self._blob)
+        for number in order:
+            payload, manifest = graph.kept[number]
+            await trio.to_thread.run_sync(
+                self.destination.put_manifest, payload, graph.digest(number), manifest.media_type
+            )
+        payload, manifest = graph.kept[graph.number(top)]
+        await trio.to_thread.run_sync(
+            self.destination.finish, dest_tag, top, manifest.media_type, payload
+        )
+        return top
 
     async def _blob(self, digest: Digest, size: int) -> None:
         async def job(report) -> str:  # type: ignore[no-untyped-def]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from array import array
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,11 +41,11 @@ from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryErr
 from ..storage import paths, walk
 from ..storage.digest import Digest
 from ..storage.errors import BlobUnknownError, InvalidLinkError
+from ..storage.graph import ManifestGraph
 from ..storage.holders import uploads_holding
 from ..storage.links import decode_link
 from ..storage.registry import Registry
 from .blobtable import BlobMarks, Numbering
-from .graph import ManifestGraph
 from .readahead import (
     Snapshot,
     marked_dirs,
@@ -157,9 +158,9 @@ class GarbageCollector(OverStore):
         self.cutoff = (now or datetime.now(UTC)) - grace
         self.before_blob_check = before_blob_check
         self.result = GcResult()
-        # (repository, manifest number) pairs marked so far, kept indexes' children
-        # among them
-        self.visited: set[tuple[str, int]] = set()
+        # each repository's manifests marked so far, by number, kept indexes'
+        # children among them
+        self.visited: defaultdict[str, set[int]] = defaultdict(set)
         self.numbering = Numbering()  # the blobs listed, numbered, and any other digest
         # each repository's layer links as the mark's listing found them, by number:
         # the sweep lists no repository again
@@ -193,7 +194,7 @@ class GarbageCollector(OverStore):
             )
             return self.result
         for name, digest in doomed_manifests:
-            if (name, self.numbering.known(digest)) not in self.visited:  # else a kept index
+            if self.numbering.known(digest) not in self.visited[name]:  # else a kept index
                 try:  # of its own needs it
                     await self._delete_manifest(name, digest)
                 except UnsafeEntryError as exc:  # a symlink on the way: the manifest stays,
@@ -268,19 +269,13 @@ class GarbageCollector(OverStore):
         a time, ``ManifestGraph``): per repository, so that an index in two
         repositories keeps its children in both."""
         graph = ManifestGraph(self.numbering)  # a group's: its memory is bounded
-        await graph.read(self.ahead, {digest for _, digest in kept})
+        await graph.read(self.ahead.manifests, {digest for _, digest in kept})
         for name, digest in kept:
             self._mark(graph, name, digest)
 
     def _mark(self, graph: ManifestGraph, name: str, digest: Digest) -> None:
-        """Mark a manifest of ``graph`` and what it reaches (a stack, not recursion:
-        indexes may nest deep)."""
-        pending = [graph.number(digest)]
-        while pending:
-            current = pending.pop()
-            if (name, current) in self.visited:
-                continue
-            self.visited.add((name, current))
+        """Mark a manifest of ``graph`` and what it reaches in repository ``name``."""
+        for current in graph.walk([graph.number(digest)], self.visited[name]):
             self.result.marked.add_number(current)
             node = graph.nodes.get(current)
             if node is None:
@@ -291,7 +286,6 @@ class GarbageCollector(OverStore):
                 continue
             for blob in node.blobs:
                 self.result.marked.add_number(blob)
-            pending += node.children
 
     def _unreadable(self, what: str, kind: str = "manifest") -> None:
         self.result.unreadable.append(what)

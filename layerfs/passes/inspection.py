@@ -9,15 +9,15 @@ were deleted still shows what it names.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..drivers import FileInfo, StorageDriver
 from ..storage import paths, walk
 from ..storage.digest import Digest
-from ..storage.errors import ManifestUnknownError, RegistryError
-from ..storage.manifests import MAX_INDEX_DEPTH, Manifest, parse_manifest
+from ..storage.errors import ManifestInvalidError, ManifestUnknownError
+from ..storage.graph import ManifestGraph, reading_each
+from ..storage.manifests import MAX_INDEX_DEPTH, Manifest
 from ..storage.registry import Registry
 
 
@@ -86,50 +86,58 @@ async def inspect(driver: StorageDriver, reference: str) -> Inspection:
     if digest is None:
         digest = await repository.tags.resolve(tag)
     raw = await repository.manifests.get(digest)  # a revision of this repository, or unknown
-    reader = _Reader(driver, registry)
-    top = await reader.view(digest, raw, {}, 0)
+    graph = await _image_graph(registry, digest, raw)
+    sizes = await _sizes(driver, graph)
+    top = _view(graph, sizes, graph.number(digest), {})
     history = await _history(driver, name, tag, digest) if tag else []
     return Inspection(name, tag, top, history)
 
 
-class _Reader:
-    def __init__(self, driver: StorageDriver, registry: Registry) -> None:
-        self.driver = driver
-        self.registry = registry
+async def _image_graph(registry: Registry, digest: Digest, raw: bytes) -> ManifestGraph:
+    """``digest`` (read as ``raw``) and the manifests its indexes name, read from
+    their blobs, nested at most ``MAX_INDEX_DEPTH`` deep."""
 
-    async def view(
-        self, digest: Digest, raw: bytes, platform: dict[str, str], depth: int
-    ) -> ManifestView:
-        manifest = parse_manifest(raw)
-        refs = manifest.blob_references()
-        sizes = await self._sizes([r.digest for r in refs])
-        blobs = [Blob(r.digest, r.media_type, sizes[r.digest]) for r in refs]
-        view = ManifestView(digest, manifest.media_type, raw, manifest, platform)
-        if manifest.config is not None and blobs and blobs[0].digest == manifest.config.digest:
-            view.config, view.layers = blobs[0], blobs[1:]
-        else:
-            view.layers = blobs
-        if manifest.is_index:
-            if depth >= MAX_INDEX_DEPTH:
-                raise RegistryError(f"{digest}: indexes nested more than {MAX_INDEX_DEPTH} deep")
-            entries = json.loads(raw).get("manifests", [])
-            for entry, child in zip(entries, manifest.manifests, strict=True):
-                try:
-                    child_raw = await self.registry.blobs.get(child.digest)
-                except RegistryError:
-                    raise ManifestUnknownError(child.digest) from None
-                child_platform = entry.get("platform") or {}
-                view.children.append(
-                    await self.view(child.digest, child_raw, child_platform, depth + 1)
-                )
-        return view
+    async def get(wanted: Digest) -> bytes:
+        return raw if wanted == digest else await registry.blobs.get(wanted)
 
-    async def _sizes(self, digests: list[Digest]) -> dict[Digest, int]:
-        infos = await self.driver.stat_many([paths.blob_data(d) for d in digests])
-        return {
-            d: info.size if isinstance(info, FileInfo) else -1
-            for d, info in zip(digests, infos, strict=True)
-        }
+    async def refuse(wanted: Digest, exc: Exception) -> None:
+        if isinstance(exc, ManifestInvalidError):
+            raise exc
+        raise ManifestUnknownError(wanted) from None
+
+    graph = ManifestGraph(keep=True, max_depth=MAX_INDEX_DEPTH)
+    await graph.read(reading_each(get), [digest], refuse)
+    graph.children_first(digest)  # the nesting, along every path
+    return graph
+
+
+async def _sizes(driver: StorageDriver, graph: ManifestGraph) -> dict[Digest, int]:
+    """The stored size of every blob the graph's manifests reference (-1: none), in
+    one batch."""
+    digests = sorted(
+        {r.digest for _, manifest in graph.kept.values() for r in manifest.blob_references()}
+    )
+    infos = await driver.stat_many([paths.blob_data(d) for d in digests])
+    return {
+        d: info.size if isinstance(info, FileInfo) else -1
+        for d, info in zip(digests, infos, strict=True)
+    }
+
+
+def _view(
+    graph: ManifestGraph, sizes: dict[Digest, int], number: int, platform: dict[str, str]
+) -> ManifestView:
+    """The view of one manifest of ``graph`` and, an index, of its children (a depth
+    the graph has bounded)."""
+    raw, manifest = graph.kept[number]
+    blobs = [Blob(r.digest, r.media_type, sizes[r.digest]) for r in manifest.blob_references()]
+    view = ManifestView(graph.digest(number), manifest.media_type, raw, manifest, platform)
+    if manifest.config is not None and blobs and blobs[0].digest == manifest.config.digest:
+        view.config, view.layers = blobs[0], blobs[1:]
+    else:
+        view.layers = blobs
+    view.children = [_view(graph, sizes, c, p) for c, p in graph.entries(number)]
+    return view
 
 
 async def _history(

@@ -25,9 +25,9 @@ from ..drivers import FileInfo, PathNotFoundError, StorageDriver
 from ..storage import paths
 from ..storage.digest import Digest
 from ..storage.errors import RegistryError
+from ..storage.graph import ManifestGraph
 from ..storage.links import decode_link
 from ..storage.registry import Registry
-from .graph import ManifestGraph
 from .readahead import ReadAhead, read_revisions, read_tags
 from .usage import Tag
 
@@ -152,7 +152,7 @@ class _RepositoryPlanner:
             elif not isinstance(target, PathNotFoundError):  # else deleted: no manifest
                 await self._odd(paths.manifest_revision_link(self.name, digest), str(target))
         graph = ManifestGraph()
-        await graph.read(self.ahead, revisions, self._unreadable_manifest)
+        await graph.read(self.ahead.manifests, revisions, self._unreadable_manifest)
         if len(self.unreadable) > before:
             return None
         return _Repository(tags, revisions, graph)

@@ -224,6 +224,19 @@ class ReadAhead:
         that reads ahead group by group)."""
         self.read.clear()
 
+    async def manifests(self, level: list[Digest]) -> list[bytes | Exception]:
+        """A level of the manifest graph (``storage.graph.ReadLevel``) read from the
+        blobs in one batch, then forgotten: each blob's bytes, or why it has none."""
+        await self.fetch(paths.blob_data(d) for d in level)
+        found: list[bytes | Exception] = []
+        for digest in level:
+            try:
+                found.append(await self.get(paths.blob_data(digest)))
+            except (PathNotFoundError, UnsafeEntryError) as exc:
+                found.append(exc)
+        self.forget()
+        return found
+
 
 Linked = Digest | Exception  # what a link names, or why it names nothing
 

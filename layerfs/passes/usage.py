@@ -34,10 +34,10 @@ from datetime import UTC, datetime
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..storage import paths, walk
 from ..storage.digest import Digest
+from ..storage.graph import ManifestGraph
 from ..storage.maintenance import upload_age
 from ..storage.uploads import parse_started_at
 from .blobtable import BlobTable, Numbering, sizes_array
-from .graph import ManifestGraph
 from .readahead import read_revisions, read_tags, tagged_dirs
 from .storepass import OverStore, StorePass
 
@@ -177,7 +177,9 @@ class UsageReader(OverStore):
             facts.tags = await self._tags(name, {d: d for d in facts.revisions})
             self.facts.repositories[name] = facts
             roots += facts.revisions + [t.target for t in facts.tags]
-        await self.facts.graph.read(self.ahead, roots, self._unreadable, self.facts.is_stored)
+        await self.facts.graph.read(
+            self.ahead.manifests, roots, self._unreadable, self.facts.is_stored
+        )
 
     async def _unreadable(self, digest: Digest, exc: Exception) -> None:
         await self._odd(paths.blob_data(digest), f"not a readable manifest: {exc}")
