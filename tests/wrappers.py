@@ -17,6 +17,7 @@ class Passthrough(StorageDriver):
         self.inner = inner
         self.name = inner.name
         self.reads_open_writes = inner.reads_open_writes
+        self.lists_cheaply = inner.lists_cheaply
         self.write_batch = inner.write_batch
 
     @property

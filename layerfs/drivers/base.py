@@ -168,6 +168,10 @@ class StorageDriver(abc.ABC):
     # each writer's bytes are a multipart upload of its own until completed, so two
     # writers leave two candidates at one key, and a hash state's age tells nothing.
     writes_in_place: bool = True
+    # Whether listing a directory with what lies below it costs about as much as one
+    # stat: on a local disk one worker-thread call either way; on S3 a listing of a
+    # large tree is many paged requests where a stat is one.
+    lists_cheaply: bool = True
     # The most one call may take, and one request to the mount (layerfs/deadline.py);
     # None where the backend cannot stop answering (a local disk).
     timeout: float | None = None

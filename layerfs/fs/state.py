@@ -43,7 +43,7 @@ import trio
 
 from ..deadline import no_request_deadline, within_request
 from ..storage import paths
-from ..storage.errors import PathNotFoundError
+from ..storage.errors import PathNotFoundError, StorageDriverError
 from ..storage.store import FileInfo, Store, StoredFileReader
 from .errors import Refusal
 from .inodes import InodeTable
@@ -66,6 +66,11 @@ UPLOAD_TIMEOUT = 0.0
 # that a browser entering them next (find, ls -R) is answered without the store.
 LISTING_AHEAD = 8192
 LISTINGS_KEPT = 4096  # directory listings held before the untrusted ones are dropped
+# A name looked up in a directory no trusted listing holds: on a store that lists
+# cheaply, the directory is listed with this many entries below it, as a walk reads it,
+# so that the lookups beside and below it that follow (``cat`` of many tags' links)
+# cost the store nothing for DIR_TIMEOUT.
+LOOKUP_AHEAD = 1024
 
 
 @dataclass
@@ -228,7 +233,10 @@ class MountState:
         """(size, mtime_ns, is_dir) of a place in the store, None when absent: from its
         directory's listing while that is trusted, else from the store. A name that a
         content-addressed listing lacks may have appeared since: the store is asked."""
-        listing = self._trusted_listing(paths.parent(place.store_path))
+        parent = paths.parent(place.store_path)
+        listing = self._trusted_listing(parent)
+        if listing is None and self._lists_on_lookup(place):
+            listing = await self._list_for_lookup(parent)
         info = None
         if listing is not None:
             info = listing.entries.get(place.store_path)
@@ -242,6 +250,35 @@ class MountState:
             except PathNotFoundError:
                 return None
         return info.size, int(info.mod_time.timestamp() * 1e9), info.is_dir
+
+    def _lists_on_lookup(self, place: Place) -> bool:
+        """Whether a look at ``place`` without a trusted listing lists its directory:
+        on a store that lists cheaply, in a directory a registry changes in place
+        (repositories, tags), not in ``_uploads``, which this mount writes itself."""
+        return (
+            self.store.lists_cheaply
+            and "_uploads" not in place.parts
+            and not paths.is_content_addressed_dir(place.parts[:-1])
+        )
+
+    async def _list_for_lookup(self, store_path: str) -> Listing | None:
+        """``store_path``'s listing, read now with LOOKUP_AHEAD entries below it (or by
+        the read already under way); None when it cannot be read (the caller asks the
+        store for the one name instead)."""
+        reading = self._reading.get(store_path)
+        if reading is not None:
+            with within_request(f"listing {store_path}"):
+                await reading.wait()
+            return self._trusted_listing(store_path)
+        self._reading[store_path] = done = trio.Event()
+        try:
+            return (await self._read_listings(store_path, LOOKUP_AHEAD)).get(store_path)
+        except StorageDriverError as exc:
+            log.debug("listing %s for a lookup failed: %s", store_path, exc)
+            return None
+        finally:
+            del self._reading[store_path]
+            done.set()
 
     async def list_dir(self, store_path: str) -> list[str]:
         """The names in a store directory. Its entries' attributes, and those of the
@@ -289,11 +326,14 @@ class MountState:
             if self._trusted_listing(sibling) is None:
                 self._refresh_behind(sibling)
 
-    async def _read_listings(self, store_path: str) -> dict[str, Listing]:
-        """List ``store_path`` and what the driver reads ahead below it; keep them
-        unless this mount changed the store meanwhile (then they serve this once)."""
+    async def _read_listings(
+        self, store_path: str, ahead: int = LISTING_AHEAD
+    ) -> dict[str, Listing]:
+        """List ``store_path`` and what the driver reads ahead below it (up to
+        ``ahead`` entries); keep them unless this mount changed the store meanwhile
+        (then they serve this once)."""
         read_at, generation = self.clock(), self._generation
-        tree = await self.store.list_ahead(store_path, LISTING_AHEAD)
+        tree = await self.store.list_ahead(store_path, ahead)
         listings = {
             d: Listing(
                 {i.path: i for i in infos},

@@ -53,6 +53,11 @@ class Store:
             return await self._driver.stat_dir(path)
         return await self._driver.stat(path)
 
+    @property
+    def lists_cheaply(self) -> bool:
+        """Whether listing a directory with what is below it costs about a stat."""
+        return self._driver.lists_cheaply
+
     async def list_ahead(self, path: str, limit: int) -> dict[str, list[FileInfo]]:
         """``path``'s entries, and those of directories below it, up to ``limit``."""
         return await self._driver.list_tree_infos(path, limit)

@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from layerfs.drivers import MemoryDriver, StorageDriverError
+from layerfs.fs.state import DIR_TIMEOUT
 from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.maintenance import purge_uploads
 
@@ -573,3 +574,60 @@ async def test_what_only_digests_name_is_an_index_refreshed_behind_the_browser()
         clock.now += INDEX_TIMEOUT + 0.5
         assert new.hex[:2] != old.hex[:2]  # so its directory went with it
         assert await k.listdir("blobs/sha256") == [old.hex[:2]]
+
+
+async def _tagged_store(inner: MemoryDriver | object, tags: int) -> Registry:
+    registry = Registry(inner)  # type: ignore[arg-type]
+    repo = registry.repository("r")
+    config = await registry.blobs.put(b"{}")
+    await repo.layers.link(config)
+    for i in range(tags):
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": str(config), "size": 2},
+            "layers": [], "annotations": {"n": str(i)},
+        }).encode()  # fmt: skip
+        await repo.tags.tag(f"t{i}", await repo.manifests.put(manifest))
+    return registry
+
+
+@pytest.mark.parametrize("kind", ["memory", "filesystem"])
+async def test_reading_many_tag_links_lists_their_directory_once(kind: str, tmp_path: Path) -> None:
+    """``cat`` of every tag's link: a name looked up where no trusted listing answers
+    lists its directory with what lies below it, as a walk does, so the lookups beside
+    and below it ask the store nothing (each link's ``current``, ``link``: about ten
+    stats a link were each a worker-thread call). Every open still reads the link, a
+    tag moves in place; what another writer adds is found once DIR_TIMEOUT passes."""
+    from layerfs.drivers import FilesystemDriver
+
+    inner = MemoryDriver() if kind == "memory" else FilesystemDriver(str(tmp_path / "s"))
+    registry = await _tagged_store(inner, 20)
+    driver, clock = CountingDriver(inner), Clock()
+    tags = "repositories/r/_manifests/tags"
+    async with mounted(driver, clock=clock) as k:
+        for i in range(20):
+            digest = await registry.repository("r").tags.resolve(f"t{i}")
+            assert await k.read_file(f"{tags}/t{i}/current/link") == str(digest).encode()
+        assert [p for p in driver.stats if "/_manifests/tags" in p] == []
+        if kind == "filesystem":  # it reads below the children: one listing for all
+            assert driver.calls["listing"] <= 6, driver.calls
+        assert sum(n for p, n in driver.gets.items() if p.endswith("current/link")) == 20
+        await registry.repository("r").tags.tag(
+            "new", await registry.repository("r").tags.resolve("t0")
+        )
+        clock.now += DIR_TIMEOUT
+        assert await k.read_file(f"{tags}/new/current/link")
+
+
+async def test_on_a_store_that_lists_dearly_a_lookup_asks_for_the_one_name() -> None:
+    """S3: a listing of a large tree is many paged requests where a stat is one, so a
+    name looked up without a trusted listing is asked of the store alone."""
+    inner = MemoryDriver()
+    await _tagged_store(inner, 3)
+    driver = CountingDriver(inner)
+    driver.lists_cheaply = False
+    async with mounted(driver) as k:
+        assert await k.read_file("repositories/r/_manifests/tags/t1/current/link")
+        assert driver.calls["listing"] == 0, driver.calls
+        assert any(p.endswith("t1/current/link") for p in driver.stats)

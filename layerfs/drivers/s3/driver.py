@@ -47,6 +47,7 @@ class S3Driver(StorageDriver):
     name = "s3"
     reads_open_writes = False
     writes_in_place = False
+    lists_cheaply = False
 
     def __init__(
         self,
