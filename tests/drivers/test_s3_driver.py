@@ -14,7 +14,12 @@ from typing import Any
 import pytest
 import trio
 
-from layerfs.drivers import BackendRequestError, PathNotFoundError, StorageDriverError
+from layerfs.drivers import (
+    BackendRequestError,
+    FileChangedError,
+    PathNotFoundError,
+    StorageDriverError,
+)
 from layerfs.drivers.s3 import (
     COPY_SINGLE_MAX,
     MIN_PART,
@@ -330,3 +335,80 @@ def test_fsck_of_a_refusing_endpoint_fails_with_a_message(
         proxy.stop()
     assert result.returncode == 8, result.stdout + result.stderr
     assert "AccessDenied" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_pending_write_completed_by_another_writer_meanwhile_is_looked_for_again(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """Two mounts opening one upload whose bytes are a pending write: the second lists
+    the write, and the first completes it (a read, a take-over) before the second asks
+    for its parts, which S3 answers NoSuchUpload. That was ENOENT for an upload that
+    exists; the second now looks again and finds the object (or, should the write keep
+    vanishing, refuses with FileChangedError: EBUSY)."""
+    first, second = make(seaweedfs, tmp_path), make(seaweedfs, tmp_path)
+    writer = await first.writer("/u/data")
+    await writer.write(b"a" * 10)
+    await writer.close()  # pending: the bytes are an uncompleted multipart upload
+    asked = second.parts
+
+    async def completed_meanwhile(key: str, upload_id: str) -> list[dict]:
+        reader = await first.reader("/u/data")  # a read completes the pending write
+        await reader.aclose()
+        return await asked(key, upload_id)
+
+    second.parts = completed_meanwhile  # type: ignore[method-assign]
+    assert (await second.stat("/u/data")).size == 10
+    second.parts = asked  # type: ignore[method-assign]
+    writer = await first.writer("/u/data", append=True)  # pending again
+    await writer.write(b"b" * 5)
+    await writer.close()
+    second.parts = completed_meanwhile  # type: ignore[method-assign]
+    appending = await second.writer("/u/data", append=True)
+    assert appending.size == 15
+    await appending.write(b"c")
+    await appending.commit()
+    await appending.close()
+    assert await second.get_content("/u/data") == b"a" * 10 + b"b" * 5 + b"c"
+
+    async def always_gone(key: str, upload_id: str) -> list[dict]:
+        raise PathNotFoundError(key, "s3")
+
+    writer = await first.writer("/u/data", append=True)
+    await writer.write(b"d")
+    await writer.close()
+    second.parts = always_gone  # type: ignore[method-assign]
+    with pytest.raises(FileChangedError):
+        await second.writer("/u/data", append=True)
+
+
+async def test_a_writer_whose_write_another_completed_is_refused_not_missing(
+    seaweedfs: SeaweedFS, tmp_path: Path
+) -> None:
+    """A read on another mount completes a pending write; the writer still appending
+    to it then meets NoSuchUpload. Its bytes can no longer follow its own: that is
+    FileChangedError (EBUSY), not a missing path (ENOENT), and what it had written
+    stays readable. A write whose file another mount removed meets the same answer
+    from S3, and there the path is missing: ENOENT."""
+    writer_driver, reader_driver = make(seaweedfs, tmp_path), make(seaweedfs, tmp_path)
+    writer = await writer_driver.writer("/u/data")
+    await writer.write(b"a" * MIN_PART)
+    await writer.write(b"b")  # part 1 sent, one byte buffered
+    key = reader_driver.key("/u/data")
+    with trio.fail_after(30):  # until part 1 has arrived
+        while not (pending := await reader_driver.current_upload(key)) or not pending[1]:
+            await trio.sleep(0.05)
+    reader = await reader_driver.reader("/u/data")  # completes part 1 into the object
+    await reader.aclose()
+    with pytest.raises(FileChangedError):
+        await writer.close()  # part 2 goes to an upload that is no more
+    assert await reader_driver.get_content("/u/data") == b"a" * MIN_PART
+    # removed by another (rm on another mount): the missing path it is, ENOENT
+    writer = await writer_driver.writer("/u/data")
+    await writer.write(b"c" * MIN_PART)
+    await writer.write(b"d")
+    with trio.fail_after(30):
+        while not (pending := await reader_driver.current_upload(key)) or not pending[1]:
+            await trio.sleep(0.05)
+    await reader_driver.delete("/u")
+    with pytest.raises(PathNotFoundError):
+        await writer.close()

@@ -39,6 +39,9 @@ from .smallobjects import SmallObjects
 COPY_SINGLE_MAX = 32 << 20  # CopyObject up to here, UploadPartCopy above
 COPY_PART = 32 << 20
 DELETE_BATCH = 1000
+# A pending write found by a listing and gone when its parts are asked for (another
+# writer completed or aborted it meanwhile) is looked for again, this many times.
+VANISHED_RETRIES = 3
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ class S3Driver(StorageDriver):
         """The object key of ``path`` (checked by the contract on the way in)."""
         return self.prefix + path.lstrip("/")
 
-    async def _head(self, key: str) -> dict | None:
+    async def head(self, key: str) -> dict | None:
         try:
             return await self.requests.call(self.client.head_object, Bucket=self.bucket, Key=key)
         except PathNotFoundError:
@@ -201,7 +204,7 @@ class S3Driver(StorageDriver):
         return await self.committed_reader(path, offset)
 
     async def committed_size(self, path: str) -> int:
-        head = await self._head(self.key(path))
+        head = await self.head(self.key(path))
         return 0 if head is None else head["ContentLength"]
 
     async def stamp(self, path: str) -> object:
@@ -209,19 +212,19 @@ class S3Driver(StorageDriver):
         pending = await self.current_upload(key)
         if pending is not None:
             return parts_stamp(pending[0], pending[1])
-        head = await self._head(key)
+        head = await self.head(key)
         if head is None:
             raise PathNotFoundError(path, self.name)
         return ("object", head["ETag"], head["ContentLength"])
 
     async def committed_stamp(self, path: str) -> object:
-        head = await self._head(self.key(path))
+        head = await self.head(self.key(path))
         if head is None:
             raise PathNotFoundError(path, self.name)
         return ("object", head["ETag"], head["ContentLength"])
 
     async def stat_committed(self, path: str) -> FileInfo:
-        head = await self._head(self.key(path))
+        head = await self.head(self.key(path))
         if head is None:
             raise PathNotFoundError(path, self.name)
         return FileInfo(path, head["ContentLength"], head["LastModified"], False)
@@ -230,7 +233,7 @@ class S3Driver(StorageDriver):
         if offset < 0:
             raise InvalidOffsetError(path, offset)
         key = self.key(path)
-        head = await self._head(key)
+        head = await self.head(key)
         if head is None:
             raise PathNotFoundError(path, self.name)
         return RangeReader(self, key, offset, head["ContentLength"])
@@ -241,7 +244,10 @@ class S3Driver(StorageDriver):
         pending = await self.current_upload(key)
         if pending is None:
             return False
-        await MultipartWriter(self, key, *pending).complete()
+        try:
+            await MultipartWriter(self, key, *pending).complete()
+        except FileChangedError:  # its writer completed it meanwhile: the object holds it
+            log.info("s3: %s: a pending write was completed by its writer meanwhile", key)
         return True
 
     async def writer(self, path: str, append: bool = False) -> FileWriter:
@@ -250,7 +256,7 @@ class S3Driver(StorageDriver):
             pending = await self.current_upload(key, take_over=True)
             if pending is not None:
                 return MultipartWriter(self, key, *pending)
-            head = await self._head(key)
+            head = await self.head(key)
             if head is None:
                 raise PathNotFoundError(path, self.name)
             resp = await self.requests.call(
@@ -260,7 +266,7 @@ class S3Driver(StorageDriver):
             await writer.adopt_object(head["ContentLength"])
             return writer
         await self._abort_pending(key)
-        if await self._head(key) is not None:  # a truncate leaves no older bytes behind
+        if await self.head(key) is not None:  # a truncate leaves no older bytes behind
             await self.requests.call(self.client.delete_object, Bucket=self.bucket, Key=key)
         resp = await self.requests.call(
             self.client.create_multipart_upload, Bucket=self.bucket, Key=key
@@ -281,21 +287,31 @@ class S3Driver(StorageDriver):
         upload over (``take_over``) first completes it with those alone, so no part
         after the gap can later pass for the bytes that follow them; a mere look
         changes nothing, since a writer elsewhere may still be filling the gap."""
-        upload_id = await self.pending_upload(key)
-        if upload_id is None:
-            return None
-        parts = sorted(await self.parts(key, upload_id), key=lambda p: p["PartNumber"])
-        head = await self._head(key)
-        if head is not None and sum(p["Size"] for p in parts) < head["ContentLength"]:
-            if not take_over:
-                return None  # garbage the next writer aborts; a look changes nothing
-            await self.abort(key, upload_id)
-            return await self.current_upload(key, take_over)
-        whole = next((i for i, p in enumerate(parts) if p["PartNumber"] != i + 1), len(parts))
-        if take_over and whole < len(parts):
-            await self._cut_at_gap(key, upload_id, parts[:whole])
-            return None
-        return upload_id, parts[:whole]
+        vanished = 0
+        while True:
+            upload_id = await self.pending_upload(key)
+            if upload_id is None:
+                return None
+            try:
+                parts = sorted(await self.parts(key, upload_id), key=lambda p: p["PartNumber"])
+            except PathNotFoundError:  # completed or aborted by another writer since listed
+                vanished += 1
+                if vanished > VANISHED_RETRIES:
+                    raise FileChangedError(
+                        f"{key}: another writer keeps completing or replacing its pending" " write"
+                    ) from None
+                continue
+            head = await self.head(key)
+            if head is not None and sum(p["Size"] for p in parts) < head["ContentLength"]:
+                if not take_over:
+                    return None  # garbage the next writer aborts; a look changes nothing
+                await self.abort(key, upload_id)
+                continue
+            whole = next((i for i, p in enumerate(parts) if p["PartNumber"] != i + 1), len(parts))
+            if take_over and whole < len(parts):
+                await self._cut_at_gap(key, upload_id, parts[:whole])
+                return None
+            return upload_id, parts[:whole]
 
     async def _cut_at_gap(self, key: str, upload_id: str, whole: list[dict]) -> None:
         log.warning(
@@ -318,7 +334,7 @@ class S3Driver(StorageDriver):
                 size = sum(p["Size"] for p in pending[1])
                 when = max((p["LastModified"] for p in pending[1]), default=datetime.now(UTC))
                 return FileInfo(path, size, when, False)
-            head = await self._head(key)
+            head = await self.head(key)
             if head is not None:
                 return FileInfo(path, head["ContentLength"], head["LastModified"], False)
         if path == "/" or await self.listing.holds_keys(key.rstrip("/") + "/"):
@@ -357,7 +373,7 @@ class S3Driver(StorageDriver):
         ``expect``, every copy request is conditional on the object's ETag, so an
         object replaced meanwhile is not what lands at ``dest``."""
         src, dst = self.key(source), self.key(dest)
-        head = await self._head(src)
+        head = await self.head(src)
         if head is None:
             raise PathNotFoundError(source, self.name)
         if expect is not None and ("object", head["ETag"], head["ContentLength"]) != expect:
@@ -425,7 +441,7 @@ class S3Driver(StorageDriver):
     async def delete(self, path: str) -> None:
         """The object at ``path`` and every key below ``path/`` (never ``pathX``)."""
         key = self.key(path)
-        doomed = [key] if await self._head(key) is not None else []
+        doomed = [key] if await self.head(key) is not None else []
         token = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": key + "/"}

@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 import trio
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..base import BackendUnavailableError, FileWriter, WriterClosedError
+from ..base import (
+    BackendUnavailableError,
+    FileChangedError,
+    FileWriter,
+    PathNotFoundError,
+    WriterClosedError,
+)
 from .requests import driver_error
 
 if TYPE_CHECKING:
@@ -138,7 +144,7 @@ class MultipartWriter(FileWriter):
             resp = await self.driver.requests.wait(future)
         except ClientError as exc:
             await self._drain(quiet=True)
-            raise driver_error(exc, self.key) from exc
+            raise await self._taken_over(driver_error(exc, self.key)) from exc
         except BotoCoreError as exc:
             await self._drain(quiet=True)
             raise BackendUnavailableError(f"s3: part {number} of {self.key}: {exc}") from exc
@@ -168,16 +174,30 @@ class MultipartWriter(FileWriter):
                 d.client.put_object, Bucket=d.bucket, Key=self.key, Body=b""
             )
             return ("object", resp["ETag"], 0)
-        resp = await d.requests.call(
-            d.client.complete_multipart_upload,
-            Bucket=d.bucket,
-            Key=self.key,
-            UploadId=self.upload_id,
-            MultipartUpload={
-                "Parts": [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts]
-            },
-        )
+        try:
+            resp = await d.requests.call(
+                d.client.complete_multipart_upload,
+                Bucket=d.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={
+                    "Parts": [
+                        {"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in self._parts
+                    ]
+                },
+            )
+        except PathNotFoundError as exc:
+            raise await self._taken_over(exc) from exc
         return ("object", resp.get("ETag"), sum(p["Size"] for p in self._parts))
+
+    async def _taken_over(self, error: Exception) -> Exception:
+        """NoSuchUpload: someone else ended this upload. Where the key holds an object
+        now, another writer completed it (a read on another mount completes a pending
+        write): this writer's bytes can no longer follow its own, FileChangedError.
+        Where it holds nothing, the file was removed: the missing path it is."""
+        if not isinstance(error, PathNotFoundError) or await self.driver.head(self.key) is None:
+            return error
+        return FileChangedError(f"s3: {self.key}: another writer completed this write")
 
     async def close(self) -> None:
         if self._state == "closed":
