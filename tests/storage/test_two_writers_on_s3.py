@@ -1,9 +1,11 @@
 """Two programs appending to one upload on a real S3 store (SeaweedFS), each through
 its own driver, as two mounts do: their steps interleave in every order Hypothesis
 draws, some at the same moment (two pending writes at one key). Whatever happens, a
-finish that succeeds stores a blob whose bytes match its name, and every step returns.
-test_uploads.py keeps the case this found (a stamp vouching for another writer's
-hash state)."""
+finish that succeeds stores a blob whose bytes match its name, every step returns, and
+an upload nobody removed is never answered as missing (ENOENT): a refusal says busy
+or changed. test_uploads.py keeps the case this found (a stamp vouching for another
+writer's hash state); test_s3_driver.py those of a pending write another writer
+completed meanwhile (it was NoSuchUpload, ENOENT)."""
 
 from __future__ import annotations
 
@@ -21,9 +23,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from layerfs.drivers import StorageDriverError
+from layerfs.drivers import PathNotFoundError, StorageDriverError
 from layerfs.drivers.s3 import S3Driver
-from layerfs.storage import Digest, Registry, RegistryError, paths
+from layerfs.storage import Digest, Registry, RegistryError, UploadUnknownError, paths
 from layerfs.storage.uploads import Stamp, Upload
 
 from ..conftest import S3_BUCKET
@@ -96,6 +98,7 @@ class TwoWriters(RuleBasedStateMachine):
         self.wrote: dict[str, bytes] = {w: b"" for w in WRITERS}  # this session's bytes
         self.finished: Digest | None = None
         self.upload_id = ""
+        self.missing: list[str] = []  # refusals that called the upload missing
 
     def run(self, fn, *args):  # type: ignore[no-untyped-def]
         async def bounded():  # type: ignore[no-untyped-def]
@@ -128,14 +131,20 @@ class TwoWriters(RuleBasedStateMachine):
             self.wrote[w] = b""
         return self.open[w]
 
+    def _refused(self, w: str, exc: Exception) -> None:
+        """Note a refusal that calls the upload missing while nobody has moved it."""
+        if isinstance(exc, PathNotFoundError | UploadUnknownError) and self.finished is None:
+            self.missing.append(f"{w}: {type(exc).__name__}: {exc}")
+
     async def _write(self, w: str, size: int, fill: int) -> None:
         data = bytes([fill]) * size
         try:
             upload = await self._upload(w)
             await upload.write(data)
             self.wrote[w] += data
-        except (RegistryError, StorageDriverError):
-            await self._close(w)  # refused (busy, changed, gone): the session ends
+        except (RegistryError, StorageDriverError) as exc:
+            self._refused(w, exc)
+            await self._close(w)  # refused (busy, changed): the session ends
 
     async def _close(self, w: str) -> None:
         upload = self.open.pop(w, None)
@@ -144,7 +153,8 @@ class TwoWriters(RuleBasedStateMachine):
         try:
             await upload.close()
             self.stamps[w] = upload.stamp
-        except (RegistryError, StorageDriverError):
+        except (RegistryError, StorageDriverError) as exc:
+            self._refused(w, exc)
             self.stamps[w] = None
 
     @rule(w=writers, size=sizes, fill=st.integers(0, 255), close=st.booleans())
@@ -197,6 +207,25 @@ class TwoWriters(RuleBasedStateMachine):
                 table.clear()  # type: ignore[attr-defined]
                 table.update(swapped)  # type: ignore[attr-defined]
 
+    @rule(w=writers)
+    def read(self, w: str) -> None:
+        """``sha256sum x`` through mount ``w``, which completes the newest pending write
+        (perhaps the one the other mount is still appending to)."""
+
+        async def read() -> None:
+            try:
+                async for _ in self.drivers[w].read_all(self.data):
+                    pass
+            except (RegistryError, StorageDriverError) as exc:
+                self._refused(w, exc)
+
+        if self.finished is None:
+            self.run(read)
+
+    @invariant()
+    def an_upload_nobody_moved_is_never_missing(self) -> None:
+        assert not self.missing, self.missing
+
     @rule(w=writers, named=st.sampled_from(["read", "own"]))
     def finish(self, w: str, named: str) -> None:
         """``mv x sha256:…`` through mount ``w``, under the digest of what a read there
@@ -213,7 +242,8 @@ class TwoWriters(RuleBasedStateMachine):
                     content = self.wrote[w]
                 upload = await self._upload(w)
                 info = await upload.finish(Digest.of(content))
-            except (RegistryError, StorageDriverError):
+            except (RegistryError, StorageDriverError) as exc:
+                self._refused(w, exc)
                 await self._close(w)
                 return
             self.open.pop(w, None)
