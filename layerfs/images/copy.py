@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import trio
 
@@ -42,6 +43,7 @@ from .transfer import TransferManager
 log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "import "
+T = TypeVar("T")
 
 
 def _copyable(payload: bytes, digest: Digest) -> bytes:
@@ -90,8 +92,16 @@ async def _each_blob(graph: ManifestGraph, blob: Callable[[Digest, int], Awaitab
             nursery.start_soon(blob, digest, size)
 
 
+async def _from_source(fn: Callable[..., T], *args: object) -> T:
+    """A call into the source (blocking files and HTTP) in a worker thread that a
+    cancel or Ctrl-C does not wait for: a stalled source would hold the import until
+    its read timed out. The thread is left to end on its own, its answer dropped; what
+    arrived before is in the upload, which the next run continues."""
+    return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
 async def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
-    return await trio.to_thread.run_sync(next, chunks, None)
+    return await _from_source(next, chunks, None)
 
 
 class Importer:
@@ -107,12 +117,12 @@ class Importer:
     async def run(self, tag: str) -> Digest:
         uploads = self.repo.uploads  # their stored names, read once, not per blob
         self._named_uploads = {await uploads.name_of(i): i for i in await uploads.ids()}
-        top = await trio.to_thread.run_sync(self.source.top_manifest)
+        top = await _from_source(self.source.top_manifest)
 
         async def get(digest: Digest) -> bytes:
             if digest == top.digest:
                 return top.payload
-            payload = await trio.to_thread.run_sync(self.source.manifest, digest)
+            payload = await _from_source(self.source.manifest, digest)
             return verified(payload, digest).payload
 
         graph, order = await _image_graph(top.digest, get)
@@ -165,7 +175,7 @@ class Importer:
         try:
             if upload.size > size:
                 await upload.restart()
-            chunks = await trio.to_thread.run_sync(self.source.blob, digest, upload.size)
+            chunks = await _from_source(self.source.blob, digest, upload.size)
             report(upload.size)
             while (chunk := await _next_chunk(chunks)) is not None:
                 if upload.size + len(chunk) > size:
