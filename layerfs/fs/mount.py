@@ -240,7 +240,7 @@ async def _serve(
 async def _complete_interrupted_finishes(ops: Operations) -> None:
     """At start, finish what finishes cut short between move and link left undone."""
     try:
-        done = await complete_interrupted_finishes(ops.registry, keep=ops.state.uploads.sessions)
+        done = await complete_interrupted_finishes(ops.registry, ops.state.uploads.claimed)
     except StorageDriverError as exc:  # the store failing: a known event, one line
         log.error("looking for finishes cut short failed (%s); fsck --repair completes them", exc)
         return

@@ -270,6 +270,21 @@ class UploadTable:
             made.set()
         return session
 
+    @asynccontextmanager
+    async def claimed(self, upload_id: str) -> AsyncIterator[bool]:
+        """Claim an upload for work of the mount's own (completing a finish cut short):
+        False where a session has it or is being made; else opens of it wait until the
+        work ends, and then find what it left (``storage.maintenance.Claim``)."""
+        if upload_id in self.sessions or upload_id in self._opening:
+            yield False
+            return
+        done = self._opening[upload_id] = trio.Event()
+        try:
+            yield True
+        finally:
+            del self._opening[upload_id]
+            done.set()
+
     async def size(self, repository: str, upload_id: str) -> int:
         session = self.sessions.get(upload_id)
         if session is not None:

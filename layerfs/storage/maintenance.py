@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Container
+from collections.abc import AsyncIterator, Callable, Container
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -172,20 +173,32 @@ class CompletedFinish:
     blob: Digest
 
 
+# Claims an upload for the time its finish is looked at and completed: yields False
+# where someone else has it (a mount's open session), and keeps others out meanwhile.
+Claim = Callable[[str], AbstractAsyncContextManager[bool]]
+
+
+@asynccontextmanager
+async def _unclaimed(upload_id: str) -> AsyncIterator[bool]:
+    yield True
+
+
 async def complete_interrupted_finishes(
-    registry: Registry, keep: Container[str] = ()
+    registry: Registry, claim: Claim = _unclaimed
 ) -> list[CompletedFinish]:
     """Link the blob of every upload whose finish stopped after its move (a kill or a
-    full disk), then remove the upload: what that finish had left to do. Uploads
-    whose ids are in ``keep`` (open in a mount) are left alone."""
+    full disk), then remove the upload: what that finish had left to do. Each upload
+    is held with ``claim`` while it is looked at and completed: a mount leaves one it
+    has open alone, and a finish of it arriving meanwhile waits (then finds it gone)."""
     done = []
     for name in await registry.repositories():
         uploads = registry.repository(name).uploads
         for upload_id in await uploads.ids():
-            if upload_id in keep:
-                continue
-            blob = await uploads.interrupted_finish(upload_id)
-            if blob is not None:
-                await uploads.complete_interrupted_finish(upload_id, blob)
-                done.append(CompletedFinish(name, upload_id, blob))
+            async with claim(upload_id) as mine:
+                if not mine:
+                    continue
+                blob = await uploads.interrupted_finish(upload_id)
+                if blob is not None:
+                    await uploads.complete_interrupted_finish(upload_id, blob)
+                    done.append(CompletedFinish(name, upload_id, blob))
     return done

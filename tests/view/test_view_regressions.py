@@ -631,3 +631,58 @@ async def test_on_a_store_that_lists_dearly_a_lookup_asks_for_the_one_name() -> 
         assert await k.read_file("repositories/r/_manifests/tags/t1/current/link")
         assert driver.calls["listing"] == 0, driver.calls
         assert any(p.endswith("t1/current/link") for p in driver.stats)
+
+
+class PausingAtLink(Passthrough):
+    """Holds the first layer link written until ``go`` is set."""
+
+    def __init__(self, inner: MemoryDriver) -> None:
+        super().__init__(inner)
+        self.at_link, self.go = trio.Event(), trio.Event()
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        if "/_layers/" in path and not self.at_link.is_set():
+            self.at_link.set()
+            await self.go.wait()
+        await self.inner.put_content(path, content)
+
+
+async def test_a_finish_of_an_upload_the_mount_is_completing_waits_for_it() -> None:
+    """A mount's start completes the finishes a kill cut short after their move; the
+    same ``mv`` again, run meanwhile, was a second finish of the same upload beside
+    the first. It now waits for the completion, then finds the upload gone (ENOENT),
+    and the blob is linked once, its upload removed."""
+    from layerfs.storage.maintenance import complete_interrupted_finishes
+
+    inner = MemoryDriver()
+    repo = Registry(inner).repository("r")
+    upload = await repo.uploads.create()
+    await repo.uploads.set_name(upload.id, "layer")
+    await upload.write(b"x" * 1000)
+    await upload.close()
+    digest = Digest.of(b"x" * 1000)
+    await inner.move(paths.upload_data("r", upload.id), paths.blob_data(digest))  # then killed
+    assert await repo.uploads.interrupted_finish(upload.id) == digest
+    driver = PausingAtLink(inner)
+    answers: list[int] = []
+    async with mounted(driver) as k:
+
+        async def mv() -> None:
+            try:
+                await k.rename(f"{UP}/layer", f"{UP}/{digest}")
+                answers.append(0)
+            except Errno as exc:
+                answers.append(exc.errno)
+
+        async with trio.open_nursery() as nursery:
+            uploads = k.ops.state.uploads
+            nursery.start_soon(complete_interrupted_finishes, k.ops.registry, uploads.claimed)
+            await driver.at_link.wait()  # the completion is linking the blob
+            nursery.start_soon(mv)
+            await trio.testing.wait_all_tasks_blocked()
+            assert answers == []  # the finish waits for the completion
+            driver.go.set()
+        assert answers == [errno.ENOENT]
+        assert await k.read_file(f"repositories/r/_layers/sha256/{digest.hex}/link")
+        assert await k.listdir(UP) == []
+    assert await repo.uploads.ids() == []
