@@ -256,7 +256,7 @@ async def _purge_periodically(ops: Operations, older_than: timedelta) -> None:
     interval = min(max(older_than.total_seconds() / 4, 1.0), 3600.0)
     while True:
         try:
-            purged = await purge_uploads(ops.registry, older_than, keep=ops.state.uploads.sessions)
+            purged = await purge_uploads(ops.registry, older_than, claim=ops.state.uploads.claimed)
             if purged:
                 log.info("purged %d uploads older than %s", len(purged), older_than)
             await purge_interrupted_copies(ops.registry, older_than)

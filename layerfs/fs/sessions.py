@@ -272,9 +272,10 @@ class UploadTable:
 
     @asynccontextmanager
     async def claimed(self, upload_id: str) -> AsyncIterator[bool]:
-        """Claim an upload for work of the mount's own (completing a finish cut short):
-        False where a session has it or is being made; else opens of it wait until the
-        work ends, and then find what it left (``storage.maintenance.Claim``)."""
+        """Claim an upload for the upkeep the mount does itself (a purge, completing a
+        finish cut short): False where a session has it or is being made; else opens
+        of it wait until the work ends, then find what it left
+        (``storage.maintenance.Claim``)."""
         if upload_id in self.sessions or upload_id in self._opening:
             yield False
             return

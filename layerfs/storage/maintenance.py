@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Container
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -99,33 +99,48 @@ async def upload_ages(registry: Registry) -> list[UploadAge]:
     return found
 
 
+# Claims an upload while the store's upkeep works on it (a purge, the completion of a
+# finish cut short): yields False where someone else has it (a mount's open session),
+# and keeps others out meanwhile.
+Claim = Callable[[str], AbstractAsyncContextManager[bool]]
+
+
+@asynccontextmanager
+async def _unclaimed(upload_id: str) -> AsyncIterator[bool]:
+    yield True
+
+
 async def purge_uploads(
     registry: Registry,
     older_than: timedelta,
     dry_run: bool = False,
     now: datetime | None = None,
-    keep: Container[str] = (),
+    claim: Claim | None = None,
 ) -> list[UploadAge]:
-    """Delete uploads started more than ``older_than`` ago (except ids in ``keep``);
-    returns what was (or, with ``dry_run``, would be) deleted."""
+    """Delete uploads started more than ``older_than`` ago; returns what was (or, with
+    ``dry_run``, would be) deleted. Each is deleted under ``claim``: a mount keeps
+    those it has open, even one opened after the ages were read."""
     cutoff = (now or datetime.now(UTC)) - older_than
-    doomed = [
-        a for a in await upload_ages(registry) if a.started_at < cutoff and a.upload_id not in keep
-    ]
+    doomed = [a for a in await upload_ages(registry) if a.started_at < cutoff]
     last = await _last_copies(registry, {a.repository for a in doomed})
     doomed = [a for a in doomed if (a.repository, a.upload_id) not in last]
+    if dry_run:
+        return doomed
+    purged = []
     for age in doomed:
-        if dry_run:
-            continue
-        where = paths.upload_dir(age.repository, age.upload_id)
-        if await registry.driver.delete_if_present(where):  # else gone meanwhile
-            log.info(
-                "purged upload %s of %s, started %s",
-                age.upload_id,
-                age.repository,
-                age.started_at.isoformat(),
-            )
-    return doomed
+        async with (claim or _unclaimed)(age.upload_id) as mine:
+            if not mine:
+                continue  # open in the mount: not abandoned
+            where = paths.upload_dir(age.repository, age.upload_id)
+            if await registry.driver.delete_if_present(where):  # else gone meanwhile
+                log.info(
+                    "purged upload %s of %s, started %s",
+                    age.upload_id,
+                    age.repository,
+                    age.started_at.isoformat(),
+                )
+            purged.append(age)
+    return purged
 
 
 async def _last_copies(registry: Registry, repositories: set[str]) -> set[tuple[str, str]]:
@@ -171,16 +186,6 @@ class CompletedFinish:
     repository: str
     upload_id: str
     blob: Digest
-
-
-# Claims an upload for the time its finish is looked at and completed: yields False
-# where someone else has it (a mount's open session), and keeps others out meanwhile.
-Claim = Callable[[str], AbstractAsyncContextManager[bool]]
-
-
-@asynccontextmanager
-async def _unclaimed(upload_id: str) -> AsyncIterator[bool]:
-    yield True
 
 
 async def complete_interrupted_finishes(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -686,3 +686,48 @@ async def test_a_finish_of_an_upload_the_mount_is_completing_waits_for_it() -> N
         assert await k.read_file(f"repositories/r/_layers/sha256/{digest.hex}/link")
         assert await k.listdir(UP) == []
     assert await repo.uploads.ids() == []
+
+
+class PausingAtLinkReads(Passthrough):
+    """Holds the first batch of small-file reads (a purge reading the layer links,
+    after it read the uploads' ages) until ``go`` is set."""
+
+    def __init__(self, inner: MemoryDriver) -> None:
+        super().__init__(inner)
+        self.reading, self.go = trio.Event(), trio.Event()
+
+    async def get_contents(self, paths_: list[str]) -> list[bytes | Exception]:
+        if not self.reading.is_set():
+            self.reading.set()
+            await self.go.wait()
+        return await self.inner.get_contents(paths_)
+
+
+async def test_the_mount_s_purge_keeps_an_upload_opened_after_it_read_the_ages() -> None:
+    """A mount's purge read the uploads' ages, found one abandoned, and deleted it
+    though the mount had opened it meanwhile (``cat >> old-upload``): its writer lost
+    the upload under it. The purge now claims each upload as it deletes it, and
+    leaves one the mount has open."""
+    inner = MemoryDriver()
+    repo = Registry(inner).repository("r")
+    upload = await repo.uploads.create()
+    await repo.uploads.set_name(upload.id, "old")
+    await upload.write(b"abc")
+    await upload.close()
+    driver = PausingAtLinkReads(inner)
+    async with mounted(driver) as k:
+        uploads = k.ops.state.uploads
+        async with trio.open_nursery() as nursery:
+            later = datetime.now(UTC) + timedelta(days=30)  # every upload is old by then
+
+            async def purge() -> None:
+                await purge_uploads(k.ops.registry, timedelta(days=7), now=later,
+                                    claim=uploads.claimed)  # fmt: skip
+
+            nursery.start_soon(purge)
+            await driver.reading.wait()  # the ages are read: "old" is doomed
+            fh = await k.open(f"{UP}/old", os.O_WRONLY | os.O_APPEND)
+            driver.go.set()
+        await k.write(fh, 3, b"def")
+        await k.close(fh)
+        assert await k.read_file(f"{UP}/old") == b"abcdef"
