@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import trio
 
@@ -261,3 +262,24 @@ class HookedWriter(FileWriter):
     async def commit(self) -> None:
         await self.before("commit")
         await self.inner.commit()
+
+
+class Pausing(Passthrough):
+    """Holds the first call of ``method`` whose first argument ``when`` accepts until
+    ``go`` is set (``reached`` is set as it arrives): another request, or the mount's
+    upkeep, is then let in at exactly that await."""
+
+    def __init__(
+        self, inner: StorageDriver, method: str, when: Callable[[Any], bool] = lambda _: True
+    ) -> None:
+        super().__init__(inner)
+        self.reached, self.go = trio.Event(), trio.Event()
+        passed = getattr(inner, method)
+
+        async def held(first: Any, *args: Any, **kwargs: Any) -> Any:
+            if not self.reached.is_set() and when(first):
+                self.reached.set()
+                await self.go.wait()
+            return await passed(first, *args, **kwargs)
+
+        setattr(self, method, held)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..deadline import within_request
 from ..storage import Registry, Upload, walk
 from ..storage.errors import UploadBusyError, UploadClosedError
 from ..storage.uploads import Stamp
@@ -254,7 +255,8 @@ class UploadTable:
         for it rather than each making their own (two sessions would write one data
         file with two ideas of its end and its hash)."""
         while upload_id not in self.sessions and upload_id in self._opening:
-            await self._opening[upload_id].wait()
+            with within_request(f"upload {upload_id}"):  # being opened, or upkeep's
+                await self._opening[upload_id].wait()
         session = self.sessions.get(upload_id)
         if session is not None:
             return session

@@ -262,20 +262,26 @@ class MountState:
         )
 
     async def _list_for_lookup(self, store_path: str) -> Listing | None:
-        """``store_path``'s listing, read now with LOOKUP_AHEAD entries below it (or by
-        the read already under way); None when it cannot be read (the caller asks the
-        store for the one name instead)."""
-        reading = self._reading.get(store_path)
-        if reading is not None:
-            with within_request(f"listing {store_path}"):
-                await reading.wait()
-            return self._trusted_listing(store_path)
-        self._reading[store_path] = done = trio.Event()
+        """``store_path``'s listing with LOOKUP_AHEAD entries below it; None when it
+        cannot be read (the caller asks the store for the one name instead)."""
         try:
-            return (await self._read_listings(store_path, LOOKUP_AHEAD)).get(store_path)
+            return await self._read_once(store_path, LOOKUP_AHEAD)
         except StorageDriverError as exc:
             log.debug("listing %s for a lookup failed: %s", store_path, exc)
             return None
+
+    async def _read_once(self, store_path: str, ahead: int = LISTING_AHEAD) -> Listing:
+        """``store_path``'s listing read now (with ``ahead`` entries below it), or by
+        the read of it under way (behind the browser, or for another request): one
+        read of a directory at a time."""
+        while (reading := self._reading.get(store_path)) is not None:
+            with within_request(f"listing {store_path}"):
+                await reading.wait()
+            if (listing := self._trusted_listing(store_path)) is not None:
+                return listing
+        self._reading[store_path] = done = trio.Event()
+        try:
+            return (await self._read_listings(store_path, ahead))[store_path]
         finally:
             del self._reading[store_path]
             done.set()
@@ -288,17 +294,13 @@ class MountState:
         read again behind the browser once INDEX_REFRESH old, so that a walk longer
         than that goes on from memory."""
         listing = self._trusted_listing(store_path)
-        if listing is None and store_path in self._reading:  # read behind us: wait for it
-            with within_request(f"listing {store_path}"):
-                await self._reading[store_path].wait()
-            listing = self._trusted_listing(store_path)
         if listing is None:
             self._forget_old_listings()
-            listing = (await self._read_listings(store_path))[store_path]
+            listing = await self._read_once(store_path)
             self._read_siblings_ahead(store_path)
         elif self._children_unread(store_path, listing):
             self._forget_old_listings()
-            listing = (await self._read_listings(store_path))[store_path]
+            listing = await self._read_once(store_path)
         elif listing.lasting and self.clock() - listing.read_at >= INDEX_REFRESH:
             self._refresh_behind(listing.source)
         return [paths.base_name(path) for path in listing.entries]

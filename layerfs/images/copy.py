@@ -27,8 +27,7 @@ from ..storage import (
     parse_manifest,
 )
 from ..storage.errors import RegistryError, SizeMismatchError
-from ..storage.graph import ManifestGraph, reading_each
-from ..storage.manifests import MAX_INDEX_DEPTH
+from ..storage.graph import ManifestGraph, read_image
 from .destinations import ImageDestination
 from .sources import (
     CHUNK,
@@ -65,31 +64,20 @@ def _copyable(payload: bytes, digest: Digest) -> bytes:
 async def _image_graph(
     top: Digest, get: Callable[[Digest], Awaitable[bytes]]
 ) -> tuple[ManifestGraph, list[int]]:
-    """The image's manifests from ``top`` down, each checked as a copy needs them
-    (``_copyable``, nested at most ``MAX_INDEX_DEPTH`` deep), and the order they are
-    stored in: every child before the indexes that name it."""
+    """``read_image`` with each manifest checked as a copy needs it (``_copyable``)."""
 
     async def checked(digest: Digest) -> bytes:
         return _copyable(await get(digest), digest)
 
-    async def refuse(digest: Digest, exc: Exception) -> None:
-        raise exc
-
-    graph = ManifestGraph(keep=True, max_depth=MAX_INDEX_DEPTH)
-    await graph.read(reading_each(checked, (RegistryError, SourceError)), [top], refuse)
-    return graph, graph.children_first(top)
+    return await read_image(top, checked, kept=(RegistryError, SourceError))
 
 
 async def _each_blob(graph: ManifestGraph, blob: Callable[[Digest, int], Awaitable[None]]) -> None:
     """Run ``blob(digest, size)`` for every blob the image's manifests reference, each
     once, all at once (the transfer manager bounds them)."""
-    sizes: dict[Digest, int] = {}
-    for _, manifest in graph.kept.values():
-        for ref in manifest.blob_references():
-            sizes.setdefault(ref.digest, ref.size or 0)
     async with trio.open_nursery() as nursery:
-        for digest, size in sizes.items():
-            nursery.start_soon(blob, digest, size)
+        for digest, ref in graph.blob_references().items():
+            nursery.start_soon(blob, digest, ref.size or 0)
 
 
 async def _from_source(fn: Callable[..., T], *args: object) -> T:

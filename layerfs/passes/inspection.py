@@ -16,8 +16,8 @@ from ..drivers import FileInfo, StorageDriver
 from ..storage import paths, walk
 from ..storage.digest import Digest
 from ..storage.errors import ManifestInvalidError, ManifestUnknownError
-from ..storage.graph import ManifestGraph, reading_each
-from ..storage.manifests import MAX_INDEX_DEPTH, Manifest
+from ..storage.graph import ManifestGraph, read_image
+from ..storage.manifests import Manifest
 from ..storage.registry import Registry
 
 
@@ -95,7 +95,7 @@ async def inspect(driver: StorageDriver, reference: str) -> Inspection:
 
 async def _image_graph(registry: Registry, digest: Digest, raw: bytes) -> ManifestGraph:
     """``digest`` (read as ``raw``) and the manifests its indexes name, read from
-    their blobs, nested at most ``MAX_INDEX_DEPTH`` deep."""
+    their blobs (``read_image``: nested at most ``MAX_INDEX_DEPTH`` deep)."""
 
     async def get(wanted: Digest) -> bytes:
         return raw if wanted == digest else await registry.blobs.get(wanted)
@@ -105,18 +105,14 @@ async def _image_graph(registry: Registry, digest: Digest, raw: bytes) -> Manife
             raise exc
         raise ManifestUnknownError(wanted) from None
 
-    graph = ManifestGraph(keep=True, max_depth=MAX_INDEX_DEPTH)
-    await graph.read(reading_each(get), [digest], refuse)
-    graph.children_first(digest)  # the nesting, along every path
+    graph, _ = await read_image(digest, get, refuse)
     return graph
 
 
 async def _sizes(driver: StorageDriver, graph: ManifestGraph) -> dict[Digest, int]:
     """The stored size of every blob the graph's manifests reference (-1: none), in
     one batch."""
-    digests = sorted(
-        {r.digest for _, manifest in graph.kept.values() for r in manifest.blob_references()}
-    )
+    digests = sorted(graph.blob_references())
     infos = await driver.stat_many([paths.blob_data(d) for d in digests])
     return {
         d: info.size if isinstance(info, FileInfo) else -1

@@ -27,7 +27,7 @@ import trio
 
 from .digest import Digest
 from .errors import RegistryError
-from .manifests import Manifest, parse_manifest
+from .manifests import MAX_INDEX_DEPTH, Descriptor, Manifest, parse_manifest
 
 # Reads one level of manifests: each digest's payload, or the error that kept it.
 ReadLevel = Callable[[list[Digest]], Awaitable[list[bytes | Exception]]]
@@ -221,6 +221,14 @@ class ManifestGraph:
                 stack += [(c, False) for c in self._children_of(current)]
         return order
 
+    def blob_references(self) -> dict[Digest, Descriptor]:
+        """Every blob the kept manifests reference, each once (its first descriptor)."""
+        found: dict[Digest, Descriptor] = {}
+        for _, manifest in self.kept.values():
+            for ref in manifest.blob_references():
+                found.setdefault(ref.digest, ref)
+        return found
+
     def entries(self, number: int) -> list[tuple[int, dict]]:
         """An index's children as its kept payload names them, each with the
         ``platform`` its entry gives (``{}`` where none)."""
@@ -261,3 +269,23 @@ class ManifestGraph:
             if children:
                 cache[current] = done[current]
         return cache.get(number) or done[number]
+
+
+async def _raise(digest: Digest, exc: Exception) -> None:
+    raise exc
+
+
+async def read_image(
+    top: Digest,
+    get: Callable[[Digest], Awaitable[bytes]],
+    on_unreadable: OnUnreadable = _raise,
+    kept: tuple[type[Exception], ...] = (RegistryError,),
+) -> tuple[ManifestGraph, list[int]]:
+    """The graph of one image (import, export, ``inspect``): ``top`` and the manifests
+    its indexes name, each read by ``get`` (a level's at once; an error of the
+    ``kept`` kinds goes to ``on_unreadable``, which by default raises it), payloads
+    kept, nested at most ``MAX_INDEX_DEPTH`` deep along every path; and the order
+    they are stored in, every child before the indexes that name it."""
+    graph = ManifestGraph(keep=True, max_depth=MAX_INDEX_DEPTH)
+    await graph.read(reading_each(get, kept), [top], on_unreadable)
+    return graph, graph.children_first(top)

@@ -115,7 +115,7 @@ async def purge_uploads(
     older_than: timedelta,
     dry_run: bool = False,
     now: datetime | None = None,
-    claim: Claim | None = None,
+    claim: Claim = _unclaimed,
 ) -> list[UploadAge]:
     """Delete uploads started more than ``older_than`` ago; returns what was (or, with
     ``dry_run``, would be) deleted. Each is deleted under ``claim``: a mount keeps
@@ -128,7 +128,7 @@ async def purge_uploads(
         return doomed
     purged = []
     for age in doomed:
-        async with (claim or _unclaimed)(age.upload_id) as mine:
+        async with claim(age.upload_id) as mine:
             if not mine:
                 continue  # open in the mount: not abandoned
             where = paths.upload_dir(age.repository, age.upload_id)

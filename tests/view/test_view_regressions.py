@@ -19,7 +19,7 @@ from layerfs.storage import Digest, Registry, paths
 from layerfs.storage.maintenance import purge_uploads
 
 from ..fsops import Clock, Errno, Kernel, context, mounted
-from ..wrappers import CountingDriver, LaggingStatDriver, Passthrough
+from ..wrappers import CountingDriver, LaggingStatDriver, Passthrough, Pausing
 
 UP = "repositories/r/_uploads"
 DATA = b"layer bytes " * 1000
@@ -633,20 +633,6 @@ async def test_on_a_store_that_lists_dearly_a_lookup_asks_for_the_one_name() -> 
         assert any(p.endswith("t1/current/link") for p in driver.stats)
 
 
-class PausingAtLink(Passthrough):
-    """Holds the first layer link written until ``go`` is set."""
-
-    def __init__(self, inner: MemoryDriver) -> None:
-        super().__init__(inner)
-        self.at_link, self.go = trio.Event(), trio.Event()
-
-    async def put_content(self, path: str, content: bytes) -> None:
-        if "/_layers/" in path and not self.at_link.is_set():
-            self.at_link.set()
-            await self.go.wait()
-        await self.inner.put_content(path, content)
-
-
 async def test_a_finish_of_an_upload_the_mount_is_completing_waits_for_it() -> None:
     """A mount's start completes the finishes a kill cut short after their move; the
     same ``mv`` again, run meanwhile, was a second finish of the same upload beside
@@ -663,7 +649,7 @@ async def test_a_finish_of_an_upload_the_mount_is_completing_waits_for_it() -> N
     digest = Digest.of(b"x" * 1000)
     await inner.move(paths.upload_data("r", upload.id), paths.blob_data(digest))  # then killed
     assert await repo.uploads.interrupted_finish(upload.id) == digest
-    driver = PausingAtLink(inner)
+    driver = Pausing(inner, "put_content", lambda path: "/_layers/" in path)  # the link
     answers: list[int] = []
     async with mounted(driver) as k:
 
@@ -677,7 +663,7 @@ async def test_a_finish_of_an_upload_the_mount_is_completing_waits_for_it() -> N
         async with trio.open_nursery() as nursery:
             uploads = k.ops.state.uploads
             nursery.start_soon(complete_interrupted_finishes, k.ops.registry, uploads.claimed)
-            await driver.at_link.wait()  # the completion is linking the blob
+            await driver.reached.wait()  # the completion is linking the blob
             nursery.start_soon(mv)
             await trio.testing.wait_all_tasks_blocked()
             assert answers == []  # the finish waits for the completion
@@ -686,21 +672,6 @@ async def test_a_finish_of_an_upload_the_mount_is_completing_waits_for_it() -> N
         assert await k.read_file(f"repositories/r/_layers/sha256/{digest.hex}/link")
         assert await k.listdir(UP) == []
     assert await repo.uploads.ids() == []
-
-
-class PausingAtLinkReads(Passthrough):
-    """Holds the first batch of small-file reads (a purge reading the layer links,
-    after it read the uploads' ages) until ``go`` is set."""
-
-    def __init__(self, inner: MemoryDriver) -> None:
-        super().__init__(inner)
-        self.reading, self.go = trio.Event(), trio.Event()
-
-    async def get_contents(self, paths_: list[str]) -> list[bytes | Exception]:
-        if not self.reading.is_set():
-            self.reading.set()
-            await self.go.wait()
-        return await self.inner.get_contents(paths_)
 
 
 async def test_the_mount_s_purge_keeps_an_upload_opened_after_it_read_the_ages() -> None:
@@ -714,7 +685,7 @@ async def test_the_mount_s_purge_keeps_an_upload_opened_after_it_read_the_ages()
     await repo.uploads.set_name(upload.id, "old")
     await upload.write(b"abc")
     await upload.close()
-    driver = PausingAtLinkReads(inner)
+    driver = Pausing(inner, "get_contents")  # the purge reads the layer links
     async with mounted(driver) as k:
         uploads = k.ops.state.uploads
         async with trio.open_nursery() as nursery:
@@ -725,7 +696,7 @@ async def test_the_mount_s_purge_keeps_an_upload_opened_after_it_read_the_ages()
                                     claim=uploads.claimed)  # fmt: skip
 
             nursery.start_soon(purge)
-            await driver.reading.wait()  # the ages are read: "old" is doomed
+            await driver.reached.wait()  # the ages are read: "old" is doomed
             fh = await k.open(f"{UP}/old", os.O_WRONLY | os.O_APPEND)
             driver.go.set()
         await k.write(fh, 3, b"def")

@@ -298,7 +298,7 @@ class S3Driver(StorageDriver):
                 vanished += 1
                 if vanished > VANISHED_RETRIES:
                     raise FileChangedError(
-                        f"{key}: another writer keeps completing or replacing its pending" " write"
+                        f"{key}: another writer keeps completing or replacing its pending write"
                     ) from None
                 continue
             head = await self.head(key)
