@@ -64,7 +64,7 @@ PATHS: dict[str, tuple[PathArgument, ...]] = {
     },
     **{
         method: ((0, "paths", False, True),)
-        for method in ("get_contents", "stat_many", "stat_committed_many")
+        for method in ("get_contents", "stat_many", "stat_committed_many", "file_sizes")
     },
     "list_trees": ((0, "tops", False, True),),
     "move": ((0, "source", False, False), (1, "dest", False, False)),
@@ -110,17 +110,29 @@ def _leaves(group: BaseExceptionGroup) -> Any:
             yield exc
 
 
-def _checked_paths(self: Any, paths: tuple[PathArgument, ...], args: tuple, kwargs: dict) -> str:
-    """Check the path arguments of one call; returns the first, for messages."""
+def _checked_paths(
+    self: Any, paths: tuple[PathArgument, ...], args: tuple, kwargs: dict
+) -> tuple[str, tuple, dict]:
+    """Check the path arguments of one call; returns the first, for messages, and the
+    arguments, where an iterable of paths that is no list or tuple (made as it is
+    read: a pass's path of every blob) is handed on checked as it is read."""
     first = ""
     for position, name, root, many in paths:
-        value = args[position] if position < len(args) else kwargs.get(name)
+        in_args = position < len(args)
+        value = args[position] if in_args else kwargs.get(name)
         if value is None:
+            continue
+        if many and not isinstance(value, list | tuple):
+            value = (check_path(p, self.name, allow_root=root) for p in value)
+            if in_args:
+                args = (*args[:position], value, *args[position + 1 :])
+            else:
+                kwargs = {**kwargs, name: value}
             continue
         for path in value if many else (value,):
             check_path(path, self.name, allow_root=root)
             first = first or path
-    return first
+    return first, args, kwargs
 
 
 def wrap_method(fn: Callable[..., Any], paths: tuple[PathArgument, ...] | None) -> Any:
@@ -129,7 +141,9 @@ def wrap_method(fn: Callable[..., Any], paths: tuple[PathArgument, ...] | None) 
 
     @functools.wraps(fn)
     async def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
-        where = _checked_paths(self, paths, args, kwargs) if paths else ""
+        where = ""
+        if paths:
+            where, args, kwargs = _checked_paths(self, paths, args, kwargs)
         try:
             return await fn(self, *args, **kwargs)
         except Exception as exc:

@@ -16,6 +16,7 @@ import re
 from array import array
 from collections.abc import Iterable, Iterator
 
+from ..drivers.base import chunked
 from ..drivers.treelisting import WIDTH, TreeListing
 from ..storage.digest import CANONICAL, Digest
 from ..storage.walk import BlobPrefix
@@ -77,14 +78,7 @@ class BlobTable:
     def chunks(self, size: int) -> Iterator[list[tuple[int, Digest]]]:
         """``iter(self)`` in lists of at most ``size``, made one at a time (a pass that
         stats or reads each blob holds a chunk of paths, not all)."""
-        chunk: list[tuple[int, Digest]] = []
-        for item in self:
-            chunk.append(item)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
+        return chunked(self, size)
 
     def __iter__(self) -> Iterator[tuple[int, Digest]]:
         """Every listed blob with its number, in ``(algorithm, hex)`` order, made a

@@ -59,6 +59,12 @@ def tagged_dirs(path: str) -> bool:
     return layout_dirs(path) and not paths.is_tag_index_dir(path)
 
 
+def usage_dirs(path: str) -> bool:
+    """``descend`` for du: ``tagged_dirs`` but for the layer links, which account
+    for no byte (a blob's bytes are counted once, in ``blobs/``)."""
+    return tagged_dirs(path) and not paths.is_layers_dir(path)
+
+
 def repository_dirs(path: str) -> bool:
     """``descend`` for finding repositories: not into ``_layers`` and the like."""
     return not path.rsplit("/", 1)[1].startswith("_")

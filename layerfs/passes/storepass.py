@@ -17,17 +17,21 @@ costs no request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from array import array
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
-from ..drivers import StorageDriver
-from ..drivers.base import Descend
+from ..drivers import FileInfo, StorageDriver, UnsafeEntryError
+from ..drivers.base import Absent, Descend, chunked
 from ..drivers.treelisting import listings
 from ..storage import paths, walk
+from ..storage.digest import Digest
 from ..storage.registry import Registry
-from .blobtable import BlobTable
+from .blobtable import BlobTable, sizes_array
 from .readahead import ReadAhead, Snapshot, layout_dirs, repository_dirs
 
 GROUP = 64  # repositories listed, read ahead and checked together
+SIZES_CHUNK = 4096  # blobs whose sizes are stated together from a listing
 
 
 class StorePass:
@@ -59,6 +63,31 @@ class StorePass:
         """The blobs of the top listing, numbered (odd entries to ``on_odd``)."""
         return BlobTable(await walk.blob_prefixes(self.top, on_odd))
 
+    async def blob_sizes(self, table: BlobTable) -> BlobSizes:
+        """Each listed blob's size. Where the top listing gave them (S3), from it, a
+        chunk at a time; else ``driver.file_sizes`` (on a local disk, a second
+        process), with the paths made as they are sent."""
+        found = BlobSizes(sizes_array(table.size))
+        if self.whole:
+            for chunk in chunked(table, SIZES_CHUNK):
+                infos = await self.top.stat_many([paths.blob_data(d) for _, d in chunk])
+                for (number, digest), info in zip(chunk, infos, strict=True):
+                    found.take(number, digest, info)
+            return found
+        numbers = array("l")
+        sizes = await self.driver.file_sizes(_data_paths(table, numbers), table.size)
+        unknown = []
+        for number, size in zip(numbers, sizes, strict=True):
+            found.sizes[number] = size
+            if size < 0:
+                unknown.append(number)
+        for chunk in chunked(unknown, SIZES_CHUNK):
+            digests = [table.digest_at(n) for n in chunk]
+            infos = await self.top.stat_many([paths.blob_data(d) for d in digests])
+            for number, digest, info in zip(chunk, digests, infos, strict=True):
+                found.take(number, digest, info)
+        return found
+
     async def repositories(self, on_odd: walk.OnOdd) -> list[str]:
         return await Registry(self.driver).repositories(on_odd, self.top)
 
@@ -84,6 +113,36 @@ class StorePass:
         tops = [paths.repository(name) for name in names]
         tree = dict(self.top.tree) | listings(await self.driver.list_trees(tops, descend))
         return Snapshot(self.driver, tree)
+
+
+@dataclass
+class BlobSizes:
+    """What ``StorePass.blob_sizes`` found: a size for each listed blob by its number
+    (-1: none), and for each blob whose ``data`` is no regular file why: absent, or
+    an entry never opened (a directory where the file belongs is one too: reading
+    it as the blob would fail)."""
+
+    sizes: array[int]
+    others: list[tuple[int, Digest, Absent]] = field(default_factory=list)
+
+    def take(self, number: int, digest: Digest, info: FileInfo | Absent) -> None:
+        if isinstance(info, FileInfo) and not info.is_dir:
+            self.sizes[number] = info.size
+        elif isinstance(info, FileInfo):
+            self.others.append((number, digest, UnsafeEntryError(info.path, NOT_A_FILE)))
+        else:
+            self.others.append((number, digest, info))
+
+
+NOT_A_FILE = "a directory, not a file"
+
+
+def _data_paths(table: BlobTable, numbers: array[int]) -> Iterator[str]:
+    """Each listed blob's ``data`` path, made as it is read, its number appended to
+    ``numbers``."""
+    for number, digest in table:
+        numbers.append(number)
+        yield paths.blob_data(digest)
 
 
 class OverStore:

@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import trio
+
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
 from ..storage import paths, walk
 from ..storage.digest import Digest
@@ -38,7 +40,7 @@ from ..storage.graph import ManifestGraph
 from ..storage.maintenance import upload_age
 from ..storage.uploads import parse_started_at
 from .blobtable import BlobTable, Numbering, sizes_array
-from .readahead import read_revisions, read_tags, tagged_dirs
+from .readahead import read_revisions, read_tags, usage_dirs
 from .storepass import OverStore, StorePass
 
 log = logging.getLogger(__name__)
@@ -133,40 +135,50 @@ CHUNK = 4096  # blobs stated together (their paths held at once)
 class UsageReader(OverStore):
     def __init__(self, driver: StorageDriver, progress: Progress | None = None) -> None:
         self.driver = driver
-        self.store = StorePass(driver, tagged_dirs)
+        self.store = StorePass(driver, usage_dirs)
         self.facts = StoreFacts()
         self.progress = progress or (lambda done, total: None)
+        self._listed = 0  # blobs the listing has (numbered below this)
 
     async def read(self) -> StoreFacts:
+        """The blobs' sizes are stated while the repositories are read (on a local
+        disk by a second process: ``StorePass.blob_sizes``); what is odd about the
+        blobs comes first in ``facts.odd`` all the same."""
         await self.store.read_top()
         table = await self.store.blob_table(self._odd)
         self.facts.graph = ManifestGraph(Numbering(table))
-        await self._read_blob_sizes(table)
+        self._listed = table.size
+        blobs_odd: list[tuple[str, str]] = []
+        odd_before = len(self.facts.odd)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_blob_sizes, table, blobs_odd)
+            await self._read_repositories()
+        self.facts.odd[odd_before:odd_before] = blobs_odd
+        return self.facts
+
+    async def _read_repositories(self) -> None:
         names = await self.store.repositories(self._odd)
         self.progress(0, len(names))
         done = 0
         async for group in self.store.groups(names):
             await self._read_group(group)
-            for name in group:
-                await self._read_uploads(name)
+            await self._read_uploads(group)
             done += len(group)
             self.progress(done, len(names))
-        return self.facts
 
     async def _odd(self, path: str, why: str) -> None:
         self.facts.odd.append((path, why))
 
-    async def _read_blob_sizes(self, table: BlobTable) -> None:
-        self.facts.sizes = sizes = sizes_array(table.size)
-        for chunk in table.chunks(CHUNK):
-            infos = await self.snapshot.stat_many([paths.blob_data(d) for _, d in chunk])
-            for (number, digest), info in zip(chunk, infos, strict=True):
-                if isinstance(info, FileInfo):
-                    sizes[number] = info.size
-                elif isinstance(info, UnsafeEntryError):
-                    await self._odd(info.path, info.what)
-                else:
-                    await self._odd(paths.blob_dir(digest), "blob directory without data")
+    async def _read_blob_sizes(self, table: BlobTable, odd: list[tuple[str, str]]) -> None:
+        """Every listed blob's size into ``facts.sizes``, and what is odd about one
+        into ``odd``."""
+        found = await self.store.blob_sizes(table)
+        for _, digest, info in found.others:
+            if isinstance(info, UnsafeEntryError):
+                odd.append((info.path, info.what))
+            else:
+                odd.append((paths.blob_dir(digest), "blob directory without data"))
+        self.facts.sizes = found.sizes
 
     async def _read_group(self, names: list[str]) -> None:
         await self.ahead.fetch_repositories(self.snapshot, names)
@@ -178,11 +190,18 @@ class UsageReader(OverStore):
             self.facts.repositories[name] = facts
             roots += facts.revisions + [t.target for t in facts.tags]
         await self.facts.graph.read(
-            self.ahead.manifests, roots, self._unreadable, self.facts.is_stored
+            self.ahead.manifests, roots, self._unreadable, self._listed_blob
         )
 
+    def _listed_blob(self, digest: Digest) -> bool:
+        """Whether the blob listing has ``digest`` (its size may not be known yet)."""
+        return 0 <= self.facts.graph.numbering.known(digest) < self._listed
+
     async def _unreadable(self, digest: Digest, exc: Exception) -> None:
-        await self._odd(paths.blob_data(digest), f"not a readable manifest: {exc}")
+        """A manifest's blob that could not be read or parsed; one whose ``data`` is
+        missing or never followed is odd already, by the sizes."""
+        if not isinstance(exc, PathNotFoundError | UnsafeEntryError):
+            await self._odd(paths.blob_data(digest), f"not a readable manifest: {exc}")
 
     async def _revisions(self, name: str) -> list[Digest]:
         found = []
@@ -207,13 +226,22 @@ class UsageReader(OverStore):
                 await self._odd(paths.tag_current_link(name, tag), str(target))
         return found
 
-    async def _read_uploads(self, name: str) -> None:
-        """Each upload's size and start: the ``startedat`` files read in one batch; an
-        upload whose file is missing or unreadable is dated as purge-uploads dates it."""
-        ids = await walk.upload_ids(self.snapshot, name, self._odd)
-        infos = await self.snapshot.stat_many([paths.upload_data(name, i) for i in ids])
-        started = await self.driver.get_contents([paths.upload_started_at(name, i) for i in ids])
-        for upload_id, info, content in zip(ids, infos, started, strict=True):
+    async def _read_uploads(self, names: list[str]) -> None:
+        """Each upload's size and start, for a group of repositories: the sizes and
+        the ``startedat`` files read in one batch each; an upload whose file is
+        missing or unreadable is dated as purge-uploads dates it."""
+        uploads = [
+            (name, upload_id)
+            for name in names
+            for upload_id in await walk.upload_ids(self.snapshot, name, self._odd)
+        ]
+        if not uploads:
+            return
+        infos = await self.snapshot.stat_many([paths.upload_data(n, i) for n, i in uploads])
+        started = await self.driver.get_contents(
+            [paths.upload_started_at(n, i) for n, i in uploads]
+        )
+        for (name, upload_id), info, content in zip(uploads, infos, started, strict=True):
             size = info.size if isinstance(info, FileInfo) else 0
             when = _started_at(content)
             if when is None:
@@ -242,12 +270,18 @@ class Usage:
         self.facts = facts
         self.graph = facts.graph
         self._closures: dict[int, frozenset[int]] = {}  # indexes' (graph.closure)
+        # the numbers of blobs not stored: listed without data, or named and not listed
+        sizes = facts.sizes
+        self._not_stored = {n for n, size in enumerate(sizes) if size < 0}
 
     def closure(self, digest: Digest) -> frozenset[int]:
         """The stored blobs a manifest keeps: itself, its config and layers, and its
         children's closures."""
         found = self.graph.closure(self.graph.number(digest), self._closures)
-        return frozenset(n for n in found if self.facts.stored(n))
+        listed = len(self.facts.sizes)
+        if max(found) >= listed:  # it names blobs that are not listed
+            found = frozenset(n for n in found if n < listed)
+        return found - self._not_stored
 
     def _closure_of_all(self, digests: Iterable[Digest]) -> set[int]:
         found: set[int] = set()
@@ -331,20 +365,22 @@ class Usage:
         for _, tag in self.served_tags():
             for blob in self.closure(tag.target):
                 flags[blob] |= _TAGGED
-        parts = {kind: [0, 0] for kind in ("tagged", "untagged", "unreferenced", "blobs")}
-        for number, size in enumerate(sizes):
-            if size < 0:
-                continue  # not stored
-            flag = flags[number]
-            for kind in (
-                "blobs",
-                "tagged" if flag & _TAGGED else "untagged" if flag else "unreferenced",
-            ):
-                parts[kind][0] += size
-                parts[kind][1] += 1
+        by_flags = [[0, 0] for _ in range((_TAGGED | _REFERENCED) + 1)]  # bytes, blobs
+        for size, flag in zip(sizes, flags, strict=True):
+            if size >= 0:  # else not stored
+                totals = by_flags[flag]
+                totals[0] += size
+                totals[1] += 1
+
+        def part(*flag_values: int) -> Part:
+            return Part(*(sum(by_flags[f][i] for f in flag_values) for i in (0, 1)))
+
         uploads = self.facts.uploads
         return Summary(
-            **{kind: Part(*totals) for kind, totals in parts.items()},
+            tagged=part(_TAGGED, _TAGGED | _REFERENCED),
+            untagged=part(_REFERENCED),
+            unreferenced=part(0),
+            blobs=part(0, _REFERENCED, _TAGGED, _TAGGED | _REFERENCED),
             uploads=Part(sum(u.size for u in uploads), len(uploads)),
         )
 

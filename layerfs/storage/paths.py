@@ -317,6 +317,11 @@ def is_link_file(path: str) -> bool:
     return path.endswith("/link")
 
 
+def is_layers_dir(path: str) -> bool:
+    """Whether ``path`` is a repository's ``_layers``."""
+    return path.endswith("/_layers")
+
+
 def is_uploads_or_tags_dir(path: str) -> bool:
     """Whether ``path`` is a repository's ``_uploads`` or ``_manifests/tags``."""
     return path.endswith(("/_uploads", "/_manifests/tags"))

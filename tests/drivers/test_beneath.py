@@ -52,7 +52,19 @@ OPERATIONS = {
     "get_contents": lambda d, path: _first(d.get_contents([path])),
     "stat_many": lambda d, path: _first(d.stat_many([path])),
     "list_tree": lambda d, path: _tree_below(d, path),
+    "file_sizes": lambda d, path: _one_size(d, path, in_process=False),
+    "file_sizes_in_a_child": lambda d, path: _one_size(d, path, in_process=True),
 }
+
+
+async def _one_size(driver: FilesystemDriver, path: str, in_process: bool) -> int:
+    """The one size of ``file_sizes``; none (-1) is a refusal (``stat_many`` tells
+    which)."""
+    driver.sizes_in_process_from = 1 if in_process else 2
+    (size,) = await driver.file_sizes(iter([path]), 1)
+    if size < 0:
+        raise PathNotFoundError(path)
+    return size
 
 
 async def _first(batch):  # type: ignore[no-untyped-def]

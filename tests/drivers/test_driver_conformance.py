@@ -298,6 +298,18 @@ async def test_stat_many_in_order_with_absent_ones_as_values(driver: StorageDriv
     assert isinstance(got[1], PathNotFoundError)
 
 
+async def test_file_sizes_in_order_with_none_as_minus_one(driver: StorageDriver) -> None:
+    """A size for each path taken from an iterator made as it is read; -1 where no
+    file is (absent, a directory)."""
+    await driver.put_content("/z/f", b"12345")
+    await driver.put_content("/z/empty", b"")
+    await driver.put_content("/z/dir/x", b"x")
+    wanted = ["/z/f", "/z/nothing", "/z/dir", "/z/empty", "/z/f"]
+    assert list(await driver.file_sizes(iter(wanted), len(wanted))) == [5, -1, -1, 0, 5]
+    with pytest.raises(InvalidPathError):
+        await driver.file_sizes(iter(["/z/f", "/z/../f"]), 2)
+
+
 async def test_a_batch_larger_than_one_thread_takes(driver: StorageDriver) -> None:
     paths = [f"/many/{i:04d}" for i in range(1500)]  # more than one filesystem batch
     for path in paths[::100]:

@@ -6,12 +6,11 @@ from array import array
 
 import trio
 
-from ...drivers import FileInfo, UnsafeEntryError
+from ...drivers import UnsafeEntryError
 from ...storage import paths
 from ...storage.digest import Digest
-from ..blobtable import BlobTable, sizes_array
+from ..blobtable import BlobTable
 from .base import (
-    CHUNK,
     CORRUPT,
     GOOD,
     SMALL_FILE,
@@ -28,28 +27,28 @@ class BlobChecks(Checks):
         return self.verdicts.get(digest) == GOOD
 
     async def _stat_blobs(self, table: BlobTable) -> array[int]:
-        """Each listed blob's size, a chunk at a time; -1 for a blob directory without
-        data (reported), whose data is no file (reported, UNSAFE), or whose copy
-        is still under way (no blob yet)."""
-        sizes = sizes_array(table.size)
-        for chunk in table.chunks(CHUNK):
-            data = [paths.blob_data(digest) for _, digest in chunk]
-            infos = await self.snapshot.stat_many(data)
-            for (index, digest), path, info in zip(chunk, data, infos, strict=True):
-                if path in self.pending:
+        """Each listed blob's size (``StorePass.blob_sizes``); -1 for a blob directory
+        without data (reported), whose data is no file (reported, UNSAFE), or whose
+        copy is still under way (no blob yet)."""
+        found = await self.store.blob_sizes(table)
+        sizes = found.sizes
+        no_blob_yet = set()
+        if self.pending:
+            for number, digest in table:
+                if paths.blob_data(digest) in self.pending:
                     self._normal("write-in-progress")  # a copy under way, or cut short
                     if not await self.registry.blobs.exists(digest):
-                        continue  # no blob yet (one copied again since is a blob)
-                if isinstance(info, FileInfo):
-                    sizes[index] = info.size
-                elif isinstance(info, UnsafeEntryError):
-                    self.verdicts.set(digest, UNSAFE)
-                    await self._unsafe(info)
-                else:
-                    blob_dir = paths.blob_dir(digest)
-                    await self._found(
-                        "blob-no-data", blob_dir, "blob directory without data", blob_dir
-                    )
+                        no_blob_yet.add(number)  # one copied again since is a blob
+                        sizes[number] = -1
+        for number, digest, info in found.others:
+            if number in no_blob_yet:
+                continue
+            if isinstance(info, UnsafeEntryError):
+                self.verdicts.set(digest, UNSAFE)
+                await self._unsafe(info)
+            else:
+                blob_dir = paths.blob_dir(digest)
+                await self._found("blob-no-data", blob_dir, "blob directory without data", blob_dir)
         return sizes
 
     async def _check_blobs(self, blobs: list[CheckedBlob]) -> None:
