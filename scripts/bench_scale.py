@@ -111,15 +111,40 @@ def _time(command: str, cwd: Path, env: dict[str, str] | None = None) -> float:
 
 
 def _measure(command: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Seconds a shell command takes and the peak RSS in MiB of its largest process,
-    by GNU time (a small parent: a child forked from this process would report this
-    process's own size as its peak)."""
+    """Seconds a shell command takes and its peak RSS in MiB: that of its largest
+    process, by GNU time (a small parent: a child forked from this process would
+    report this process's own size as its peak), plus the peak of each size child a
+    pass starts beside it (``drivers/sizechild.py``, sampled), since both are alive
+    at once."""
+    helpers: dict[int, int] = {}  # pid: peak KiB
+    argv = ["/usr/bin/time", "-f", "%M", "-o", "", "sh", "-c", command]
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        argv[4] = rss.name
         start = time.perf_counter()
-        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, "sh", "-c", command],
-                       cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+        while process.poll() is None:
+            _sample_size_children(process.pid, helpers)
+            time.sleep(0.05)
         seconds = time.perf_counter() - start
-        return seconds, int(rss.read().split()[-1]) / 1024
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, command)
+        return seconds, (int(rss.read().split()[-1]) + sum(helpers.values())) / 1024
+
+
+def _sample_size_children(pid: int, peaks: dict[int, int]) -> None:
+    """The peak of each size child below ``pid`` (found through the kernel's lists
+    of children of each thread, not a scan of every process: trio starts a process
+    from a worker thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        tasks = Path(f"/proc/{pid}/task").iterdir()
+        for child in (c for t in tasks for c in (t / "children").read_text().split()):
+            proc = Path(f"/proc/{child}")
+            if b"sizechild.py" in (proc / "cmdline").read_bytes():
+                for line in (proc / "status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks[int(child)] = int(line.split()[1])
+            else:
+                _sample_size_children(int(child), peaks)
 
 
 def _rss_mib(pid: int) -> float:
