@@ -113,38 +113,44 @@ def _time(command: str, cwd: Path, env: dict[str, str] | None = None) -> float:
 def _measure(command: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Seconds a shell command takes and its peak RSS in MiB: that of its largest
     process, by GNU time (a small parent: a child forked from this process would
-    report this process's own size as its peak), plus the peak of each size child a
-    pass starts beside it (``drivers/sizechild.py``, sampled), since both are alive
-    at once."""
-    helpers: dict[int, int] = {}  # pid: peak KiB
+    report this process's own size as its peak), or, where a pass starts a size
+    child beside it (``drivers/sizechild.py``), the most the two held at one moment,
+    sampled every 20 ms, if that is more."""
+    together = [0]  # KiB: the largest sum of a pass's and its size child's RSS seen
     argv = ["/usr/bin/time", "-f", "%M", "-o", "", "sh", "-c", command]
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         argv[4] = rss.name
         start = time.perf_counter()
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
         while process.poll() is None:
-            _sample_size_children(process.pid, helpers)
-            time.sleep(0.05)
+            _sample_size_children(process.pid, together)
+            time.sleep(0.02)
         seconds = time.perf_counter() - start
         if process.returncode:
             raise subprocess.CalledProcessError(process.returncode, command)
-        return seconds, (int(rss.read().split()[-1]) + sum(helpers.values())) / 1024
+        return seconds, max(int(rss.read().split()[-1]), together[0]) / 1024
 
 
-def _sample_size_children(pid: int, peaks: dict[int, int]) -> None:
-    """The peak of each size child below ``pid`` (found through the kernel's lists
-    of children of each thread, not a scan of every process: trio starts a process
-    from a worker thread)."""
+def _sample_size_children(pid: int, together: list[int]) -> None:
+    """Below ``pid``, each size child's RSS added to its parent's at this moment,
+    the largest kept in ``together`` (found through the kernel's lists of children of
+    each thread, not a scan of every process: trio starts a process from a worker
+    thread)."""
     with contextlib.suppress(OSError, ValueError):
         tasks = Path(f"/proc/{pid}/task").iterdir()
         for child in (c for t in tasks for c in (t / "children").read_text().split()):
-            proc = Path(f"/proc/{child}")
-            if b"sizechild.py" in (proc / "cmdline").read_bytes():
-                for line in (proc / "status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        peaks[int(child)] = int(line.split()[1])
+            if b"sizechild.py" in Path(f"/proc/{child}/cmdline").read_bytes():
+                total = _rss_kib(int(child)) + _rss_kib(pid)
+                together[0] = max(together[0], total)
             else:
-                _sample_size_children(int(child), peaks)
+                _sample_size_children(int(child), together)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _rss_mib(pid: int) -> float:

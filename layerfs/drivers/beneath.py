@@ -23,24 +23,22 @@ import contextlib
 import ctypes
 import errno
 import os
-import platform
 import stat
 from collections.abc import Iterator
-from typing import ClassVar
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 # openat2 has the same number on every architecture that has it (the generic table)
-_SYS_OPENAT2 = 437 if platform.machine() in ("x86_64", "aarch64", "arm64") else None
+_SYS_OPENAT2 = 437 if os.uname().machine in ("x86_64", "aarch64", "arm64") else None
 
 
 class _OpenHow(ctypes.Structure):
-    _fields_: ClassVar = [
+    _fields_ = (
         ("flags", ctypes.c_uint64),
         ("mode", ctypes.c_uint64),
         ("resolve", ctypes.c_uint64),
-    ]
+    )
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -45,7 +45,7 @@ async def sizes_in_process(beneath: Beneath, paths: Iterable[str]) -> array[int]
     holds them all."""
     how = "openat2" if beneath.use_openat2 else "walk"
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-s", str(CHILD), beneath.root, how],
+        [sys.executable, "-S", str(CHILD), beneath.root, how],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -50,7 +50,7 @@ BY = ("repo", "tag", "manifest")
 Progress = Callable[[int, int], None]  # repositories read so far, of how many
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tag:
     name: str
     target: Digest
@@ -305,15 +305,18 @@ class Usage:
 
     def missing(self) -> list[tuple[Digest, Digest]]:
         """(manifest, blob) where a manifest some revision reaches references a blob
-        that is not stored."""
-        revisions = (d for repo in self.facts.repositories.values() for d in repo.revisions)
+        that is not stored. Walked by number: a digest is made only for what is
+        missing (a store's every manifest as a ``Digest`` was du's peak of memory)."""
+        graph, listed = self.graph, len(self.facts.sizes)
+        roots = (graph.number(d) for repo in self.facts.repositories.values()
+                 for d in repo.revisions)  # fmt: skip
         found = set()
-        for manifest in self.graph.reachable(revisions):
-            node = self.graph.node(manifest)
+        for manifest in graph.walk(roots):
+            node = graph.nodes.get(manifest)
             for blob in node.blobs if node is not None else ():
-                if not self.facts.stored(blob):
-                    found.add((manifest, self.graph.digest(blob)))
-        return sorted(found)
+                if blob >= listed or blob in self._not_stored:
+                    found.add((manifest, blob))
+        return sorted((graph.digest(m), graph.digest(b)) for m, b in found)
 
     def odd(self) -> list[tuple[str, str]]:
         found = list(self.facts.odd)
