@@ -88,8 +88,8 @@ class BlobTable:
         yield from ((i, d) for d, i in others if d.algorithm < CANONICAL)
         for prefix, _, first in self._runs:
             here = [(Digest(CANONICAL, raw.hex()), first + i) for i, raw in prefix.packed_digests()]
-            here += [(d, i) for d, i in other_sha256 if d.hex[:2] == prefix.name]
-            yield from ((i, d) for d, i in sorted(here))
+            also = [(d, i) for d, i in other_sha256 if d.hex[:2] == prefix.name]
+            yield from ((i, d) for d, i in (sorted(here + also) if also else here))
         packed_names = {prefix.name for prefix, _, _ in self._runs}
         rest = [(d, i) for d, i in other_sha256 if d.hex[:2] not in packed_names]
         yield from ((i, d) for d, i in rest)

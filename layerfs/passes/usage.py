@@ -281,7 +281,7 @@ class Usage:
         listed = len(self.facts.sizes)
         if max(found) >= listed:  # it names blobs that are not listed
             found = frozenset(n for n in found if n < listed)
-        return found - self._not_stored
+        return found - self._not_stored if self._not_stored else found
 
     def _closure_of_all(self, digests: Iterable[Digest]) -> set[int]:
         found: set[int] = set()
