@@ -83,17 +83,34 @@ class BlobTable:
     def __iter__(self) -> Iterator[tuple[int, Digest]]:
         """Every listed blob with its number, in ``(algorithm, hex)`` order, made a
         prefix at a time."""
+        return ((i, Digest(algorithm, hexpart)) for i, algorithm, hexpart in self.hex_items())
+
+    def hex_items(self) -> Iterator[tuple[int, str, str]]:
+        """``iter(self)`` as (number, algorithm, hex), with no ``Digest`` made: a pass
+        that states every blob makes a path of each."""
         others = sorted(self._others.items())
         other_sha256 = [(d, i) for d, i in others if d.algorithm == CANONICAL]
-        yield from ((i, d) for d, i in others if d.algorithm < CANONICAL)
-        for prefix, _, first in self._runs:
-            here = [(Digest(CANONICAL, raw.hex()), first + i) for i, raw in prefix.packed_digests()]
-            also = [(d, i) for d, i in other_sha256 if d.hex[:2] == prefix.name]
-            yield from ((i, d) for d, i in (sorted(here + also) if also else here))
+        yield from ((i, d.algorithm, d.hex) for d, i in others if d.algorithm < CANONICAL)
+        for prefix, packed, first in self._runs:
+            here = _right_prefix_hexes(prefix.name, packed, first)
+            also = [(d.hex, i) for d, i in other_sha256 if d.hex[:2] == prefix.name]
+            yield from ((i, CANONICAL, h) for h, i in (sorted(here + also) if also else here))
         packed_names = {prefix.name for prefix, _, _ in self._runs}
         rest = [(d, i) for d, i in other_sha256 if d.hex[:2] not in packed_names]
-        yield from ((i, d) for d, i in rest)
-        yield from ((i, d) for d, i in others if d.algorithm > CANONICAL)
+        yield from ((i, d.algorithm, d.hex) for d, i in rest)
+        yield from ((i, d.algorithm, d.hex) for d, i in others if d.algorithm > CANONICAL)
+
+
+def _right_prefix_hexes(name: str, packed: TreeListing, first: int) -> list[tuple[str, int]]:
+    """The hex and number of each packed blob whose first byte is its prefix ``name``
+    (one under another prefix is no blob there: ``BlobPrefix.packed_digests``)."""
+    text, step = packed.packed_bytes().hex(), 2 * WIDTH
+    found = []
+    for start in range(0, len(text), step):
+        hexpart = text[start : start + step]
+        if hexpart[:2] == name:
+            found.append((hexpart, first + start // step))
+    return found
 
 
 class Numbering:

@@ -18,7 +18,7 @@ costs no request.
 from __future__ import annotations
 
 from array import array
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..drivers import FileInfo, StorageDriver, UnsafeEntryError
@@ -140,9 +140,12 @@ NOT_A_FILE = "a directory, not a file"
 def _data_paths(table: BlobTable, numbers: array[int]) -> Iterator[str]:
     """Each listed blob's ``data`` path, made as it is read, its number appended to
     ``numbers``."""
-    for number, digest in table:
+    makers: dict[str, Callable[[str], str]] = {}
+    for number, algorithm, hexpart in table.hex_items():
         numbers.append(number)
-        yield paths.blob_data(digest)
+        if algorithm not in makers:
+            makers[algorithm] = paths.blob_data_maker(algorithm)
+        yield makers[algorithm](hexpart)
 
 
 class OverStore:

@@ -88,9 +88,6 @@ class StoreFacts:
     def stored(self, number: int) -> bool:
         return 0 <= number < len(self.sizes) and self.sizes[number] >= 0
 
-    def is_stored(self, digest: Digest) -> bool:
-        return self.stored(self.graph.numbering.known(digest))
-
 
 @dataclass(frozen=True)
 class Part:
@@ -129,7 +126,6 @@ class Summary:
 
 
 # reading ---------------------------------------------------------------------------
-CHUNK = 4096  # blobs stated together (their paths held at once)
 
 
 class UsageReader(OverStore):
