@@ -43,7 +43,7 @@ from .base import (
     WriterClosedError,
 )
 from .beneath import DIR_FLAGS, Beneath, NotRegularError, SymlinkError, kind_of
-from .sizeprocess import SizeProcessError, sizes_in_process
+from .sizeprocess import sizes_in_process
 from .treelisting import TreeListing, is_hex_name
 
 T = TypeVar("T")
@@ -160,10 +160,7 @@ class FilesystemDriver(StorageDriver):
         0.1 s to start)."""
         if count < self.sizes_in_process_from:
             return await super().file_sizes(paths, count)
-        try:
-            return await sizes_in_process(self._beneath, paths)
-        except SizeProcessError as exc:
-            raise StorageDriverError(f"{self.name}: {exc}") from None
+        return await sizes_in_process(self._beneath, paths)
 
     async def _batch(self, paths: Sequence[str], one: Callable[[str, int], T]) -> list[T | Absent]:
         """BATCH paths per worker thread, one thread after another (two threads at

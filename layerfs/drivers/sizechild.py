@@ -9,10 +9,7 @@ import stat
 import sys
 from array import array
 
-if __package__:  # imported as layerfs.drivers.sizechild (a tool, a test)
-    from .beneath import Beneath
-else:  # run as a script: beneath.py lies beside it
-    from beneath import Beneath  # type: ignore[no-redef]
+from beneath import Beneath  # beside this script, which is never imported
 
 
 def size_of(beneath: Beneath, root: int, path: str) -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import trio
 
-from .base import chunked
+from .base import StorageDriverError, chunked
 from .beneath import Beneath
 
 CHUNK = 4096  # paths sent (and sizes answered) together
@@ -34,7 +34,7 @@ CHILD = Path(__file__).with_name("sizechild.py")
 _SIZE = array("q").itemsize
 
 
-class SizeProcessError(OSError):
+class SizeProcessError(StorageDriverError):
     """The child ended without answering every path (its error output says why)."""
 
 

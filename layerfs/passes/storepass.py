@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..drivers import FileInfo, StorageDriver, UnsafeEntryError
-from ..drivers.base import Absent, Descend, chunked
+from ..drivers.base import SIZES_BATCH, Absent, Descend, chunked
 from ..drivers.treelisting import listings
 from ..storage import paths, walk
 from ..storage.digest import Digest
@@ -31,7 +31,6 @@ from .blobtable import BlobTable, sizes_array
 from .readahead import ReadAhead, Snapshot, layout_dirs, repository_dirs
 
 GROUP = 64  # repositories listed, read ahead and checked together
-SIZES_CHUNK = 4096  # blobs whose sizes are stated together from a listing
 
 
 class StorePass:
@@ -69,7 +68,7 @@ class StorePass:
         process), with the paths made as they are sent."""
         found = BlobSizes(sizes_array(table.size))
         if self.whole:
-            for chunk in chunked(table, SIZES_CHUNK):
+            for chunk in chunked(table, SIZES_BATCH):
                 infos = await self.top.stat_many([paths.blob_data(d) for _, d in chunk])
                 for (number, digest), info in zip(chunk, infos, strict=True):
                     found.take(number, digest, info)
@@ -81,7 +80,7 @@ class StorePass:
             found.sizes[number] = size
             if size < 0:
                 unknown.append(number)
-        for chunk in chunked(unknown, SIZES_CHUNK):
+        for chunk in chunked(unknown, SIZES_BATCH):
             digests = [table.digest_at(n) for n in chunk]
             infos = await self.top.stat_many([paths.blob_data(d) for d in digests])
             for number, digest, info in zip(chunk, digests, infos, strict=True):

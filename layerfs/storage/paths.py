@@ -99,10 +99,20 @@ def components(store_path: str) -> Parts:
 def digest_of_link(store_path: str) -> Digest | None:
     """The digest a layer, revision or tag index link holds by its path (the tag's
     ``current`` link names none), or None for any other path."""
+    return _digest_of(store_path, _DIGEST_LINKS)
+
+
+def digest_of_blob_data(store_path: str) -> Digest | None:
+    """The blob whose ``data`` is at ``store_path``, or None for any other path."""
+    return _digest_of(store_path, ("blob_data",))
+
+
+def _digest_of(store_path: str, kinds: tuple[str, ...]) -> Digest | None:
+    """The digest the file at ``store_path`` is named by, if it is of ``kinds``."""
     if not store_path.startswith(ROOT + "/"):
         return None
     found = match(components(store_path))
-    if found is None or found.is_dir or found.kind not in _DIGEST_LINKS:
+    if found is None or found.is_dir or found.kind not in kinds:
         return None
     try:
         return Digest.from_parts(found.fields["alg"], found.fields["hex"])
@@ -192,9 +202,10 @@ def blob_dir(d: Digest) -> str:
 
 
 def blob_data(d: Digest) -> str:
-    return path("blob_data", alg=d.algorithm, hh=d.hex[:2], hex=d.hex)
+    return blob_data_maker(d.algorithm)(d.hex)
 
 
+@functools.cache
 def blob_data_maker(algorithm: str) -> Callable[[str], str]:
     """``blob_data`` of a hex of ``algorithm``, by joining strings: a pass over every
     blob makes hundreds of thousands."""

@@ -499,3 +499,33 @@ def test_du_names_what_it_cannot_account_for(store_dir: Path, tmp_path: Path) ->
     assert any(p.endswith("/repositories/linked") for p in odd), odd
     assert any(p.endswith("tags/bad/current/link") and "no manifest" in w for p, w in odd.items())
     assert [r["repository"] for r in report["rows"]] == ["app/a"]  # what it could read
+
+
+async def test_the_size_child_reads_a_registry_store_as_the_threads_do(tmp_path: Path) -> None:
+    """On a store docker-registry wrote (a moved tag, an untagged manifest, an index,
+    an orphan blob, a dangling layer link, an abandoned upload), du and fsck with
+    every blob stated by the child process equal those stated in worker threads,
+    and du's figures are the registry's."""
+    from layerfs.drivers import FilesystemDriver
+    from layerfs.passes.fsck import fsck
+    from layerfs.passes.usage import Usage, read_store
+
+    store = FilesystemStore(tmp_path / "store")
+    _, want = await build(store, tmp_path)
+
+    async def passes(in_process: bool):  # type: ignore[no-untyped-def]
+        driver = FilesystemDriver(store.root)
+        driver.sizes_in_process_from = 1 if in_process else 1 << 62
+        usage = Usage(await read_store(driver))
+        report = await fsck(driver, check_data=False)
+        findings = [(f.kind, f.path) for f in report.findings]
+        return usage.rows("repo"), usage.summary(), usage.odd(), findings, report.blob_bytes
+
+    in_a_child, in_threads = await passes(True), await passes(False)
+    assert in_a_child == in_threads
+    rows, summary, odd, findings, _ = in_a_child
+    assert {r.repository: r.referenced.bytes for r in rows} == {
+        name: total(blobs) for name, blobs in want.repos.items()
+    }
+    assert summary.unreferenced.bytes == 5000 and summary.uploads.bytes == 7000
+    assert odd == [] and findings == []

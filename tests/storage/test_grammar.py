@@ -14,6 +14,7 @@ from layerfs.storage import (
     InvalidNameError,
     InvalidTagError,
     UnsupportedAlgorithmError,
+    paths,
     validate_name,
     validate_tag,
 )
@@ -29,6 +30,10 @@ def test_digest_round_trip(algorithm: str) -> None:
     assert (digest.algorithm, digest.hex) == (algorithm, hexpart)
     assert str(digest) == f"{algorithm}:{hexpart}"
     assert Digest.of(b"layerfs", algorithm) == digest
+    # a blob's data path names its digest, and no other path names a blob's
+    assert paths.digest_of_blob_data(paths.blob_data(digest)) == digest
+    assert paths.digest_of_blob_data(paths.blob_dir(digest)) is None
+    assert paths.digest_of_blob_data(paths.layer_link("app", digest)) is None
 
 
 @pytest.mark.parametrize(

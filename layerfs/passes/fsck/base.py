@@ -23,7 +23,7 @@ Progress = Callable[[int], None]
 SMALL_FILE = 256 << 10  # blobs and uploads up to this size are read in batches...
 BATCH_BYTES = 16 << 20  # ...of at most this many bytes (and BATCH_FILES files)
 BATCH_FILES = 512
-CHUNK = 4096  # blobs stated, then hashed, together (their paths held at once)
+CHUNK = 4096  # blobs hashed together (their paths held at once)
 GOOD, CORRUPT, UNSAFE = 1, 2, 3  # a blob's verdict (0: none yet, or no blob)
 
 

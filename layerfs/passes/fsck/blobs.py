@@ -33,13 +33,14 @@ class BlobChecks(Checks):
         found = await self.store.blob_sizes(table)
         sizes = found.sizes
         no_blob_yet = set()
-        if self.pending:
-            for number, digest in table:
-                if paths.blob_data(digest) in self.pending:
-                    self._normal("write-in-progress")  # a copy under way, or cut short
-                    if not await self.registry.blobs.exists(digest):
-                        no_blob_yet.add(number)  # one copied again since is a blob
-                        sizes[number] = -1
+        for path in sorted(self.pending):  # S3's writes not completed
+            digest = paths.digest_of_blob_data(path)
+            if digest is None or table.index(digest) < 0:
+                continue  # no listed blob's data
+            self._normal("write-in-progress")  # a copy under way, or cut short
+            if not await self.registry.blobs.exists(digest):
+                no_blob_yet.add(table.index(digest))  # one copied again since is a blob
+                sizes[table.index(digest)] = -1
         for number, digest, info in found.others:
             if number in no_blob_yet:
                 continue
