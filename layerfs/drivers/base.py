@@ -39,6 +39,21 @@ HASH_CHUNK = 4 << 20
 LISTINGS_AT_ONCE = 16  # child directories listed at once by list_tree_infos
 REQUESTS_AT_ONCE = 16  # reads and stats in flight at once in a batch (get_contents etc.)
 SIZES_BATCH = 4096  # paths of file_sizes held at once
+WIDTH = 32  # bytes of a packed hex name (a sha256 hex): ``TreeListing``, ``file_sizes_in``
+
+
+def packed_count(packed: Sequence[bytes]) -> int:
+    """The values ``packed`` holds, WIDTH bytes each."""
+    if any(len(values) % WIDTH for values in packed):
+        raise ValueError(f"packed values are {WIDTH} bytes each")
+    return sum(len(values) for values in packed) // WIDTH
+
+
+def hex_paths(directories: Sequence[str], packed: Sequence[bytes], below: str) -> Iterator[str]:
+    """``<directory>/<hex><below>`` of each packed value, made as they are read."""
+    for directory, values in zip(directories, packed, strict=True):
+        for start in range(0, len(values), WIDTH):
+            yield f"{directory}/{values[start : start + WIDTH].hex()}{below}"
 
 
 @dataclass(frozen=True)
@@ -384,6 +399,16 @@ class StorageDriver(abc.ABC):
                 regular = isinstance(info, FileInfo) and not info.is_dir
                 sizes.append(info.size if regular else -1)  # type: ignore[union-attr]
         return sizes
+
+    async def file_sizes_in(
+        self, directories: Sequence[str], packed: Sequence[bytes], below: str
+    ) -> array[int]:
+        """``file_sizes`` of ``<directory>/<hex><below>`` for the hex of each
+        WIDTH-byte value in each directory's ``packed`` (a listing's hex-named
+        directories as ``TreeListing`` keeps them), in order: a pass's ``data`` of
+        every blob, handed over packed rather than as a path each."""
+        count = packed_count(packed)
+        return await self.file_sizes(hex_paths(directories, packed, below), count)
 
     async def stat_committed_many(self, paths: Sequence[str]) -> list[FileInfo | Absent]:
         """``stat_committed`` of each path, in order, an absent one as its error."""

@@ -67,6 +67,8 @@ PATHS: dict[str, tuple[PathArgument, ...]] = {
         for method in ("get_contents", "stat_many", "stat_committed_many", "file_sizes")
     },
     "list_trees": ((0, "tops", False, True),),
+    # ``below`` is a path's tail ("/data"), checked as a path
+    "file_sizes_in": ((0, "directories", False, True), (2, "below", False, False)),
     "move": ((0, "source", False, False), (1, "dest", False, False)),
     "abort_write": (),
     "statvfs": (),

@@ -41,9 +41,10 @@ from .base import (
     TreeEntry,
     UnsafeEntryError,
     WriterClosedError,
+    packed_count,
 )
 from .beneath import DIR_FLAGS, Beneath, NotRegularError, SymlinkError, kind_of
-from .sizeprocess import sizes_in_process
+from .sizeprocess import sizes_in_process, sizes_in_process_in
 from .treelisting import TreeListing, is_hex_name
 
 T = TypeVar("T")
@@ -161,6 +162,15 @@ class FilesystemDriver(StorageDriver):
         if count < self.sizes_in_process_from:
             return await super().file_sizes(paths, count)
         return await sizes_in_process(self._beneath, paths)
+
+    async def file_sizes_in(
+        self, directories: Sequence[str], packed: Sequence[bytes], below: str
+    ) -> array[int]:
+        """In the child process from SIZES_IN_PROCESS paths on, as ``file_sizes``;
+        the child makes the paths."""
+        if packed_count(packed) < self.sizes_in_process_from:
+            return await super().file_sizes_in(directories, packed, below)
+        return await sizes_in_process_in(self._beneath, directories, packed, below)
 
     async def _batch(self, paths: Sequence[str], one: Callable[[str, int], T]) -> list[T | Absent]:
         """BATCH paths per worker thread, one thread after another (two threads at

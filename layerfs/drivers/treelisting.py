@@ -19,10 +19,9 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
-from .base import TreeEntry
+from .base import WIDTH, TreeEntry
 
 HEX_NAME = re.compile(r"[0-9a-f]{64}")  # a sha256 digest's hex: packed as 32 bytes
-WIDTH = 32
 _KEY = struct.Struct(">Q24x")  # a packed value's first 8 bytes, as an ordered number
 
 

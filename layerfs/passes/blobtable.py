@@ -75,6 +75,22 @@ class BlobTable:
                 return found[1] + place
         return -1
 
+    def packed_runs(self) -> Iterator[tuple[str, bytes, int]]:
+        """Each prefix directory's packed blobs under their right prefix: its path,
+        their raw values (contiguous, being sorted) and the first one's number."""
+        for prefix, packed, first in self._runs:
+            values = packed.packed_bytes()
+            count = len(values) // WIDTH
+            right = int(prefix.name, 16) if _PREFIX.fullmatch(prefix.name) else -1
+            start = bisect.bisect_left(range(count), right, key=lambda i: values[i * WIDTH])
+            end = bisect.bisect_right(range(count), right, key=lambda i: values[i * WIDTH])
+            if start < end:
+                yield packed.directory, values[start * WIDTH : end * WIDTH], first + start
+
+    def other_items(self) -> list[tuple[int, Digest]]:
+        """The listed blobs that are not packed, with their numbers, in digest order."""
+        return sorted(((i, d) for d, i in self._others.items()), key=lambda item: item[1])
+
     def chunks(self, size: int) -> Iterator[list[tuple[int, Digest]]]:
         """``iter(self)`` in lists of at most ``size``, made one at a time (a pass that
         stats or reads each blob holds a chunk of paths, not all)."""

@@ -18,11 +18,11 @@ costs no request.
 from __future__ import annotations
 
 from array import array
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..drivers import FileInfo, StorageDriver, UnsafeEntryError
-from ..drivers.base import SIZES_BATCH, Absent, Descend, chunked
+from ..drivers.base import SIZES_BATCH, WIDTH, Absent, Descend, chunked
 from ..drivers.treelisting import listings
 from ..storage import paths, walk
 from ..storage.digest import Digest
@@ -64,8 +64,8 @@ class StorePass:
 
     async def blob_sizes(self, table: BlobTable) -> BlobSizes:
         """Each listed blob's size. Where the top listing gave them (S3), from it, a
-        chunk at a time; else ``driver.file_sizes`` (on a local disk, a second
-        process), with the paths made as they are sent."""
+        chunk at a time; else from the driver (``_state_sizes``), and why a blob has
+        none from ``stat_many``, in digest order."""
         found = BlobSizes(sizes_array(table.size))
         if self.whole:
             for chunk in chunked(table, SIZES_BATCH):
@@ -73,19 +73,41 @@ class StorePass:
                 for (number, digest), info in zip(chunk, infos, strict=True):
                     found.take(number, digest, info)
             return found
-        numbers = array("l")
-        sizes = await self.driver.file_sizes(_data_paths(table, numbers), table.size)
-        unknown = []
-        for number, size in zip(numbers, sizes, strict=True):
-            found.sizes[number] = size
-            if size < 0:
-                unknown.append(number)
+        unknown = await self._state_sizes(table, found.sizes)
+        unknown.sort(key=table.digest_at)
         for chunk in chunked(unknown, SIZES_BATCH):
             digests = [table.digest_at(n) for n in chunk]
             infos = await self.top.stat_many([paths.blob_data(d) for d in digests])
             for number, digest, info in zip(chunk, digests, infos, strict=True):
                 found.take(number, digest, info)
         return found
+
+    async def _state_sizes(self, table: BlobTable, sizes: array[int]) -> list[int]:
+        """``sizes`` of the listed blobs from the driver: the packed ones handed over
+        packed, a prefix directory at a time (``file_sizes_in``: on a local disk the
+        child process makes their paths), any other by its path. Returns the numbers
+        of those it found no regular file for."""
+        runs = list(table.packed_runs())
+        stated = await self.driver.file_sizes_in(
+            [directory for directory, _, _ in runs],
+            [values for _, values, _ in runs],
+            paths.BLOB_DATA_BELOW,
+        )
+        unknown, at = [], 0
+        for _, values, first in runs:
+            run = stated[at : at + len(values) // WIDTH]
+            sizes[first : first + len(run)] = run
+            unknown += [first + i for i, size in enumerate(run) if size < 0]
+            at += len(run)
+        others = table.other_items()
+        data_paths = [paths.blob_data(digest) for _, digest in others]
+        for (number, _), size in zip(
+            others, await self.driver.file_sizes(data_paths, len(others)), strict=True
+        ):
+            sizes[number] = size
+            if size < 0:
+                unknown.append(number)
+        return unknown
 
     async def repositories(self, on_odd: walk.OnOdd) -> list[str]:
         return await Registry(self.driver).repositories(on_odd, self.top)
@@ -134,17 +156,6 @@ class BlobSizes:
 
 
 NOT_A_FILE = "a directory, not a file"
-
-
-def _data_paths(table: BlobTable, numbers: array[int]) -> Iterator[str]:
-    """Each listed blob's ``data`` path, made as it is read, its number appended to
-    ``numbers``."""
-    makers: dict[str, Callable[[str], str]] = {}
-    for number, algorithm, hexpart in table.hex_items():
-        numbers.append(number)
-        if algorithm not in makers:
-            makers[algorithm] = paths.blob_data_maker(algorithm)
-        yield makers[algorithm](hexpart)
 
 
 class OverStore:

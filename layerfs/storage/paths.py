@@ -205,6 +205,10 @@ def blob_data(d: Digest) -> str:
     return blob_data_maker(d.algorithm)(d.hex)
 
 
+# what follows a blob's directory (``<alg>/<hh>/<hex>``) in its data path
+BLOB_DATA_BELOW = "/" + LAYOUT["blob_data"][-1]
+
+
 @functools.cache
 def blob_data_maker(algorithm: str) -> Callable[[str], str]:
     """``blob_data`` of a hex of ``algorithm``, by joining strings: a pass over every

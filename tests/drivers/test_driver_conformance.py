@@ -15,6 +15,7 @@ from layerfs.drivers import (
     MemoryDriver,
     PathNotFoundError,
     StorageDriver,
+    StorageDriverError,
     WriterClosedError,
 )
 
@@ -308,6 +309,28 @@ async def test_file_sizes_in_order_with_none_as_minus_one(driver: StorageDriver)
     assert list(await driver.file_sizes(iter(wanted), len(wanted))) == [5, -1, -1, 0, 5]
     with pytest.raises(InvalidPathError):
         await driver.file_sizes(iter(["/z/f", "/z/../f"]), 2)
+
+
+async def test_file_sizes_in_packed_directories(driver: StorageDriver) -> None:
+    """A size for ``<directory>/<hex><below>`` of each packed 32-byte value, in the
+    order given; -1 where no file is. A tail or directory breaking the path rule, or
+    values not 32 bytes each, are refused."""
+    values = [bytes([i]) * 32 for i in range(4)]
+    await driver.put_content(f"/p/a/{values[0].hex()}/data", b"123")
+    await driver.put_content(f"/p/a/{values[2].hex()}/data/x", b"x")  # data: a directory
+    await driver.put_content(f"/p/b/{values[1].hex()}/data", b"")
+    await driver.put_content(f"/p/b/{values[3].hex()}/other", b"1")
+    got = await driver.file_sizes_in(
+        ["/p/a", "/p/b"], [values[0] + values[2] + values[1], values[1] + values[3]], "/data"
+    )
+    assert list(got) == [3, -1, -1, 0, -1]
+    assert list(await driver.file_sizes_in([], [], "/data")) == []
+    with pytest.raises(InvalidPathError):
+        await driver.file_sizes_in(["/p/a"], [values[0]], "/../data")
+    with pytest.raises(InvalidPathError):
+        await driver.file_sizes_in(["/p/../a"], [values[0]], "/data")
+    with pytest.raises(StorageDriverError):
+        await driver.file_sizes_in(["/p/a"], [values[0][:31]], "/data")
 
 
 async def test_a_batch_larger_than_one_thread_takes(driver: StorageDriver) -> None:

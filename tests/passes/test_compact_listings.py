@@ -72,6 +72,40 @@ def test_a_packed_listing_is_the_listing_it_packs(drawn: tuple[str, list[TreeEnt
         assert listing.index_of(raw) == -1 and not listing.holds_hex(raw)
 
 
+def _stated(table: BlobTable) -> list[tuple[int, str]]:
+    """The number and data path of each blob a pass states: the packed runs' (paths
+    as the driver makes them, ``file_sizes_in``) and the other items'."""
+    found = [
+        (first + k, f"{directory}/{values[k * 32 : k * 32 + 32].hex()}{paths.BLOB_DATA_BELOW}")
+        for directory, values, first in table.packed_runs()
+        for k in range(len(values) // 32)
+    ]
+    found += [(i, paths.blob_data(d)) for i, d in table.other_items()]
+    return sorted(found)
+
+
+def test_a_blob_under_the_wrong_prefix_is_stated_by_no_one() -> None:
+    """A blob directory under another prefix than its hex's is no blob of the store
+    (the registry looks for it under its own): it has a number, but neither the
+    runs nor the others hold it, so no size is stated for it."""
+    digests = sorted(Digest.of(bytes([i])) for i in range(20))
+    wrong = digests[5]
+    elsewhere = f"{int(wrong.hex[:2], 16) ^ 1:02x}"  # another valid prefix
+
+    async def run() -> None:
+        driver = MemoryDriver()
+        for d in digests:
+            if d != wrong:
+                await driver.put_content(paths.blob_data(d), b"x")
+        await driver.put_content(f"{paths.BLOBS}/sha256/{elsewhere}/{wrong.hex}/data", b"x")
+        table = BlobTable(await walk.blob_prefixes(await Snapshot.read(driver)))
+        assert table.size == len(digests)
+        expected = [(table.index(d), paths.blob_data(d)) for d in digests if d != wrong]
+        assert _stated(table) == sorted(expected)
+
+    trio.run(run)
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     stored=st.sets(st.integers(0, 60), max_size=40),
@@ -100,6 +134,7 @@ def test_blob_marks_answer_as_sets_do(stored: set[int], odd: set[int], marked: l
         assert [item for chunk in table.chunks(3) for item in chunk] == numbered
         made = [paths.blob_data_maker(a)(h) for _, a, h in table.hex_items()]
         assert made == [paths.blob_data(d) for _, d in numbered]
+        assert _stated(table) == sorted((i, paths.blob_data(d)) for i, d in numbered)
         marks = BlobMarks(Numbering(table))
         model: set[Digest] = set()
         for i in marked:
