@@ -149,6 +149,10 @@ class Numbering:
         return found if found >= 0 else self.number(Digest(CANONICAL, raw.hex()))
 
     def number(self, digest: Digest) -> int:
+        if digest.algorithm == CANONICAL:  # most are listed: found with the fewest calls
+            found = self.table.index_packed(bytes.fromhex(digest.hex))
+            if found >= 0:
+                return found
         found = self.known(digest)
         if found < 0:
             found = self._more[digest] = self.table.size + len(self._more_digests)

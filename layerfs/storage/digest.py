@@ -16,7 +16,7 @@ _DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
 _HEX_RE = re.compile(r"[0-9a-f]+")
 # the digest nearly every manifest and link holds, taken in one match (a pass parses
 # hundreds of thousands); anything else takes the general way
-_SHA256_RE = re.compile(r"sha256:[0-9a-f]{64}")
+SHA256_TEXT = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def check_algorithm(algorithm: str) -> str:
@@ -37,7 +37,7 @@ class Digest(NamedTuple):
         """Parse and validate; refuse unknown algorithms and wrong hex lengths."""
         if not isinstance(text, str):
             raise InvalidDigestError(f"digest must be text, got {type(text).__name__}")
-        if _SHA256_RE.fullmatch(text):
+        if SHA256_TEXT.fullmatch(text):
             return cls(CANONICAL, text[7:])
         m = _DIGEST_RE.fullmatch(text)
         if not m:

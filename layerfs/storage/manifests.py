@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from .digest import Digest
+from .digest import CANONICAL, SHA256_TEXT, Digest
 from .errors import InvalidDigestError, ManifestInvalidError
 
 # How deep indexes may nest in what layerfs reads whole (an import, ``inspect``).
@@ -41,8 +42,10 @@ FOREIGN_LAYER_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class Descriptor:
+class Descriptor(NamedTuple):
+    """A reference to content. A tuple, not a dataclass: a pass parses some ten of
+    them per manifest, of tens of thousands of manifests."""
+
     media_type: str
     digest: Digest
     size: int | None  # None: schema1 names its layers without sizes
@@ -77,6 +80,18 @@ class Manifest:
 
 
 def _descriptor(raw: object, where: str) -> Descriptor:
+    if type(raw) is dict and "urls" not in raw:  # the usual layer or config, in one go
+        media_type, digest, size = raw.get("mediaType", ""), raw.get("digest"), raw.get("size")
+        if (
+            type(media_type) is str and type(digest) is str and SHA256_TEXT.fullmatch(digest)
+            and type(size) is int and size >= 0
+        ):  # fmt: skip
+            return Descriptor(media_type, Digest(CANONICAL, digest[7:]), size)
+    return _checked_descriptor(raw, where)
+
+
+def _checked_descriptor(raw: object, where: str) -> Descriptor:
+    """``_descriptor`` by every rule, one at a time, naming the one broken."""
     if not isinstance(raw, dict):
         raise ManifestInvalidError(f"{where} is not an object")
     media_type = raw.get("mediaType", "")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from layerfs.drivers import MemoryDriver, PathNotFoundError, StorageDriver
 from layerfs.storage import (
@@ -18,6 +20,7 @@ from layerfs.storage import (
     ManifestUnknownError,
     Registry,
     TagUnknownError,
+    manifests,
     parse_manifest,
     paths,
 )
@@ -272,3 +275,48 @@ async def test_unparsable_links_are_reported(driver: StorageDriver) -> None:
 def test_invalid_repository_names(name: str) -> None:
     with pytest.raises(InvalidNameError):
         Registry(MemoryDriver()).repository(name)
+
+
+_ODD = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False), st.text(max_size=3))
+_DESCRIPTOR_FIELDS = {
+    "mediaType": st.one_of(st.sampled_from([OCI_MANIFEST, ""]), _ODD),
+    "digest": st.one_of(
+        st.sampled_from(
+            [
+                str(Digest.of(b"a")),
+                str(Digest.of(b"a")).upper(),
+                str(Digest.of(b"a")) + "\n",
+                "sha512:" + "ab" * 64,
+                "sha256:" + "0" * 63,
+            ]
+        ),
+        _ODD,
+    ),
+    "size": st.one_of(st.integers(-2, 2**40), _ODD),
+    "urls": st.one_of(st.lists(st.one_of(st.text(max_size=3), st.integers()), max_size=2), _ODD),
+    "annotations": _ODD,
+}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    raw=st.one_of(
+        st.fixed_dictionaries({}, optional=_DESCRIPTOR_FIELDS),
+        st.fixed_dictionaries({k: v for k, v in _DESCRIPTOR_FIELDS.items() if k != "urls"}),
+        _ODD,
+    )
+)
+def test_a_descriptor_read_in_one_go_is_the_one_read_rule_by_rule(raw: object) -> None:
+    """The quick way through a descriptor gives what the checks one at a time give,
+    and refuses nothing they accept."""
+    try:
+        expected: object = manifests._checked_descriptor(raw, "layers[0]")
+    except ManifestInvalidError as exc:
+        expected = str(exc)
+    try:
+        got: object = manifests._descriptor(raw, "layers[0]")
+    except ManifestInvalidError as exc:
+        got = str(exc)
+    assert got == expected
+    if not isinstance(got, str):
+        assert type(got.digest) is Digest and type(got.urls) is tuple
