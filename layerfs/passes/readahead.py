@@ -98,7 +98,7 @@ class Snapshot:
         listing = self.tree.get(directory or "/")
         return listing.find(name) if listing is not None else None
 
-    def listing(self, path: str) -> TreeListing | None:
+    def packed_listing(self, path: str) -> TreeListing | None:
         """The packed listing of directory ``path``, if it was listed."""
         return self.tree.get(path)
 

@@ -35,7 +35,7 @@ class PackedLister(Lister, Protocol):
     """A lister that holds its listings packed (a ``readahead.Snapshot``): the walks
     over every blob take the hex-named directories from it as raw bytes."""
 
-    def listing(self, path: str) -> TreeListing | None: ...
+    def packed_listing(self, path: str) -> TreeListing | None: ...
 
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ async def blob_prefixes(lister: Lister, on_odd: OnOdd = ignore_odd) -> list[Blob
     lister, a sha256 blob directory stays the raw bytes it was kept as."""
     found = []
     for algorithm, prefix in await _blob_prefix_dirs(lister, on_odd):
-        listing = lister.listing(prefix) if isinstance(lister, PackedLister) else None
+        listing = lister.packed_listing(prefix) if isinstance(lister, PackedLister) else None
         if listing is None or algorithm != CANONICAL:
             dirs = await _blob_dirs_in(lister, algorithm, prefix, on_odd)
             found.append(BlobPrefix(_name(prefix), None, [d for d, _ in dirs]))
@@ -159,7 +159,15 @@ async def digest_dirs(
     tag's index) with the digest it names; its ``link`` may be missing."""
     found = []
     for alg_dir in await _algorithm_dirs(driver, directory, on_odd):
-        found += await _named_by_digests(alg_dir, await _entries(driver, alg_dir, on_odd), on_odd)
+        listing = driver.packed_listing(alg_dir) if isinstance(driver, PackedLister) else None
+        if listing is None or _name(alg_dir) != CANONICAL:
+            entries = await _entries(driver, alg_dir, on_odd)
+            found += await _named_by_digests(alg_dir, entries, on_odd)
+            continue
+        # a packed listing's hex names are sha256 hexes already: no name is checked again
+        packed = [(Digest(CANONICAL, h), f"{alg_dir}/{h}") for h in listing.hex_names()]
+        named = await _named_by_digests(alg_dir, listing.rest(), on_odd)
+        found += sorted(packed + named, key=lambda item: item[1]) if named else packed
     return found
 
 
@@ -196,7 +204,7 @@ async def digest_dir_values(
     raws: list[bytes] = []
     others: list[Digest] = []
     for alg_dir in await _algorithm_dirs(lister, directory, on_odd):
-        listing = lister.listing(alg_dir) if isinstance(lister, PackedLister) else None
+        listing = lister.packed_listing(alg_dir) if isinstance(lister, PackedLister) else None
         if listing is not None and _name(alg_dir) == CANONICAL:
             raws += listing.raw_hexes()
             entries = listing.rest()

@@ -72,3 +72,30 @@ async def test_uploads_by_name() -> None:
         ids[2]: ids[2],
         ids[3]: ids[3],
     }
+
+
+async def test_digest_dirs_from_a_packed_snapshot_are_the_drivers() -> None:
+    """From a snapshot that packs the hex-named directories, ``digest_dirs`` gives what
+    the driver's own listing gives, in the same order, with the same odd entries."""
+    from layerfs.passes.readahead import Snapshot
+
+    driver = MemoryDriver()
+    layers = paths.layers_dir("r")
+    # the file (digests[4]) sorts before the packed directories
+    digests = sorted(Digest.of(bytes([i])) for i in range(5))
+    digests = [*digests[1:], digests[0], Digest.of(b"upper")]
+    for d in digests[:4]:
+        await driver.put_content(paths.layer_link("r", d), str(d).encode())
+    await driver.put_content(f"{layers}/sha256/{digests[4].hex}", b"a file, not packed")
+    await driver.put_content(f"{layers}/sha256/{digests[5].hex.upper()}/link", b"")
+    await driver.put_content(f"{layers}/sha256/short/link", b"")
+    await driver.put_content(f"{layers}/sha512/{'ab' * 64}/link", b"")
+    snapshot = await Snapshot.read(driver, "/", lambda path: True)
+    assert snapshot.packed_listing(f"{layers}/sha256").hex_count() == 4
+    from_driver, from_snapshot = Odd(), Odd()
+    expected = await walk.digest_dirs(driver, layers, from_driver)
+    assert await walk.digest_dirs(snapshot, layers, from_snapshot) == expected
+    assert from_snapshot.seen == from_driver.seen and len(from_driver.seen) == 2
+    assert [d for d, _ in expected] == sorted(
+        [*digests[:5], Digest("sha512", "ab" * 64)], key=lambda d: (d.algorithm, d.hex)
+    )

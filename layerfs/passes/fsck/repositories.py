@@ -18,38 +18,43 @@ from .report import NotRepairable
 
 
 class RepositoryChecks(Checks):
-    async def _read_link(self, path: str, remove: str) -> Digest | None:
-        """The digest a link names; None when an API DELETE removed the link (counted)
-        or after reporting it as unreadable."""
+    async def _read_link(self, path: str, remove: str) -> tuple[bool, Digest | None]:
+        """Whether the link file is there, and the digest it names: None when an API
+        DELETE removed the link (counted) or after reporting it as unreadable."""
         self.report.links += 1
         try:
             content = await self.ahead.get(path)
         except PathNotFoundError:
             self._normal("deleted-link")
-            return None
+            return False, None
         except UnsafeEntryError as exc:
             await self._unsafe(exc)
-            return None
-        self.link_files.add(path)
+            return False, None
         try:
-            return decode_link(path, content)
+            return True, decode_link(path, content)
         except InvalidLinkError as exc:
             await self._found("link-invalid", path, str(exc), remove)
-            return None
+            return True, None
 
     async def _link_dirs(self, directory: str) -> list[tuple[Digest, str]]:
         """``<alg>/<hex>`` directories below ``directory`` (odd names reported)."""
         return await walk.digest_dirs(self.snapshot, directory, self._odd)
 
-    async def _links(self, directory: str) -> list[tuple[Digest, str, Digest]]:
-        """(digest, link directory, target) of each usable link below
-        ``directory/<alg>/<hex>``. Reported: a sha256 link naming another digest, and
-        a link to a corrupt blob (a repair removes it with the blob)."""
+    async def _links(
+        self, directory: str, files: set[Digest] | None = None
+    ) -> list[tuple[Digest, str, Digest, int]]:
+        """(digest, link directory, target, the target's verdict) of each usable link
+        below ``directory/<alg>/<hex>``; the digest of each whose link file is there,
+        usable or not, into ``files``. Reported: a sha256 link naming another digest,
+        and a link to a corrupt blob (a repair removes it with the blob)."""
         found = []
         for digest, entry in await self._link_dirs(directory):
-            target = await self._read_link(paths.link_in(entry), entry)
+            there, target = await self._read_link(paths.link_in(entry), entry)
+            if there and files is not None:
+                files.add(digest)
             if target is None:
                 continue
+            verdict = self.verdicts.get(target)
             if digest.algorithm == CANONICAL and target != digest:
                 await self._found(
                     "link-mismatch",
@@ -57,12 +62,12 @@ class RepositoryChecks(Checks):
                     f"the link of {digest} names {target}",
                     entry,
                 )
-            elif self.verdicts.get(target) == CORRUPT:
+            elif verdict == CORRUPT:
                 await self._found(
                     "link-dangling", paths.link_in(entry), f"names corrupt blob {target}", entry
                 )
             else:
-                found.append((digest, entry, target))
+                found.append((digest, entry, target, verdict))
         return found
 
     async def _read_ahead(self, names: list[str]) -> None:
@@ -82,17 +87,25 @@ class RepositoryChecks(Checks):
         await self.ahead.fetch_named(revisions)
 
     async def _check_repository(self, name: str) -> None:
-        self.link_files.clear()  # a manifest's references are looked up in its own repository
+        # a manifest's references are looked up in its own repository
+        self.layer_link_files.clear()
+        self.good_layers.clear()
         await self._check_layer_links(name)
         manifests = await self._check_revisions(name)
         await self._check_tags(name, manifests)
 
+    def _good_here(self, digest: Digest) -> bool:
+        """``_good``, first among the blobs the repository's layer links name (a
+        verdict only ever turns good while repositories are checked)."""
+        return digest in self.good_layers or self._good(digest)
+
     async def _check_layer_links(self, name: str) -> None:
-        links = await self._links(paths.layers_dir(name))
-        missing = {t for _, _, t in links if not self.verdicts.get(t)}  # no verdict: no blob
+        links = await self._links(paths.layers_dir(name), self.layer_link_files)
+        self.good_layers.update(t for _, _, t, verdict in links if verdict == GOOD)
+        missing = {t for _, _, t, verdict in links if not verdict}  # no verdict: no blob
         holders = await uploads_holding(self.registry, name, missing)
-        for _, entry, target in links:
-            if self._good(target):
+        for _, entry, target, verdict in links:
+            if verdict == GOOD:
                 continue
             if target in holders:
                 await self._found(
@@ -122,9 +135,9 @@ class RepositoryChecks(Checks):
         """Check every revision; returns the usable ones with their link directories."""
         revisions: dict[Digest, str] = {}
         parsed: dict[Digest, Manifest] = {}
-        for digest, entry, target in await self._links(paths.manifest_revisions(name)):
+        for digest, entry, target, verdict in await self._links(paths.manifest_revisions(name)):
             self.held.add((name, digest))
-            if not self._good(target):
+            if verdict != GOOD:
                 await self._found(
                     "link-dangling", paths.link_in(entry), f"manifest {digest} has no blob", entry
                 )
@@ -169,7 +182,7 @@ class RepositoryChecks(Checks):
     async def _references_present(
         self, name: str, digest: Digest, manifest: Manifest, revisions: dict[Digest, str]
     ) -> bool:
-        missing = [d.digest for d in manifest.blob_references() if not self._good(d.digest)]
+        missing = [d.digest for d in manifest.blob_references() if not self._good_here(d.digest)]
         missing += [d.digest for d in manifest.manifests if not self._good(d.digest)]
         if missing:
             # a blob whose data is a symlink is not known to be gone: nothing is removed
@@ -183,10 +196,11 @@ class RepositoryChecks(Checks):
                 remove,
             )
             return False
-        unlinked = []
-        for ref in manifest.blob_references():
-            if paths.layer_link(name, ref.digest) not in self.link_files:
-                unlinked.append(ref.digest)
+        unlinked = [
+            ref.digest
+            for ref in manifest.blob_references()
+            if ref.digest not in self.layer_link_files
+        ]
         unlinked += [d.digest for d in manifest.manifests if d.digest not in revisions]
         if unlinked:
             await self._found(
@@ -200,7 +214,7 @@ class RepositoryChecks(Checks):
     async def _check_tags(self, name: str, revisions: dict[Digest, str]) -> None:
         for tag_dir in await self._list(paths.tags_dir(name)):
             await self._check_current(name, tag_dir, revisions)
-            for digest, _, _ in await self._links(paths.index_in(tag_dir)):
+            for digest, _, _, _ in await self._links(paths.index_in(tag_dir)):
                 if (name, digest) not in self.held:
                     self._normal("old-tag-history")  # a manifest deleted or collected since
 
