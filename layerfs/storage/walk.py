@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from ..drivers import UnsafeEntryError
 from ..drivers.treelisting import TreeListing
@@ -30,12 +30,18 @@ class Lister(Protocol):
     async def list_if_present(self, path: str) -> list[str]: ...
 
 
-@runtime_checkable
 class PackedLister(Lister, Protocol):
     """A lister that holds its listings packed (a ``readahead.Snapshot``): the walks
     over every blob take the hex-named directories from it as raw bytes."""
 
     def packed_listing(self, path: str) -> TreeListing | None: ...
+
+
+def packed_listing(lister: Lister, path: str) -> TreeListing | None:
+    """``path``'s packed listing where ``lister`` is a ``PackedLister`` that holds it
+    (asked by attribute: ``isinstance`` of a Protocol costs more than a walk's step)."""
+    find = getattr(lister, "packed_listing", None)
+    return find(path) if find is not None else None
 
 
 log = logging.getLogger(__name__)
@@ -137,7 +143,7 @@ async def blob_prefixes(lister: Lister, on_odd: OnOdd = ignore_odd) -> list[Blob
     lister, a sha256 blob directory stays the raw bytes it was kept as."""
     found = []
     for algorithm, prefix in await _blob_prefix_dirs(lister, on_odd):
-        listing = lister.packed_listing(prefix) if isinstance(lister, PackedLister) else None
+        listing = packed_listing(lister, prefix)
         if listing is None or algorithm != CANONICAL:
             dirs = await _blob_dirs_in(lister, algorithm, prefix, on_odd)
             found.append(BlobPrefix(_name(prefix), None, [d for d, _ in dirs]))
@@ -159,7 +165,7 @@ async def digest_dirs(
     tag's index) with the digest it names; its ``link`` may be missing."""
     found = []
     for alg_dir in await _algorithm_dirs(driver, directory, on_odd):
-        listing = driver.packed_listing(alg_dir) if isinstance(driver, PackedLister) else None
+        listing = packed_listing(driver, alg_dir)
         if listing is None or _name(alg_dir) != CANONICAL:
             entries = await _entries(driver, alg_dir, on_odd)
             found += await _named_by_digests(alg_dir, entries, on_odd)
@@ -204,7 +210,7 @@ async def digest_dir_values(
     raws: list[bytes] = []
     others: list[Digest] = []
     for alg_dir in await _algorithm_dirs(lister, directory, on_odd):
-        listing = lister.packed_listing(alg_dir) if isinstance(lister, PackedLister) else None
+        listing = packed_listing(lister, alg_dir)
         if listing is not None and _name(alg_dir) == CANONICAL:
             raws += listing.raw_hexes()
             entries = listing.rest()
