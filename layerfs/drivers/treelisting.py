@@ -115,6 +115,10 @@ class TreeListing(Sequence[TreeEntry]):
         """The raw values of the hex-named directories, WIDTH bytes each, in order."""
         return self._hex
 
+    def has_etags(self) -> bool:
+        """Whether an entry carries an ETag (an S3 listing's files do)."""
+        return self._others is not None and any(e.etag for e in self._others.values())
+
     def hex_count(self) -> int:
         return len(self._hex) // WIDTH
 

@@ -78,6 +78,8 @@ class Snapshot:
         self.driver = driver
         self.tree = listings(tree)
         self.odd_tops: dict[str, str] = {}  # a top that could not be entered
+        # whether any file came with an ETag: else no link is proven (a local disk's)
+        self.etags = any(listing.has_etags() for listing in self.tree.values())
 
     @classmethod
     async def read(
@@ -173,7 +175,7 @@ class ReadAhead:
     async def fetch(self, wanted: Iterable[str]) -> None:
         """Read these files now (those not held already, nor proven by the snapshot)."""
         batch = sorted({p for p in wanted if p not in self.read})
-        if self.snapshot is not None:
+        if self.snapshot is not None and self.snapshot.etags:
             for path in batch:
                 content = self.snapshot.proven(path)
                 if content is not None:

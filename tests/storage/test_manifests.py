@@ -320,3 +320,38 @@ def test_a_descriptor_read_in_one_go_is_the_one_read_rule_by_rule(raw: object) -
     assert got == expected
     if not isinstance(got, str):
         assert type(got.digest) is Digest and type(got.urls) is tuple
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    content=st.one_of(
+        st.sampled_from(
+            [
+                str(Digest.of(b"a")).encode(),
+                str(Digest.of(b"b")).encode(),
+                str(Digest.of(b"a")).encode() + b"\n",
+                str(Digest.of(b"a")).upper().encode(),
+                b"sha512:" + b"ab" * 64,
+                "sha256:é".encode(),
+            ]
+        ),
+        st.binary(max_size=80),
+    ),
+    expected=st.sampled_from([None, Digest.of(b"a"), Digest("sha512", "ab" * 64)]),
+)
+def test_a_link_read_against_the_digest_it_should_hold_is_read_as_without(
+    content: bytes, expected: Digest | None
+) -> None:
+    """``decode_link`` with the digest a link is expected to name gives what it gives
+    without: the digest, or the same refusal."""
+    from layerfs.storage.links import decode_link
+
+    def outcome(expect: Digest | None) -> object:
+        try:
+            found = decode_link("/r/link", content, expect)
+        except InvalidLinkError as exc:
+            return str(exc)
+        assert type(found) is Digest
+        return found
+
+    assert outcome(expected) == outcome(None)

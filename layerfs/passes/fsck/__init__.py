@@ -41,7 +41,9 @@ class Fsck(BlobChecks, RepositoryChecks, UploadChecks):
         uploads = await self._list_uploads()
         hashed = sum(u.size for u in uploads if u.states and u.readable)
         self.on_total((sum(s for s in sizes if s > 0) if self.check_data else 0) + hashed)
-        for chunk in table.chunks(CHUNK):
+        if not self.check_data:
+            self._take_unread(sizes)
+        for chunk in table.chunks(CHUNK) if self.check_data else ():
             await self._check_blobs(
                 [CheckedBlob(d, paths.blob_data(d), sizes[i]) for i, d in chunk if sizes[i] >= 0]
             )

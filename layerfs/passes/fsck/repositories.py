@@ -18,9 +18,12 @@ from .report import NotRepairable
 
 
 class RepositoryChecks(Checks):
-    async def _read_link(self, path: str, remove: str) -> tuple[bool, Digest | None]:
-        """Whether the link file is there, and the digest it names: None when an API
-        DELETE removed the link (counted) or after reporting it as unreadable."""
+    async def _read_link(
+        self, path: str, remove: str, named: Digest | None = None
+    ) -> tuple[bool, Digest | None]:
+        """Whether the link file is there, and the digest it names (``named``, its
+        directory's, is the one expected): None when an API DELETE removed the link
+        (counted) or after reporting it as unreadable."""
         self.report.links += 1
         try:
             content = await self.ahead.get(path)
@@ -31,7 +34,7 @@ class RepositoryChecks(Checks):
             await self._unsafe(exc)
             return False, None
         try:
-            return True, decode_link(path, content)
+            return True, decode_link(path, content, named)
         except InvalidLinkError as exc:
             await self._found("link-invalid", path, str(exc), remove)
             return True, None
@@ -49,7 +52,7 @@ class RepositoryChecks(Checks):
         and a link to a corrupt blob (a repair removes it with the blob)."""
         found = []
         for digest, entry in await self._link_dirs(directory):
-            there, target = await self._read_link(paths.link_in(entry), entry)
+            there, target = await self._read_link(paths.link_in(entry), entry, digest)
             if there and files is not None:
                 files.add(digest)
             if target is None:
