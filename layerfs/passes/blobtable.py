@@ -78,14 +78,20 @@ class BlobTable:
     def packed_runs(self) -> Iterator[tuple[str, bytes, int]]:
         """Each prefix directory's packed blobs under their right prefix: its path,
         their raw values (contiguous, being sorted) and the first one's number."""
+        for _, packed, values, first in self._right_runs():
+            if values:
+                yield packed.directory, values, first
+
+    def _right_runs(self) -> Iterator[tuple[BlobPrefix, TreeListing, bytes, int]]:
+        """Each of ``_runs`` cut to its blobs under their right prefix (one under
+        another prefix is no blob there), maybe none."""
         for prefix, packed, first in self._runs:
             values = packed.packed_bytes()
             count = len(values) // WIDTH
             right = int(prefix.name, 16) if _PREFIX.fullmatch(prefix.name) else -1
             start = bisect.bisect_left(range(count), right, key=lambda i: values[i * WIDTH])
             end = bisect.bisect_right(range(count), right, key=lambda i: values[i * WIDTH])
-            if start < end:
-                yield packed.directory, values[start * WIDTH : end * WIDTH], first + start
+            yield prefix, packed, values[start * WIDTH : end * WIDTH], first + start
 
     def other_items(self) -> list[tuple[int, Digest]]:
         """The listed blobs that are not packed, with their numbers, in digest order."""
@@ -99,34 +105,17 @@ class BlobTable:
     def __iter__(self) -> Iterator[tuple[int, Digest]]:
         """Every listed blob with its number, in ``(algorithm, hex)`` order, made a
         prefix at a time."""
-        return ((i, Digest(algorithm, hexpart)) for i, algorithm, hexpart in self.hex_items())
-
-    def hex_items(self) -> Iterator[tuple[int, str, str]]:
-        """``iter(self)`` as (number, algorithm, hex), with no ``Digest`` made: a pass
-        that states every blob makes a path of each."""
-        others = sorted(self._others.items())
-        other_sha256 = [(d, i) for d, i in others if d.algorithm == CANONICAL]
-        yield from ((i, d.algorithm, d.hex) for d, i in others if d.algorithm < CANONICAL)
-        for prefix, packed, first in self._runs:
-            here = _right_prefix_hexes(prefix.name, packed, first)
-            also = [(d.hex, i) for d, i in other_sha256 if d.hex[:2] == prefix.name]
-            yield from ((i, CANONICAL, h) for h, i in (sorted(here + also) if also else here))
+        others = self.other_items()
+        yield from ((i, d) for i, d in others if d.algorithm < CANONICAL)
+        sha256 = [(i, d) for i, d in others if d.algorithm == CANONICAL]
+        for prefix, _, values, first in self._right_runs():
+            here = [(first + k // WIDTH, Digest(CANONICAL, values[k : k + WIDTH].hex()))
+                    for k in range(0, len(values), WIDTH)]  # fmt: skip
+            also = [(i, d) for i, d in sha256 if d.hex[:2] == prefix.name]
+            yield from sorted(here + also, key=lambda item: item[1]) if also else here
         packed_names = {prefix.name for prefix, _, _ in self._runs}
-        rest = [(d, i) for d, i in other_sha256 if d.hex[:2] not in packed_names]
-        yield from ((i, d.algorithm, d.hex) for d, i in rest)
-        yield from ((i, d.algorithm, d.hex) for d, i in others if d.algorithm > CANONICAL)
-
-
-def _right_prefix_hexes(name: str, packed: TreeListing, first: int) -> list[tuple[str, int]]:
-    """The hex and number of each packed blob whose first byte is its prefix ``name``
-    (one under another prefix is no blob there: ``BlobPrefix.packed_digests``)."""
-    text, step = packed.packed_bytes().hex(), 2 * WIDTH
-    found = []
-    for start in range(0, len(text), step):
-        hexpart = text[start : start + step]
-        if hexpart[:2] == name:
-            found.append((hexpart, first + start // step))
-    return found
+        yield from ((i, d) for i, d in sha256 if d.hex[:2] not in packed_names)
+        yield from ((i, d) for i, d in others if d.algorithm > CANONICAL)
 
 
 class Numbering:
@@ -149,10 +138,6 @@ class Numbering:
         return found if found >= 0 else self.number(Digest(CANONICAL, raw.hex()))
 
     def number(self, digest: Digest) -> int:
-        if digest.algorithm == CANONICAL:  # most are listed: found with the fewest calls
-            found = self.table.index_packed(bytes.fromhex(digest.hex))
-            if found >= 0:
-                return found
         found = self.known(digest)
         if found < 0:
             found = self._more[digest] = self.table.size + len(self._more_digests)

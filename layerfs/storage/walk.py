@@ -11,7 +11,7 @@ Nothing here changes the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,16 +30,11 @@ class Lister(Protocol):
     async def list_if_present(self, path: str) -> list[str]: ...
 
 
-class PackedLister(Lister, Protocol):
-    """A lister that holds its listings packed (a ``readahead.Snapshot``): the walks
-    over every blob take the hex-named directories from it as raw bytes."""
-
-    def packed_listing(self, path: str) -> TreeListing | None: ...
-
-
 def packed_listing(lister: Lister, path: str) -> TreeListing | None:
-    """``path``'s packed listing where ``lister`` is a ``PackedLister`` that holds it
-    (asked by attribute: ``isinstance`` of a Protocol costs more than a walk's step)."""
+    """``path``'s packed listing where ``lister`` holds its listings packed (a
+    ``readahead.Snapshot``'s ``packed_listing``): the walks over every blob take the
+    hex-named directories from it as raw bytes. Asked by attribute: an ``isinstance``
+    of a runtime Protocol costs more than a walk's step."""
     find = getattr(lister, "packed_listing", None)
     return find(path) if find is not None else None
 
@@ -130,13 +125,6 @@ class BlobPrefix:
     packed: TreeListing | None
     others: list[Digest]
 
-    def packed_digests(self) -> Iterator[tuple[int, bytes]]:
-        """The positions and raw values of the packed blobs under their right prefix."""
-        if self.packed is not None:
-            for index, raw in enumerate(self.packed.raw_hexes()):
-                if raw[:1].hex() == self.name:
-                    yield index, raw
-
 
 async def blob_prefixes(lister: Lister, on_odd: OnOdd = ignore_odd) -> list[BlobPrefix]:
     """The blobs of ``blob_dirs`` by prefix directory, held compactly: from a packed
@@ -163,18 +151,11 @@ async def digest_dirs(
 ) -> list[tuple[Digest, str]]:
     """Every ``<alg>/<hex>`` directory below ``directory`` (``_layers``, revisions, a
     tag's index) with the digest it names; its ``link`` may be missing."""
-    found = []
-    for alg_dir in await _algorithm_dirs(driver, directory, on_odd):
-        listing = packed_listing(driver, alg_dir)
-        if listing is None or _name(alg_dir) != CANONICAL:
-            entries = await _entries(driver, alg_dir, on_odd)
-            found += await _named_by_digests(alg_dir, entries, on_odd)
-            continue
-        # a packed listing's hex names are sha256 hexes already: no name is checked again
-        packed = [(Digest(CANONICAL, h), f"{alg_dir}/{h}") for h in listing.hex_names()]
-        named = await _named_by_digests(alg_dir, listing.rest(), on_odd)
-        found += sorted(packed + named, key=lambda item: item[1]) if named else packed
-    return found
+    raws, others = await digest_dir_values(driver, directory, on_odd)
+    digests = [Digest(CANONICAL, raw.hex()) for raw in raws]
+    if others:
+        digests = sorted(digests + others)  # the order of their paths
+    return [(d, f"{directory}/{d.algorithm}/{d.hex}") for d in digests]
 
 
 async def _algorithm_dirs(lister: Lister, directory: str, on_odd: OnOdd) -> list[str]:

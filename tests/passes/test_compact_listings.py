@@ -132,7 +132,7 @@ def test_blob_marks_answer_as_sets_do(stored: set[int], odd: set[int], marked: l
         assert sorted(i for i, _ in numbered) == list(range(table.size))
         assert all(table.index(d) == i for i, d in numbered)
         assert [item for chunk in table.chunks(3) for item in chunk] == numbered
-        made = [paths.blob_data_maker(a)(h) for _, a, h in table.hex_items()]
+        made = [paths.blob_data_maker(d.algorithm)(d.hex) for _, d in numbered]
         assert made == [paths.blob_data(d) for _, d in numbered]
         assert _stated(table) == sorted((i, paths.blob_data(d)) for i, d in numbered)
         marks = BlobMarks(Numbering(table))

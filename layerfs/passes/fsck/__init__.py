@@ -41,12 +41,12 @@ class Fsck(BlobChecks, RepositoryChecks, UploadChecks):
         uploads = await self._list_uploads()
         hashed = sum(u.size for u in uploads if u.states and u.readable)
         self.on_total((sum(s for s in sizes if s > 0) if self.check_data else 0) + hashed)
-        if not self.check_data:
+        if self.check_data:
+            for chunk in table.chunks(CHUNK):
+                stored = [(d, sizes[i]) for i, d in chunk if sizes[i] >= 0]
+                await self._check_blobs([CheckedBlob(d, paths.blob_data(d), n) for d, n in stored])
+        else:
             self._take_unread(sizes)
-        for chunk in table.chunks(CHUNK) if self.check_data else ():
-            await self._check_blobs(
-                [CheckedBlob(d, paths.blob_data(d), sizes[i]) for i, d in chunk if sizes[i] >= 0]
-            )
         names = await self.store.repositories(self._odd)
         async for group in self.store.groups(names):
             await self._read_ahead(group)

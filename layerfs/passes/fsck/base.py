@@ -72,10 +72,9 @@ class Checks(OverStore):
         self.pending: set[str] = set()  # paths whose bytes are in a write not completed
         self.held: set[tuple[str, Digest]] = set()  # (repository, manifest) with a revision link
         # of the repository being checked, the digests whose layer link file is there
-        # (valid or not), and the blobs its layer links name that are good: its layer
-        # links are all read before its manifests, whose references are looked up here
+        # (valid or not): its layer links are all read before its manifests, whose
+        # references are then looked up here
         self.layer_link_files: set[Digest] = set()
-        self.good_layers: set[Digest] = set()
 
     # bookkeeping -----------------------------------------------------------
     async def _found(

@@ -35,12 +35,13 @@ class BlobChecks(Checks):
         no_blob_yet = set()
         for path in sorted(self.pending):  # S3's writes not completed
             digest = paths.digest_of_blob_data(path)
-            if digest is None or table.index(digest) < 0:
+            number = table.index(digest) if digest is not None else -1
+            if number < 0:
                 continue  # no listed blob's data
             self._normal("write-in-progress")  # a copy under way, or cut short
-            if not await self.registry.blobs.exists(digest):
-                no_blob_yet.add(table.index(digest))  # one copied again since is a blob
-                sizes[table.index(digest)] = -1
+            if not await self.registry.blobs.exists(digest):  # type: ignore[arg-type]
+                no_blob_yet.add(number)  # one copied again since is a blob
+                sizes[number] = -1
         for number, digest, info in found.others:
             if number in no_blob_yet:
                 continue

@@ -90,21 +90,13 @@ class RepositoryChecks(Checks):
         await self.ahead.fetch_named(revisions)
 
     async def _check_repository(self, name: str) -> None:
-        # a manifest's references are looked up in its own repository
-        self.layer_link_files.clear()
-        self.good_layers.clear()
+        self.layer_link_files.clear()  # a manifest's references are looked up in its own repo
         await self._check_layer_links(name)
         manifests = await self._check_revisions(name)
         await self._check_tags(name, manifests)
 
-    def _good_here(self, digest: Digest) -> bool:
-        """``_good``, first among the blobs the repository's layer links name (a
-        verdict only ever turns good while repositories are checked)."""
-        return digest in self.good_layers or self._good(digest)
-
     async def _check_layer_links(self, name: str) -> None:
         links = await self._links(paths.layers_dir(name), self.layer_link_files)
-        self.good_layers.update(t for _, _, t, verdict in links if verdict == GOOD)
         missing = {t for _, _, t, verdict in links if not verdict}  # no verdict: no blob
         holders = await uploads_holding(self.registry, name, missing)
         for _, entry, target, verdict in links:
@@ -185,7 +177,7 @@ class RepositoryChecks(Checks):
     async def _references_present(
         self, name: str, digest: Digest, manifest: Manifest, revisions: dict[Digest, str]
     ) -> bool:
-        missing = [d.digest for d in manifest.blob_references() if not self._good_here(d.digest)]
+        missing = [d.digest for d in manifest.blob_references() if not self._good(d.digest)]
         missing += [d.digest for d in manifest.manifests if not self._good(d.digest)]
         if missing:
             # a blob whose data is a symlink is not known to be gone: nothing is removed
