@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .digest import CANONICAL, Digest
 
@@ -162,38 +162,73 @@ def split_repository(parts: Parts) -> tuple[str, Parts] | None:
 def match(parts: Parts) -> Match | None:
     """The kind of the path with these components (below :data:`ROOT`), or None when
     the layout has no place for it. ``repositories/a/b`` (no special directory yet)
-    matches as a directory at ``{name}``."""
-    fixed: dict[str, str] = {}
-    if parts[:1] == ("repositories",):
-        inside = split_repository(parts)
-        if inside is None:  # repositories/ itself, or a name not yet ended by _layers etc.
-            name = "/".join(parts[1:])
-            return Match("layer_link", {"name": name}, True, "{name}" if name else "repositories")
-        name, rest = inside
-        if not name:
-            return None
-        parts, fixed = ("repositories", "{name}", *rest), {"name": name}
-    for kind, pattern in LAYOUT.items():
-        fields = _match_pattern(pattern, parts)
-        if fields is not None:
-            fields.update(fixed)
-            is_dir = len(parts) < len(pattern)
-            return Match(kind, fields, is_dir, pattern[len(parts) - 1] if parts else "")
-    return None
-
-
-def _match_pattern(pattern: Parts, parts: Parts) -> dict[str, str] | None:
-    if len(parts) > len(pattern):
+    matches as a directory at ``{name}``. A file matches the first kind whose pattern
+    it fills; a directory on the way matches as the first kind (in :data:`LAYOUT`
+    order) whose pattern passes through it."""
+    if parts[:1] != ("repositories",):
+        return _LAYOUT_TREE.walk(parts, {})
+    inside = split_repository(parts)
+    if inside is None:  # repositories/ itself, or a name not yet ended by _layers etc.
+        name = "/".join(parts[1:])
+        return Match("layer_link", {"name": name}, True, "{name}" if name else "repositories")
+    name, rest = inside
+    if not name:
         return None
-    fields: dict[str, str] = {}
-    for segment, part in zip(pattern, parts, strict=False):
-        if segment == "{name}":
-            continue  # already split off by match()
-        if segment.startswith("{"):
-            fields[segment[1:-1]] = part
-        elif segment != part:
-            return None
-    return fields
+    return _IN_A_REPOSITORY.walk(rest, {"name": name})
+
+
+@dataclass
+class _Segment:
+    """One segment of the layout's patterns, as a tree: the patterns that begin alike
+    share their first segments, so a path is matched in one step per component (a
+    mount classifies every entry it lists). No segment is followed both by names and
+    by a field (checked where the tree is built), so each step has one way on."""
+
+    kind: str  # the first kind, in LAYOUT order, whose pattern passes here
+    at: str  # the pattern segment this stands for
+    names: dict[str, _Segment] = field(default_factory=dict)  # literal segments next
+    fills: str = ""  # or the field the next component fills, whatever it is
+    any: _Segment | None = None
+    ends: bool = False  # a pattern (a file) ends here
+
+    def walk(self, parts: Parts, fields: dict[str, str]) -> Match | None:
+        segment = self
+        for part in parts:
+            step = segment.names.get(part)
+            if step is None:
+                if segment.any is None:
+                    return None
+                fields[segment.fills] = part
+                step = segment.any
+            segment = step
+        return Match(segment.kind, fields, not segment.ends, segment.at)
+
+    def step(self, kind: str, at: str) -> _Segment:
+        if at.startswith("{"):
+            if self.any is None:
+                self.any, self.fills = _Segment(kind, at), at[1:-1]
+            following = self.any
+        else:
+            following = self.names.setdefault(at, _Segment(kind, at))
+        assert not (self.names and self.any), f"names and a field both follow {self.at}"
+        return following
+
+
+def _layout_tree() -> _Segment:
+    root = _Segment(next(iter(LAYOUT)), "")
+    for kind, pattern in LAYOUT.items():
+        segment = root
+        for at in pattern:
+            assert not segment.ends, f"{kind} goes on below a file"
+            segment = segment.step(kind, at)
+        segment.ends = True
+        assert not (segment.names or segment.any), f"{kind} ends where another goes on"
+    return root
+
+
+_LAYOUT_TREE = _layout_tree()
+_IN_A_REPOSITORY = _LAYOUT_TREE.names["repositories"].any
+assert _IN_A_REPOSITORY is not None
 
 
 # name → path, for each kind --------------------------------------------------------
