@@ -169,6 +169,7 @@ COMMANDS = {
     "cat 1,000 tag links": "xargs cat < {links} > /dev/null",
     "ls of an _uploads of 1,000": f"ls repositories/{BUSY}/_uploads > /dev/null",
 }
+CEILING_COMMANDS = ("find | wc -l", "cat 1,000 tag links")  # timed on fuse_tree.py too
 
 
 def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
@@ -187,19 +188,27 @@ def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
     )
     links.write_text("\n".join(found[:1000]) + "\n")
     mount = Mount(store, work / "scale-mnt", work / "scale.log", *QUIET).start()
+    ceiling: dict[str, float] = {}
     try:
-        for name, template in COMMANDS.items():
-            command = template.format(links=links)
-            on_disk = [_time(command, store / V2) for _ in range(rounds)]
-            first = _time(command, mount.mountpoint)  # the mount's first look
-            warm = [_time(command, mount.mountpoint) for _ in range(rounds)]
-            results[name] = (statistics.median(on_disk), first, statistics.median(warm))
-            if name == "find | wc -l":
-                results["rss after find"] = _rss_mib(mount.pid)
+        with _fuse_ceiling(work, store) as tree:
+            for name, template in COMMANDS.items():
+                command = template.format(links=links)
+                on_disk = [_time(command, store / V2) for _ in range(rounds)]
+                first = _time(command, mount.mountpoint)  # the mount's first look
+                if name == "find | wc -l":
+                    results["rss after find"] = _rss_mib(mount.pid)
+                warm, beside = [], []
+                for _ in range(rounds):  # the mount and the ceiling take turns
+                    if name in CEILING_COMMANDS:
+                        beside.append(_time(command, tree))
+                    warm.append(_time(command, mount.mountpoint))
+                results[name] = (statistics.median(on_disk), first, statistics.median(warm))
+                if beside:
+                    ceiling[name] = statistics.median(beside)
         results["finish"] = _finishes(mount.mountpoint)
     finally:
         mount.stop()
-    results["ceiling"] = _fuse_ceiling(work, store, links, rounds)
+    results["ceiling"] = ceiling
     results["fsck"] = _time(f"{LAYERFS} fsck {store} > /dev/null", work)
     storage = {"filesystem": {"rootdirectory": str(store)}}
     results |= _passes_beside(DockerRegistry(work, storage), str(store), work)
@@ -395,23 +404,21 @@ def _print_passes(r: dict[str, object], goals: dict[str, str]) -> None:
               f" {reg_rss:7.0f}M {rss:7.0f}M  {goals[name]}")  # fmt: skip
 
 
-def _fuse_ceiling(work: Path, store: Path, links: Path, rounds: int) -> dict[str, float]:
-    """``find`` and ``cat`` of the tag links over scripts/fuse_tree.py serving the
-    store's own tree (its names, kinds, sizes and links) from memory: what pyfuse3
-    itself costs for each on this machine (medians of ``rounds``)."""
+@contextlib.contextmanager
+def _fuse_ceiling(work: Path, store: Path) -> Iterator[Path]:
+    """scripts/fuse_tree.py serving the store's own tree (its names, kinds, sizes and
+    links) from memory, mounted beside the store's mount: what pyfuse3 itself costs
+    for ``find`` and ``cat`` on this machine, timed in turns with the mount so that
+    both see the same moments of a machine whose speed drifts."""
     mnt = work / "tree-mnt"
     mnt.mkdir()
     tree = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fuse_tree.py"),
                              str(mnt), str(store / V2)])  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120
         while not os.path.ismount(mnt) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return {
-            name: statistics.median(_time(COMMANDS[name].format(links=links), mnt)
-                                    for _ in range(rounds))
-            for name in ("find | wc -l", "cat 1,000 tag links")
-        }  # fmt: skip
+        yield mnt
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
         tree.wait(10)
@@ -449,8 +456,8 @@ def print_scale(r: dict[str, object], scale: Scale) -> None:
         print(f"{name:30} {disk:9.3f}s {first:9.3f}s {warm:9.3f}s {first / disk:6.1f}x"
               f" {warm / disk:6.1f}x  <= 3x, warm <= 2x")  # fmt: skip
     print(f"{'the same tree from memory':30} {'ceiling':>10} {'mount 1st':>10} {'mount warm':>10}"
-          f" {'ratio':>7} {'warm':>7}  goal (bare pyfuse3: scripts/fuse_tree.py)")  # fmt: skip
-    for name, goal in (("find | wc -l", "<= 1.3x"), ("cat 1,000 tag links", "<= 1.5x")):
+          f" {'ratio':>7} {'warm':>7}  goal (scripts/fuse_tree.py; warm: in turns)")  # fmt: skip
+    for name, goal in zip(CEILING_COMMANDS, ("<= 1.3x", "<= 1.5x"), strict=True):
         _, first, warm = r[name]  # type: ignore[misc]
         ceiling = r["ceiling"][name]  # type: ignore[index]
         print(f"{name + ': vs ceiling':30} {ceiling:9.3f}s {first:9.3f}s {warm:9.3f}s"
