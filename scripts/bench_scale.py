@@ -169,7 +169,11 @@ COMMANDS = {
     "cat 1,000 tag links": "xargs cat < {links} > /dev/null",
     "ls of an _uploads of 1,000": f"ls repositories/{BUSY}/_uploads > /dev/null",
 }
-CEILING_COMMANDS = ("find | wc -l", "cat 1,000 tag links")  # timed on fuse_tree.py too
+# Timed on scripts/fuse_tree.py too. A find lasts a minute, long enough for the
+# machine's speed to drift: the ceiling and the mount take turns. A round of cat
+# lasts under the 1 s both keep a name's entry, so a round right after another finds
+# the names looked up: the ceiling's rounds run back to back, as the mount's do.
+TURNS, BACK_TO_BACK = "find | wc -l", "cat 1,000 tag links"
 
 
 def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
@@ -198,10 +202,12 @@ def bench_scale(work: Path, scale: Scale, rounds: int = 3) -> dict[str, object]:
                 if name == "find | wc -l":
                     results["rss after find"] = _rss_mib(mount.pid)
                 warm, beside = [], []
-                for _ in range(rounds):  # the mount and the ceiling take turns
-                    if name in CEILING_COMMANDS:
+                for _ in range(rounds):
+                    if name == TURNS:
                         beside.append(_time(command, tree))
                     warm.append(_time(command, mount.mountpoint))
+                if name == BACK_TO_BACK:
+                    beside = [_time(command, tree) for _ in range(rounds)]
                 results[name] = (statistics.median(on_disk), first, statistics.median(warm))
                 if beside:
                     ceiling[name] = statistics.median(beside)
@@ -408,8 +414,7 @@ def _print_passes(r: dict[str, object], goals: dict[str, str]) -> None:
 def _fuse_ceiling(work: Path, store: Path) -> Iterator[Path]:
     """scripts/fuse_tree.py serving the store's own tree (its names, kinds, sizes and
     links) from memory, mounted beside the store's mount: what pyfuse3 itself costs
-    for ``find`` and ``cat`` on this machine, timed in turns with the mount so that
-    both see the same moments of a machine whose speed drifts."""
+    for ``find`` and ``cat`` on this machine (see TURNS)."""
     mnt = work / "tree-mnt"
     mnt.mkdir()
     tree = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fuse_tree.py"),
@@ -456,8 +461,8 @@ def print_scale(r: dict[str, object], scale: Scale) -> None:
         print(f"{name:30} {disk:9.3f}s {first:9.3f}s {warm:9.3f}s {first / disk:6.1f}x"
               f" {warm / disk:6.1f}x  <= 3x, warm <= 2x")  # fmt: skip
     print(f"{'the same tree from memory':30} {'ceiling':>10} {'mount 1st':>10} {'mount warm':>10}"
-          f" {'ratio':>7} {'warm':>7}  goal (scripts/fuse_tree.py; warm: in turns)")  # fmt: skip
-    for name, goal in zip(CEILING_COMMANDS, ("<= 1.3x", "<= 1.5x"), strict=True):
+          f" {'ratio':>7} {'warm':>7}  goal (scripts/fuse_tree.py; find: in turns)")  # fmt: skip
+    for name, goal in ((TURNS, "<= 1.3x"), (BACK_TO_BACK, "<= 1.5x")):
         _, first, warm = r[name]  # type: ignore[misc]
         ceiling = r["ceiling"][name]  # type: ignore[index]
         print(f"{name + ': vs ceiling':30} {ceiling:9.3f}s {first:9.3f}s {warm:9.3f}s"
