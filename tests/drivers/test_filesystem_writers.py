@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from layerfs.drivers import FileChangedError, FilesystemDriver
+from layerfs.drivers import FileChangedError, FilesystemDriver, filesystem
 
 PIECE = 1 << 20
 PIECES = 4
@@ -64,3 +67,41 @@ def one_then_the_other(held: bytes, contents: list[bytes], results: list[str]) -
             if all(whole[n] for n in (0, 1) if results[n] == "wrote"):
                 return True
     return False
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(
+        st.lists(st.integers(0, 3 << 20), min_size=1, max_size=4), min_size=1, max_size=4
+    ),
+)
+def test_a_write_hands_the_kernel_at_most_write_call_bytes_at_a_time(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[list[int]]
+) -> None:
+    """Pieces of any sizes, gathered or not, go out in writev calls of at most
+    WRITE_CALL bytes (more fills the page cache with folios a ballooned virtual machine
+    hands over slowly), and the file holds every byte in order."""
+    calls: list[int] = []
+    real = filesystem.os.writev
+
+    def counted(fd: int, views: list[memoryview]) -> int:
+        calls.append(sum(map(len, views)))
+        return real(fd, views)
+
+    async def write() -> None:
+        driver = FilesystemDriver(str(tmp_path_factory.mktemp("store")))
+        writer = await driver.writer("/a/data")
+        batches = [[os.urandom(n) for n in batch] for batch in sizes]
+        try:
+            for batch in batches:
+                await writer.write_pieces(batch)
+            await writer.commit()
+        finally:
+            await writer.close()
+        assert await driver.get_content("/a/data") == b"".join(b"".join(b) for b in batches)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(filesystem.os, "writev", counted)
+        trio.run(write)
+    assert bool(calls) == any(map(any, sizes)), calls  # bytes to write, and only then
+    assert max(calls, default=0) <= 1 << 20, calls  # no 2 MiB folio asked for
