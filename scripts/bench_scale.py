@@ -113,17 +113,18 @@ def _time(command: str, cwd: Path, env: dict[str, str] | None = None) -> float:
 def _measure(command: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Seconds a shell command takes and its peak RSS in MiB: that of its largest
     process, by GNU time (a small parent: a child forked from this process would
-    report this process's own size as its peak), or, where a pass starts a size
-    child beside it (``drivers/sizechild.py``), the most the two held at one moment,
-    sampled every 20 ms, if that is more."""
-    together = [0]  # KiB: the largest sum of a pass's and its size child's RSS seen
+    report this process's own size as its peak), or, where a pass starts helper
+    children beside it (``drivers/sizechild.py``, ``drivers/groupchild.py``), the
+    most the pass and its helpers held at one moment, sampled every 20 ms, if that
+    is more."""
+    together = [0]  # KiB: the largest sum of a pass's and its helpers' RSS seen
     argv = ["/usr/bin/time", "-f", "%M", "-o", "", "sh", "-c", command]
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
         argv[4] = rss.name
         start = time.perf_counter()
         process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
         while process.poll() is None:
-            _sample_size_children(process.pid, together)
+            _sample_helpers(process.pid, together)
             time.sleep(0.02)
         seconds = time.perf_counter() - start
         if process.returncode:
@@ -131,19 +132,29 @@ def _measure(command: str, cwd: Path, env: dict[str, str] | None = None) -> tupl
         return seconds, max(int(rss.read().split()[-1]), together[0]) / 1024
 
 
-def _sample_size_children(pid: int, together: list[int]) -> None:
-    """Below ``pid``, each size child's RSS added to its parent's at this moment,
-    the largest kept in ``together`` (found through the kernel's lists of children of
-    each thread, not a scan of every process: trio starts a process from a worker
-    thread)."""
+HELPERS = (b"sizechild.py", b"groupchild.py")
+
+
+def _sample_helpers(pid: int, together: list[int]) -> None:
+    """Below ``pid``, a process with helper children: its RSS and theirs added at
+    this moment, the largest kept in ``together`` (found through the kernel's lists
+    of children of each thread, not a scan of every process: trio starts a process
+    from a worker thread)."""
     with contextlib.suppress(OSError, ValueError):
-        tasks = Path(f"/proc/{pid}/task").iterdir()
-        for child in (c for t in tasks for c in (t / "children").read_text().split()):
-            if b"sizechild.py" in Path(f"/proc/{child}/cmdline").read_bytes():
-                total = _rss_kib(int(child)) + _rss_kib(pid)
-                together[0] = max(together[0], total)
-            else:
-                _sample_size_children(int(child), together)
+        children = [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (t / "children").read_text().split()]  # fmt: skip
+        helpers = [c for c in children if _is_helper(c)]
+        if helpers:
+            total = _rss_kib(pid) + sum(_rss_kib(c) for c in helpers)
+            together[0] = max(together[0], total)
+        for child in children:
+            if child not in helpers:
+                _sample_helpers(child, together)
+
+
+def _is_helper(pid: int) -> bool:
+    command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    return any(helper in command for helper in HELPERS)
 
 
 def _rss_kib(pid: int) -> int:

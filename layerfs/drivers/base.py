@@ -8,8 +8,10 @@ through any driver here has the layout a registry expects. Every method is async
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import os
+import re
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -82,6 +84,53 @@ class TreeEntry(NamedTuple):
 
 # list_tree asks it of each directory below the top: list this one too?
 Descend = Callable[[str], bool]
+
+
+class Refusing:
+    """A ``descend`` that takes every directory but those whose path ``refused`` (a
+    regular expression) finds. Said as a pattern, a walk can run in another process
+    (``FilesystemDriver.reading_groups``)."""
+
+    def __init__(self, refused: str) -> None:
+        self.refused = refused
+        self._search = re.compile(refused).search
+
+    def __call__(self, path: str) -> bool:
+        return self._search(path) is None
+
+    def __or__(self, other: Refusing) -> Refusing:
+        """Refusing what either refuses."""
+        return Refusing(f"{self.refused}|{other.refused}")
+
+
+@dataclass(frozen=True)
+class FilesBelow:
+    """Which files ``reading_groups`` reads: the file ``name`` in each directory the
+    walk lists and ``descend`` refuses, where that file's path matches ``wanted``."""
+
+    name: str
+    wanted: str = ""
+
+    def paths(self, left: Iterable[str]) -> list[str]:
+        """The files to read below these directories (not entered)."""
+        if not self.name:
+            return []
+        search = re.compile(self.wanted).search
+        return [path for path in (f"{d}/{self.name}" for d in left) if search(path)]
+
+
+NO_FILES = FilesBelow("", r"(?!)")  # reads nothing: the groups' listings alone
+
+
+@dataclass
+class GroupRead:
+    """One group of ``reading_groups``: the listings of its tops (``list_trees``) and
+    each file read below them, or why it was not (``get_contents``)."""
+
+    tree: dict[str, Sequence[TreeEntry]]
+    files: dict[str, bytes | Absent]
+
+
 T = TypeVar("T")
 
 
@@ -360,6 +409,28 @@ class StorageDriver(abc.ABC):
         if path not in tree and path != "/":
             await self.list(path)  # raises what keeps it from being listed
         return tree
+
+    @contextlib.asynccontextmanager
+    async def reading_groups(
+        self, groups: Sequence[Sequence[str]], descend: Descend, below: FilesBelow
+    ) -> AsyncIterator[AsyncIterator[GroupRead]]:
+        """The groups of tops in turn, each listed (``list_trees``) with ``below``'s
+        files read (``get_contents``). A driver may read ahead of its caller (a local
+        disk: in a second process, while the caller works on the group before), so
+        the answers are those of the moment each group was read; here a group is
+        read when it is asked for."""
+        yield self._read_groups(groups, descend, below)
+
+    async def _read_groups(
+        self, groups: Sequence[Sequence[str]], descend: Descend, below: FilesBelow
+    ) -> AsyncIterator[GroupRead]:
+        for tops in groups:
+            tree = await self.list_trees(tops, descend)
+            left = (entry.path for listing in tree.values() for entry in listing
+                    if entry.is_dir and not entry.odd and not descend(entry.path))  # fmt: skip
+            wanted = below.paths(left)
+            files = await self.get_contents(wanted) if wanted else []
+            yield GroupRead(tree, dict(zip(wanted, files, strict=True)))
 
     async def list_trees(self, tops: Sequence[str], descend: Descend) -> dict[str, list[TreeEntry]]:
         """``list_tree`` of each of ``tops`` into one answer (LISTINGS_AT_ONCE at once);

@@ -23,8 +23,9 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 RESOLVE_NO_SYMLINKS = 0x04
@@ -277,3 +278,69 @@ def _is_symlink(dir_fd: int, name: str) -> bool:
         return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
     except OSError:
         return False
+
+
+# A walk's listing of one directory: its path, the raw values of its directories named
+# by a sha256 hex (sorted), and every other entry as (name, kind, what it is when ODD),
+# sorted by name. The kinds are TreeListing's.
+Listed = tuple[str, list[bytes], list[tuple[str, int, str]]]
+FILE, DIRECTORY, ODD = 0, 1, 2
+HEX_NAME = re.compile(r"[0-9a-f]{64}")  # a sha256 digest's hex: kept as 32 raw bytes
+TREE_DEPTH = 160  # levels a walk descends at most (a repository name has up to 128)
+
+
+def walk_tree(
+    fd: int,
+    directory: str,
+    descend: Callable[[str], bool],
+    take: Callable[[Listed], object],
+    left: list[str] | None = None,
+    depth: int = 0,
+) -> None:
+    """The listing of the open directory ``fd`` (driver path ``directory``, "" for
+    the root) and of every directory below it that ``descend`` takes, parents first,
+    each handed to ``take`` as it is read; the paths of the directories it did not
+    take into ``left``. Nothing is followed: a symlink or any other entry that is neither file nor
+    directory is ODD. Temporary files of atomic puts are left out, and an entry gone
+    meanwhile. Below TREE_DEPTH levels nothing is listed (a store made to exhaust
+    the stack or the descriptors)."""
+    raws: list[bytes] = []
+    rest: list[tuple[str, int, str]] = []
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            name = entry.name
+            if ".tmp-" in name:
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if len(name) == 64 and HEX_NAME.fullmatch(name):
+                        raws.append(bytes.fromhex(name))
+                    else:
+                        rest.append((name, DIRECTORY, ""))
+                elif entry.is_file(follow_symlinks=False):
+                    rest.append((name, FILE, ""))
+                else:
+                    odd = kind_of(entry.stat(follow_symlinks=False).st_mode)
+                    rest.append((name, ODD, f"{odd}, not followed"))
+            except FileNotFoundError:
+                continue  # gone meanwhile
+    raws.sort()
+    rest.sort()
+    take((directory or "/", raws, rest))
+    if depth >= TREE_DEPTH:
+        return
+    below = [raw.hex() for raw in raws] + [name for name, kind, _ in rest if kind == DIRECTORY]
+    for name in below:
+        path = f"{directory}/{name}"
+        if not descend(path):
+            if left is not None:
+                left.append(path)
+            continue
+        try:
+            child = os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError:
+            continue  # gone meanwhile, or swapped for a symlink
+        try:
+            walk_tree(child, path, descend, take, left, depth + 1)
+        finally:
+            os.close(child)

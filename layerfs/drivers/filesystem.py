@@ -19,7 +19,7 @@ import stat as statmode
 import uuid
 from array import array
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -30,7 +30,9 @@ from .base import (
     Descend,
     FileChangedError,
     FileInfo,
+    FilesBelow,
     FileWriter,
+    GroupRead,
     InvalidOffsetError,
     PathNotFoundError,
     Reader,
@@ -38,14 +40,15 @@ from .base import (
     StorageDriverError,
     StoreFullError,
     StoreReadOnlyError,
-    TreeEntry,
     UnsafeEntryError,
     WriterClosedError,
+    check_path,
     packed_count,
 )
-from .beneath import DIR_FLAGS, Beneath, NotRegularError, SymlinkError, kind_of
+from .beneath import Beneath, Listed, NotRegularError, SymlinkError, kind_of, walk_tree
+from .groupprocess import rebuilt_error, tops_in_process
 from .sizeprocess import sizes_in_process, sizes_in_process_in
-from .treelisting import TreeListing, is_hex_name
+from .treelisting import TreeListing
 
 T = TypeVar("T")
 Tree = TypeVar("Tree", dict[str, list[FileInfo]], dict[str, TreeListing])
@@ -54,9 +57,6 @@ Tree = TypeVar("Tree", dict[str, list[FileInfo]], dict[str, TreeListing])
 MMAP_HASH_STEP = 16 << 20
 # Paths a batch (get_contents, stat_many) hands to one worker thread at a time.
 BATCH = 1024
-# Levels list_tree descends at most (a repository name has at most 128 components);
-# a deeper directory is left unlisted, for a caller to list itself if it must.
-TREE_DEPTH = 160
 # Writes smaller than this are gathered before they go to a worker thread.
 WRITE_BUFFER = 1 << 20
 _IOV_MAX = os.sysconf("SC_IOV_MAX")
@@ -106,6 +106,8 @@ class FilesystemDriver(StorageDriver):
     name = "filesystem"
     # file_sizes of this many paths or more is stated in a child process
     sizes_in_process_from = 16384
+    # reading_groups of this many tops or more is walked and read in a child process
+    groups_in_process_from = 128
 
     def __init__(self, root: str | os.PathLike[str], create: bool = True) -> None:
         self.root = os.path.abspath(os.fspath(root))
@@ -402,6 +404,62 @@ class FilesystemDriver(StorageDriver):
 
         return await self._read_tree(path, read)
 
+    @contextlib.asynccontextmanager
+    async def reading_groups(
+        self, groups: Sequence[Sequence[str]], descend: Descend, below: FilesBelow
+    ) -> AsyncIterator[AsyncIterator[GroupRead]]:
+        """From GROUPS_IN_PROCESS_FROM tops on, where ``descend`` is a pattern
+        (``Refusing``), the groups are walked and read by a child process
+        (``groupprocess.py``) ahead of the caller; its answers are what the threads
+        give, and its failures the errors they raise."""
+        refused = getattr(descend, "refused", None)
+        if refused is None or sum(map(len, groups)) < self.groups_in_process_from:
+            async with super().reading_groups(groups, descend, below) as reads:
+                yield reads
+            return
+        for tops in groups:
+            for top in tops:
+                check_path(top)
+        every = [top for tops in groups for top in tops]
+        async with tops_in_process(
+            self._beneath, every, refused, below.name, below.wanted
+        ) as answers:
+            yield self._group_reads(groups, answers)
+
+    async def _group_reads(
+        self, groups: Sequence[Sequence[str]], answers: AsyncIterator[tuple]
+    ) -> AsyncIterator[GroupRead]:
+        """Each group from its tops' answers (``groupchild.py``)."""
+        for tops in groups:
+            read = GroupRead({}, {})
+            for top in tops:
+                answer = await anext(answers)
+                if answer[0] == "ok":
+                    _, found, paths, contents = answer
+                    read.tree.update(walked_tree(found))
+                    for path, content in zip(paths, contents, strict=True):
+                        read.files[path] = self._read_result(path, content)
+                    continue
+                error = self._error(top, rebuilt_error(answer[1], top))
+                if answer[0] == "fail" or not isinstance(
+                    error, PathNotFoundError | UnsafeEntryError
+                ):
+                    raise error  # a top gone or no directory to enter is left out
+            yield read
+
+    def _read_result(self, path: str, content: bytes | tuple) -> bytes | Absent:
+        """A file the child read, or why not as ``get_contents`` gives it: absent or
+        unsafe as a value, any other error raised."""
+        if isinstance(content, bytes):
+            return content
+        exc = rebuilt_error(content, path)
+        if isinstance(exc, IsADirectoryError):
+            return PathNotFoundError(path, self.name)  # as _read_whole
+        error = self._error(path, exc)
+        if not isinstance(error, Absent):
+            raise error
+        return error
+
     async def list_trees(self, tops: Sequence[str], descend: Descend) -> dict[str, TreeListing]:
         """Every top walked in one worker thread, one after another (threads at once
         contend for the interpreter more than they overlap). A top that is gone or no
@@ -473,43 +531,19 @@ _WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CREATE = _WRITE | os.O_CREAT
 
 
-def _walk_tree(
-    fd: int, directory: str, descend: Descend, tree: dict[str, TreeListing], depth: int = 0
-) -> None:
-    raws: list[bytes] = []  # hex-named directories, kept as raw bytes (TreeListing)
-    entries: list[TreeEntry] = []
-    with os.scandir(fd) as found:
-        for entry in found:
-            name = entry.name
-            if ".tmp-" in name:
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if is_hex_name(name):
-                        raws.append(bytes.fromhex(name))
-                    else:
-                        entries.append(TreeEntry(f"{directory}/{name}", True))
-                elif entry.is_file(follow_symlinks=False):
-                    entries.append(TreeEntry(f"{directory}/{name}", False))
-                else:
-                    odd = kind_of(entry.stat(follow_symlinks=False).st_mode)
-                    entries.append(TreeEntry(f"{directory}/{name}", False, f"{odd}, not followed"))
-            except FileNotFoundError:
-                continue  # gone meanwhile
-    listing = TreeListing.packed(directory or "/", raws, entries)
-    tree[directory or "/"] = listing
-    if depth >= TREE_DEPTH:  # a store made to exhaust the stack or the descriptors
-        return
-    for entry in listing:
-        if entry.is_dir and descend(entry.path):
-            try:
-                child = os.open(entry.path.rsplit("/", 1)[1], DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError:
-                continue  # gone meanwhile, or swapped for a symlink
-            try:
-                _walk_tree(child, entry.path, descend, tree, depth + 1)
-            finally:
-                os.close(child)
+def _walk_tree(fd: int, directory: str, descend: Descend, tree: dict[str, TreeListing]) -> None:
+    """``beneath.walk_tree`` into ``tree``, each directory's listing packed as it is
+    read (a walk of the blobs holds 200,000 names: packed, 32 bytes each)."""
+
+    def take(listed: Listed) -> None:
+        tree[listed[0]] = TreeListing.walked(*listed)
+
+    walk_tree(fd, directory, descend, take)
+
+
+def walked_tree(found: list[Listed]) -> dict[str, TreeListing]:
+    """The packed listings of a walk (``beneath.walk_tree``)."""
+    return {directory: TreeListing.walked(directory, raws, rest) for directory, raws, rest in found}
 
 
 def _read_dir(fd: int, prefix: str) -> list[FileInfo]:

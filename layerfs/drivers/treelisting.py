@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import re
 import struct
 import sys
 from array import array
@@ -20,8 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import overload
 
 from .base import WIDTH, TreeEntry
+from .beneath import DIRECTORY, FILE, HEX_NAME, ODD
 
-HEX_NAME = re.compile(r"[0-9a-f]{64}")  # a sha256 digest's hex: packed as 32 bytes
 _KEY = struct.Struct(">Q24x")  # a packed value's first 8 bytes, as an ordered number
 
 
@@ -39,7 +38,7 @@ def packable(entry: TreeEntry, name: str) -> bool:
     )  # fmt: skip
 
 
-_FILE, _DIR, _OTHER = 0, 1, 2  # what a named entry is (_OTHER: see ``_others``)
+_FILE, _DIR, _OTHER = FILE, DIRECTORY, ODD  # what an entry is (_OTHER: see ``_others``)
 _NO_HEX = b""
 
 
@@ -82,6 +81,24 @@ class TreeListing(Sequence[TreeEntry]):
         """From the raw values of its hex-named directories and its other entries."""
         raws.sort()
         return cls(directory, b"".join(raws), rest)
+
+    @classmethod
+    def walked(
+        cls, directory: str, raws: list[bytes], rest: list[tuple[str, int, str]]
+    ) -> TreeListing:
+        """From a walk's listing (``beneath.walk_tree``): sorted raw values, and the
+        other entries sorted as (name, kind, what an ODD one is)."""
+        listing = cls.__new__(cls)
+        listing.directory = directory
+        listing._hex = b"".join(raws) or _NO_HEX
+        listing._keys = None
+        listing._names = tuple(sys.intern(name) for name, _, _ in rest)
+        listing._kinds = bytes(kind for _, kind, _ in rest)
+        prefix = listing._prefix()
+        others = {name: TreeEntry(f"{prefix}/{name}", False, odd)
+                  for name, kind, odd in rest if kind == _OTHER}  # fmt: skip
+        listing._others = others or None
+        return listing
 
     # the packed part -------------------------------------------------------------
     def hex_names(self) -> Iterator[str]:

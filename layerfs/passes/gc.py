@@ -174,19 +174,9 @@ class GarbageCollector(OverStore):
         self.result.marked = BlobMarks(self.numbering)
         doomed_manifests: list[tuple[str, Digest]] = []
         names = await self.store.repositories(self._odd)
-        async for group in self.store.groups(names):
-            await self._read_ahead(group)
-            kept: list[tuple[str, Digest]] = []
-            for name in group:
-                try:
-                    doomed_manifests += await self._sort_revisions(name, kept)
-                except UnsafeEntryError as exc:
-                    self._unreadable(f"{name}: {exc}", "repository")
-                raws, others = await walk.digest_dir_values(self.snapshot, paths.layers_dir(name))
-                numbers = array("l", map(self.numbering.number_raw, raws))
-                numbers.extend(map(self.numbering.number, others))
-                self.layer_links[name] = numbers
-            await self._mark_manifests(kept)
+        async with self.store.groups(names) as groups:
+            async for group in groups:
+                doomed_manifests += await self._mark_group(group)
         if not self.result.complete:
             log.error(
                 "%d manifests or repositories could not be read; nothing deleted",
@@ -221,6 +211,23 @@ class GarbageCollector(OverStore):
         return await self.registry.repositories(walk.log_odd, now)
 
     # mark ------------------------------------------------------------------------
+    async def _mark_group(self, group: list[str]) -> list[tuple[str, Digest]]:
+        """Mark what a group of repositories holds; returns the manifests that go."""
+        await self._read_ahead(group)
+        doomed: list[tuple[str, Digest]] = []
+        kept: list[tuple[str, Digest]] = []
+        for name in group:
+            try:
+                doomed += await self._sort_revisions(name, kept)
+            except UnsafeEntryError as exc:
+                self._unreadable(f"{name}: {exc}", "repository")
+            raws, others = await walk.digest_dir_values(self.snapshot, paths.layers_dir(name))
+            numbers = array("l", map(self.numbering.number_raw, raws))
+            numbers.extend(map(self.numbering.number, others))
+            self.layer_links[name] = numbers
+        await self._mark_manifests(kept)
+        return doomed
+
     async def _read_ahead(self, names: list[str]) -> None:
         """The revision links (and, to delete untagged ones, the tags) of these
         repositories, then the manifests they name: a few batched reads."""

@@ -21,12 +21,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
-from ..drivers.base import Absent, Descend, TreeEntry
+from ..drivers.base import Absent, Descend, FilesBelow, Refusing, TreeEntry
 from ..drivers.treelisting import TreeListing, listings
 from ..storage import paths, walk
 from ..storage.digest import CANONICAL, Digest
@@ -36,15 +35,13 @@ from ..storage.links import decode_link
 # A tag's history entries tried against its ``current`` link's ETag: the newest
 # manifests a tag named are usually few; a longer history is read as a file.
 HISTORY_CANDIDATES = 64
-# A directory named by a digest's hex holds only ``data`` or ``link``: not listed.
-_DIGEST_HEX = re.compile(r"[0-9a-f]{32,}")
-
-
-def layout_dirs(path: str) -> bool:
-    """``list_tree``'s ``descend`` for the layout: every directory a walk lists, not
-    the blob and link directories (a digest's hex) nor a tag's ``current``."""
-    name = path.rsplit("/", 1)[1]
-    return name != "current" and not _DIGEST_HEX.fullmatch(name)
+# ``list_tree``'s ``descend`` for the layout: every directory a walk lists, not the
+# blob and link directories (a digest's hex: they hold only ``data`` or ``link``) nor
+# a tag's ``current``. A pattern, so that a walk can run in another process.
+layout_dirs = Refusing(r"/(?:current|[0-9a-f]{32,})$")
+# what a pass reads below the directories a walk of a repository does not enter:
+# every link file (layers, revisions, a tag's current link and its index)
+REPOSITORY_LINKS = FilesBelow(paths.LINK)
 
 
 def marked_dirs(path: str) -> bool:
@@ -80,6 +77,16 @@ class Snapshot:
         self.odd_tops: dict[str, str] = {}  # a top that could not be entered
         # whether any file came with an ETag: else no link is proven (a local disk's)
         self.etags = any(listing.has_etags() for listing in self.tree.values())
+
+    def beside(self, tree: dict[str, Sequence[TreeEntry]]) -> Snapshot:
+        """This snapshot's listings with ``tree``'s (a group's) added: made in the
+        time of ``tree`` alone."""
+        found = listings(tree)
+        snapshot = Snapshot(self.driver, {})
+        snapshot.tree = self.tree | found
+        snapshot.odd_tops = self.odd_tops
+        snapshot.etags = self.etags or any(listing.has_etags() for listing in found.values())
+        return snapshot
 
     @classmethod
     async def read(
@@ -171,6 +178,14 @@ class ReadAhead:
     def trust(self, snapshot: Snapshot) -> None:
         """Take from ``snapshot`` the link contents its listing proves."""
         self.snapshot = snapshot
+
+    def take(self, files: dict[str, bytes | Absent]) -> None:
+        """Files read already (with a group's listings), to be handed out by ``get``
+        (``files`` is kept, not copied)."""
+        if self.read:
+            self.read.update(files)
+        else:
+            self.read = files
 
     async def fetch(self, wanted: Iterable[str]) -> None:
         """Read these files now (those not held already, nor proven by the snapshot)."""

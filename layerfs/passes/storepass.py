@@ -4,9 +4,10 @@
 1. the top listing, read once and kept: the blobs (packed, ``TreeListing``) and the
    repositories' names;
 2. the blobs numbered (``BlobTable``), for the arrays and flags a pass keeps per blob;
-3. the repositories a group of GROUP at a time: the group's listings read (one
-   ``list_trees``: on disk, one worker thread), its link files and manifests read
-   ahead (``ReadAhead``), checked by the pass, then forgotten.
+3. the repositories a group of GROUP at a time: the group's listings and link files
+   read (``reading_groups``: on a large local store, by a child process running
+   ahead of the pass), its manifests read ahead (``ReadAhead``), checked by the
+   pass, then forgotten.
 
 A pass so holds the blob listing and one group, not every listing of the store: on
 disk, a store's tags alone are tens of thousands of small directories. Where the
@@ -17,13 +18,22 @@ costs no request.
 
 from __future__ import annotations
 
+import contextlib
 from array import array
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..drivers import FileInfo, StorageDriver, UnsafeEntryError
-from ..drivers.base import SIZES_BATCH, WIDTH, Absent, Descend, chunked
-from ..drivers.treelisting import listings
+from ..drivers.base import (
+    NO_FILES,
+    SIZES_BATCH,
+    WIDTH,
+    Absent,
+    Descend,
+    FilesBelow,
+    GroupRead,
+    chunked,
+)
 from ..storage import paths, walk
 from ..storage.digest import Digest
 from ..storage.registry import Registry
@@ -31,6 +41,9 @@ from .blobtable import BlobTable, sizes_array
 from .readahead import ReadAhead, Snapshot, layout_dirs, repository_dirs
 
 GROUP = 64  # repositories listed, read ahead and checked together
+# ... where their link files are read with the listings (``below``): those are some
+# three times the bytes of the listings, and a driver reading ahead holds a few groups
+FILES_GROUP = 16
 
 
 class StorePass:
@@ -112,28 +125,40 @@ class StorePass:
     async def repositories(self, on_odd: walk.OnOdd) -> list[str]:
         return await Registry(self.driver).repositories(on_odd, self.top)
 
+    @contextlib.asynccontextmanager
     async def groups(
-        self, names: list[str], descend: Descend | None = None
+        self, names: list[str], descend: Descend | None = None, below: FilesBelow = NO_FILES
+    ) -> AsyncIterator[AsyncIterator[list[str]]]:
+        """Each group of ``names`` in turn, with ``snapshot`` holding its listings
+        (``descend``: what of them, else the pass's) and ``ahead`` the files
+        ``below`` names in them; what was read ahead is dropped after it. The driver
+        may read the next groups while the pass works on this one
+        (``reading_groups``)."""
+        size = GROUP if below is NO_FILES else FILES_GROUP
+        chunks = [names[start : start + size] for start in range(0, len(names), size)]
+        if self.whole:  # the top listing holds every group's
+            yield self._each(chunks, None)
+            return
+        tops = [[paths.repository(name) for name in chunk] for chunk in chunks]
+        async with self.driver.reading_groups(tops, descend or self.descend, below) as reads:
+            yield self._each(chunks, reads)
+
+    async def _each(
+        self, chunks: list[list[str]], reads: AsyncIterator[GroupRead] | None
     ) -> AsyncIterator[list[str]]:
-        """Each group of ``names`` with ``snapshot`` holding its listings (``descend``:
-        what of them, else the pass's); what was read ahead is dropped after it."""
-        for start in range(0, len(names), GROUP):
-            group = names[start : start + GROUP]
-            self.snapshot = await self._group_snapshot(group, descend or self.descend)
-            self.ahead.trust(self.snapshot)
+        for chunk in chunks:
+            if reads is not None:
+                read = await anext(reads)
+                self.snapshot = self.top.beside(read.tree)
+                self.ahead.trust(self.snapshot)
+                self.ahead.take(read.files)
+                del read  # the group's files are held by ``ahead`` alone, until forgotten
             try:
-                yield group
+                yield chunk
             finally:
                 self.ahead.forget()
                 self.snapshot = self.top
                 self.ahead.trust(self.top)
-
-    async def _group_snapshot(self, names: list[str], descend: Descend) -> Snapshot:
-        if self.whole:
-            return self.top
-        tops = [paths.repository(name) for name in names]
-        tree = dict(self.top.tree) | listings(await self.driver.list_trees(tops, descend))
-        return Snapshot(self.driver, tree)
 
 
 @dataclass

@@ -156,11 +156,12 @@ class UsageReader(OverStore):
         names = await self.store.repositories(self._odd)
         self.progress(0, len(names))
         done = 0
-        async for group in self.store.groups(names):
-            await self._read_group(group)
-            await self._read_uploads(group)
-            done += len(group)
-            self.progress(done, len(names))
+        async with self.store.groups(names) as groups:
+            async for group in groups:
+                await self._read_group(group)
+                await self._read_uploads(group)
+                done += len(group)
+                self.progress(done, len(names))
 
     async def _odd(self, path: str, why: str) -> None:
         self.facts.odd.append((path, why))

@@ -359,10 +359,13 @@ def tag_index_of_current(parts: Parts) -> Parts:
     return (*parts[:-2], "index")
 
 
+LINK = "link"  # the file of every link directory
+
+
 def link_in(entry: str) -> str:
     """The link file of a link directory a walk found (``<alg>/<hex>/`` below
     ``_layers``, revisions or a tag's index)."""
-    return f"{entry}/link"
+    return f"{entry}/{LINK}"
 
 
 def index_in(tag_dir: str) -> str:

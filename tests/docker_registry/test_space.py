@@ -501,11 +501,14 @@ def test_du_names_what_it_cannot_account_for(store_dir: Path, tmp_path: Path) ->
     assert [r["repository"] for r in report["rows"]] == ["app/a"]  # what it could read
 
 
-async def test_the_size_child_reads_a_registry_store_as_the_threads_do(tmp_path: Path) -> None:
+async def test_the_child_processes_read_a_registry_store_as_the_threads_do(
+    tmp_path: Path,
+) -> None:
     """On a store docker-registry wrote (a moved tag, an untagged manifest, an index,
     an orphan blob, a dangling layer link, an abandoned upload), du and fsck with
-    every blob stated by the child process equal those stated in worker threads,
-    and du's figures are the registry's."""
+    every blob stated by the size child, and fsck's repositories walked and read by
+    the group child, equal those read in worker threads, and du's figures are the
+    registry's."""
     from layerfs.drivers import FilesystemDriver
     from layerfs.passes.fsck import fsck
     from layerfs.passes.usage import Usage, read_store
@@ -516,6 +519,7 @@ async def test_the_size_child_reads_a_registry_store_as_the_threads_do(tmp_path:
     async def passes(in_process: bool):  # type: ignore[no-untyped-def]
         driver = FilesystemDriver(store.root)
         driver.sizes_in_process_from = 1 if in_process else 1 << 62
+        driver.groups_in_process_from = 0 if in_process else 1 << 62
         usage = Usage(await read_store(driver))
         report = await fsck(driver, check_data=False)
         findings = [(f.kind, f.path) for f in report.findings]

@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from layerfs.drivers import (
+    FilesystemDriver,
     InvalidOffsetError,
     InvalidPathError,
     MemoryDriver,
@@ -18,6 +19,7 @@ from layerfs.drivers import (
     StorageDriverError,
     WriterClosedError,
 )
+from layerfs.drivers.base import FilesBelow, Refusing
 
 MiB = 1 << 20
 
@@ -377,6 +379,44 @@ async def test_list_trees_is_each_list_tree_together(driver: StorageDriver) -> N
         apart.update(await driver.list_tree(top, everything))
     assert {d: list(e) for d, e in together.items()} == {d: list(e) for d, e in apart.items()}
     assert "/t/a/b" in together and "/u/d" in together and "/t" not in together
+
+
+async def test_reading_groups_is_list_trees_with_the_files_below(driver: StorageDriver) -> None:
+    """Each group's listings are ``list_trees`` of its tops; its files, each wanted
+    ``name`` in a directory listed and not entered, are ``get_contents`` of them
+    (absent ones as values), on every driver; on disk, by a child as by threads."""
+    hexes = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(3)]
+    for i, hex_name in enumerate(hexes[:2]):
+        await driver.put_content(f"/r/a/_layers/sha256/{hex_name}/link", b"link %d" % i)
+    await driver.put_content(f"/r/a/_layers/sha256/{hexes[2]}/data", b"no link here")
+    await driver.put_content("/r/a/_manifests/tags/t/current/link", b"current")
+    await driver.put_content("/r/a/_uploads/u/data", b"an upload")
+    await driver.put_content("/r/b/x/current/link", b"another")
+    await driver.put_content("/r/c", b"a file top")
+    descend = Refusing(r"/(?:current|[0-9a-f]{32,})$")
+    groups = [["/r/a", "/r/missing"], ["/r/c", "/r/b"]]
+    for in_process in (False, True):
+        if isinstance(driver, FilesystemDriver):
+            driver.groups_in_process_from = 0 if in_process else 1 << 62
+        async with driver.reading_groups(groups, descend, FilesBelow("link")) as reads:
+            found = [read async for read in reads]
+        assert len(found) == 2
+        for tops, read in zip(groups, found, strict=True):
+            listed = await driver.list_trees(tops, descend)
+            assert {d: list(e) for d, e in read.tree.items()} == {
+                d: list(e) for d, e in listed.items()
+            }
+            wanted = sorted(read.files)
+            contents = await driver.get_contents(wanted)
+            assert [
+                read.files[p] if isinstance(read.files[p], bytes) else None for p in wanted
+            ] == [c if isinstance(c, bytes) else None for c in contents]
+        layers = "/r/a/_layers/sha256"
+        assert found[0].files[f"{layers}/{hexes[0]}/link"] == b"link 0"
+        assert isinstance(found[0].files[f"{layers}/{hexes[2]}/link"], PathNotFoundError)
+        assert found[0].files["/r/a/_manifests/tags/t/current/link"] == b"current"
+        assert len(found[0].files) == 4  # nothing of the upload, which is entered
+        assert found[1].files == {"/r/b/x/current/link": b"another"}
 
 
 async def test_list_tree_infos_reads_ahead_below_the_children(

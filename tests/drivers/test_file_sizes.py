@@ -16,6 +16,8 @@ import trio
 from layerfs.drivers import FilesystemDriver, InvalidPathError, StorageDriverError
 from layerfs.drivers.sizeprocess import CHUNK
 
+from ..children import living_children
+
 
 def _make_data(where: Path, i: int, secret: Path) -> None:
     """The ``data`` of entry ``i`` in ``where``: by ``i % 7``, a file of ``i`` bytes
@@ -146,19 +148,4 @@ async def test_a_cancelled_call_leaves_no_child(tmp_path: Path) -> None:
 
 
 def _children() -> list[int]:
-    """This process's living children that are size children."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and b"sizechild.py" in command:
-            state = stat.rsplit(")", 1)[1].split()[0]
-            if state != "Z":
-                found.append(int(entry.name))
-    return found
+    return living_children(b"sizechild.py")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from layerfs.drivers import FilesystemDriver, MemoryDriver, PathNotFoundError, UnsafeEntryError
 from layerfs.drivers.base import Absent, Descend, TreeEntry
-from layerfs.drivers.filesystem import TREE_DEPTH
+from layerfs.drivers.beneath import TREE_DEPTH
 from layerfs.drivers.s3 import S3Driver
 from layerfs.passes.readahead import (
     ReadAhead,
@@ -232,3 +232,22 @@ async def test_an_s3_listing_proves_a_tag_link_naming_an_entry_of_its_history(
     assert await ahead.get(outside) == str(stray).encode()
     assert await ahead.get(no_history) == str(new).encode()
     await s3.aclose()
+
+
+NAMES = st.one_of(
+    st.sampled_from(["current", "currently", "xcurrent", "_layers", "sha256", "index"]),
+    st.text("0123456789abcdefg-", min_size=0, max_size=70),
+)
+
+
+@given(st.lists(NAMES, min_size=1, max_size=4).map(lambda names: "/" + "/".join(names)))
+@example("/r/current/x")  # "current" above the last component is entered
+@example("/r/" + "ab" * 16)  # 32 hex digits: a digest's directory
+@example("/r/" + "ab" * 15 + "a")  # 31: entered
+def test_the_layout_walk_refuses_exactly_digest_and_current_directories(path: str) -> None:
+    """``layout_dirs``, a pattern so that a child process can walk with it, takes a
+    directory unless its own name is ``current`` or a digest's hex (32 hex digits
+    or more): the rule said as words."""
+    name = path.rsplit("/", 1)[1]
+    digest_like = len(name) >= 32 and all(c in "0123456789abcdef" for c in name)
+    assert layout_dirs(path) == (name != "current" and not digest_like)

@@ -22,6 +22,7 @@ import trio
 from ...drivers import StorageDriver
 from ...storage import paths
 from ..blobtable import BlobStates, Numbering
+from ..readahead import REPOSITORY_LINKS
 from .base import BATCH_FILES, CHUNK, CheckedBlob
 from .blobs import BlobChecks
 from .report import REGISTRY_STATES, Finding, NotRepairable, Report
@@ -48,11 +49,12 @@ class Fsck(BlobChecks, RepositoryChecks, UploadChecks):
         else:
             self._take_unread(sizes)
         names = await self.store.repositories(self._odd)
-        async for group in self.store.groups(names):
-            await self._read_ahead(group)
-            for name in group:
-                self.report.repositories += 1
-                await self._check_repository(name)
+        async with self.store.groups(names, below=REPOSITORY_LINKS) as groups:
+            async for group in groups:
+                await self._read_ahead(group)
+                for name in group:
+                    self.report.repositories += 1
+                    await self._check_repository(name)
         limiter = trio.CapacityLimiter(self.workers)
         for start in range(0, len(uploads), BATCH_FILES):
             batch = uploads[start : start + BATCH_FILES]
