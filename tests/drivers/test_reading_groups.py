@@ -5,23 +5,30 @@ early or being cancelled leaves no process."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from layerfs.drivers import FilesystemDriver, PathNotFoundError, StorageDriverError
-from layerfs.drivers.base import FilesBelow, GroupRead, Refusing, UnsafeEntryError
+from layerfs.drivers.base import FilesBelow, GroupRead, UnsafeEntryError
 from layerfs.drivers.groupprocess import PIPE_SIZE
+from layerfs.passes.readahead import layout_dirs
+from layerfs.storage import paths
 
 from ..children import living_children
+from ..passes.test_readahead import LAYOUT_PATH
 
-LAYOUT = Refusing(r"/(?:current|[0-9a-f]{32,})$")  # the layout's walk (readahead.layout_dirs)
+LAYOUT = layout_dirs
 LINKS = FilesBelow("link")
 SECRET = b"outside the store"
 
@@ -204,3 +211,62 @@ async def test_a_cancelled_read_leaves_no_child(tmp_path: Path) -> None:
             nursery.cancel_scope.cancel()
     assert not scope.cancelled_caught  # the cancel returned at once
     assert not living_children(b"groupchild.py")
+
+
+REPOSITORIES = ["app", "team/web", "a/b/c", "missing"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    files=st.lists(LAYOUT_PATH, min_size=1, max_size=12),
+    odd=st.lists(
+        st.tuples(LAYOUT_PATH, st.integers(min_value=0), st.sampled_from("lfd")), max_size=3
+    ),  # fmt: skip
+    bare=st.lists(LAYOUT_PATH, max_size=3),
+    use_openat2=st.booleans(),
+)
+def test_on_any_tree_a_child_reads_what_threads_read(
+    files: list[str], odd: list[tuple[str, int, str]], bare: list[str], use_openat2: bool
+) -> None:
+    """Layout trees with a symbolic link, a FIFO or a directory at any component of a
+    path, and directories without their file: every group of repositories the child
+    reads is what the threads read."""
+    base = Path(tempfile.mkdtemp(prefix="groups-"))
+    try:
+        root = base / "store"
+        for path in files:
+            target = root / path.lstrip("/")
+            if target.exists() or any(p.is_file() for p in target.parents):
+                continue  # a file where this path needs a directory: skip it
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.encode())
+        for path in bare:  # a link directory without its link, a blob's without data
+            with contextlib.suppress(OSError):
+                (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        for path, at, kind in odd:
+            parts = path.strip("/").split("/")
+            where = root.joinpath(*parts[: 1 + at % len(parts)])
+            if where.exists() or where.is_symlink() or any(p.is_file() for p in where.parents):
+                continue
+            where.parent.mkdir(parents=True, exist_ok=True)
+            if kind == "l":
+                where.symlink_to(base)
+            elif kind == "f":
+                os.mkfifo(where)
+            else:
+                where.mkdir()
+        tops = [paths.repository(name) for name in REPOSITORIES]
+        groups = [tops[:2], tops[2:]]
+
+        async def compare() -> None:
+            driver = FilesystemDriver(root)
+            driver._beneath.use_openat2 = use_openat2
+            driver.groups_in_process_from = 1 << 62
+            threads = await _read_all(driver, groups)
+            driver.groups_in_process_from = 0
+            child = await _read_all(driver, groups)
+            assert [_comparable(r) for r in child] == [_comparable(r) for r in threads]
+
+        trio.run(compare)
+    finally:
+        shutil.rmtree(base)
