@@ -5,7 +5,6 @@ early or being cancelled leaves no process."""
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import os
@@ -26,6 +25,7 @@ from layerfs.passes.readahead import layout_dirs
 from layerfs.storage import paths
 
 from ..children import living_children
+from ..layouttrees import build_tree
 from ..passes.test_readahead import LAYOUT_PATH
 
 LAYOUT = layout_dirs
@@ -90,16 +90,24 @@ def _comparable(read: GroupRead) -> tuple[dict, dict]:
     return {d: list(entries) for d, entries in read.tree.items()}, files
 
 
-@pytest.mark.parametrize("use_openat2", [True, False])
-async def test_a_child_reads_what_worker_threads_read(tmp_path: Path, use_openat2: bool) -> None:
-    groups = _store(tmp_path / "store")
-    driver = FilesystemDriver(tmp_path / "store")
+async def _child_and_threads(
+    root: Path, groups: list[list[str]], use_openat2: bool
+) -> list[GroupRead]:
+    """The groups read by the child, once found equal to the threads' reading."""
+    driver = FilesystemDriver(root)
     driver._beneath.use_openat2 = use_openat2
     driver.groups_in_process_from = 1 << 62
     threads = await _read_all(driver, groups)
     driver.groups_in_process_from = 0
     child = await _read_all(driver, groups)
     assert [_comparable(r) for r in child] == [_comparable(r) for r in threads]
+    return child
+
+
+@pytest.mark.parametrize("use_openat2", [True, False])
+async def test_a_child_reads_what_worker_threads_read(tmp_path: Path, use_openat2: bool) -> None:
+    groups = _store(tmp_path / "store")
+    child = await _child_and_threads(tmp_path / "store", groups, use_openat2)
     assert not living_children(b"groupchild.py")
 
     first, second = child
@@ -233,40 +241,8 @@ def test_on_any_tree_a_child_reads_what_threads_read(
     reads is what the threads read."""
     base = Path(tempfile.mkdtemp(prefix="groups-"))
     try:
-        root = base / "store"
-        for path in files:
-            target = root / path.lstrip("/")
-            if target.exists() or any(p.is_file() for p in target.parents):
-                continue  # a file where this path needs a directory: skip it
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(path.encode())
-        for path in bare:  # a link directory without its link, a blob's without data
-            with contextlib.suppress(OSError):
-                (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        for path, at, kind in odd:
-            parts = path.strip("/").split("/")
-            where = root.joinpath(*parts[: 1 + at % len(parts)])
-            if where.exists() or where.is_symlink() or any(p.is_file() for p in where.parents):
-                continue
-            where.parent.mkdir(parents=True, exist_ok=True)
-            if kind == "l":
-                where.symlink_to(base)
-            elif kind == "f":
-                os.mkfifo(where)
-            else:
-                where.mkdir()
+        root = build_tree(base, files, odd, bare)
         tops = [paths.repository(name) for name in REPOSITORIES]
-        groups = [tops[:2], tops[2:]]
-
-        async def compare() -> None:
-            driver = FilesystemDriver(root)
-            driver._beneath.use_openat2 = use_openat2
-            driver.groups_in_process_from = 1 << 62
-            threads = await _read_all(driver, groups)
-            driver.groups_in_process_from = 0
-            child = await _read_all(driver, groups)
-            assert [_comparable(r) for r in child] == [_comparable(r) for r in threads]
-
-        trio.run(compare)
+        trio.run(_child_and_threads, root, [tops[:2], tops[2:]], use_openat2)
     finally:
         shutil.rmtree(base)

@@ -28,6 +28,7 @@ from layerfs.passes.readahead import (
 from layerfs.storage import Digest, paths
 
 from ..conftest import S3_BUCKET, make_driver
+from ..layouttrees import build_tree
 from ..seaweed import SeaweedFS
 from ..wrappers import Passthrough
 
@@ -93,20 +94,7 @@ def test_a_snapshot_lists_as_the_driver_does(
 ) -> None:
     base = Path(tempfile.mkdtemp(prefix="snapshot-"))
     try:
-        root = base / "store"
-        for path in files:
-            target = root / path.lstrip("/")
-            if target.exists() or any(p.is_file() for p in target.parents):
-                continue  # a file where this path needs a directory: skip it
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(b"x")
-        for path, at in links:  # a symbolic link at one component of a path
-            parts = path.strip("/").split("/")
-            link = root.joinpath(*parts[: 1 + at % len(parts)])
-            if link.exists() or link.is_symlink() or any(p.is_file() for p in link.parents):
-                continue
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(base)
+        root = build_tree(base, files, [(path, at, "l") for path, at in links])
         trio.run(_compare, FilesystemDriver(root), top, descend)
     finally:
         shutil.rmtree(base)
