@@ -98,10 +98,6 @@ class Refusing:
     def __call__(self, path: str) -> bool:
         return self._search(path) is None
 
-    def __or__(self, other: Refusing) -> Refusing:
-        """Refusing what either refuses."""
-        return Refusing(f"{self.refused}|{other.refused}")
-
 
 @dataclass(frozen=True)
 class FilesBelow:

@@ -300,10 +300,10 @@ def walk_tree(
     """The listing of the open directory ``fd`` (driver path ``directory``, "" for
     the root) and of every directory below it that ``descend`` takes, parents first,
     each handed to ``take`` as it is read; the paths of the directories it did not
-    take into ``left``. Nothing is followed: a symlink or any other entry that is neither file nor
-    directory is ODD. Temporary files of atomic puts are left out, and an entry gone
-    meanwhile. Below TREE_DEPTH levels nothing is listed (a store made to exhaust
-    the stack or the descriptors)."""
+    take into ``left``. Nothing is followed: a symlink or any other entry that is
+    neither file nor directory is ODD. Temporary files of atomic puts are left out,
+    and an entry gone meanwhile. Below TREE_DEPTH levels nothing is listed (a store
+    made to exhaust the stack or the descriptors)."""
     raws: list[bytes] = []
     rest: list[tuple[str, int, str]] = []
     with os.scandir(fd) as entries:

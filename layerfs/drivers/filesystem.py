@@ -408,7 +408,7 @@ class FilesystemDriver(StorageDriver):
     async def reading_groups(
         self, groups: Sequence[Sequence[str]], descend: Descend, below: FilesBelow
     ) -> AsyncIterator[AsyncIterator[GroupRead]]:
-        """From GROUPS_IN_PROCESS_FROM tops on, where ``descend`` is a pattern
+        """From ``groups_in_process_from`` tops on, where ``descend`` is a pattern
         (``Refusing``), the groups are walked and read by a child process
         (``groupprocess.py``) ahead of the caller; its answers are what the threads
         give, and its failures the errors they raise."""

@@ -9,9 +9,9 @@ not entered, the file ``name`` whose path ``wanted`` finds is read, as
 holds one top's at a time): a 4-byte length and a ``marshal`` of ``("ok",
 listings, paths read, each one's bytes or why not)``, ``("unopened", why)`` for a
 top it could not open, or ``("fail", why)`` for one it could not walk, which ends
-the child. A why is
-``(errno, strerror, tag, kind)``, tag ``symlink``, ``notregular``, ``isdir`` or
-empty: what the parent needs to raise the error its threads would have raised.
+the child. A why is ``(errno, strerror, tag, kind)``, tag ``symlink``,
+``notregular``, ``isdir`` or empty: what the parent needs to raise the error its
+threads would have raised.
 
 Run as a script by its path, beside ``beneath.py``, so that it loads nothing of the
 package but that file; no module in this directory may take the name of a standard

@@ -5,9 +5,9 @@ A pass over a store of 200,000 blobs walks some 77,000 directories of repositori
 and reads some 240,000 link files. In worker threads that is Python holding the
 interpreter the pass needs to check what was read, so the two took turns. The child
 (``groupchild.py``, run as a script: it loads only the standard library and
-``beneath.py``) walks and reads every top (a repository) in order, each answer a frame, while the
-pass checks the groups before: up to FRAMES_AHEAD frames wait here, unparsed, and
-the pipe holds the child back beyond that. It resolves every path with the same
+``beneath.py``) walks and reads every top (a repository) in order, each answer a
+frame, while the pass checks the groups before: up to FRAMES_AHEAD frames wait here,
+unparsed, and the pipe holds the child back beyond that. It resolves every path with the same
 ``Beneath`` and walks with the same ``beneath.walk_tree`` as the driver's threads:
 nothing below the root is followed, and it only reads.
 """
@@ -27,7 +27,7 @@ import trio
 
 from .base import StorageDriverError
 from .beneath import Beneath, NotRegularError, SymlinkError
-from .sizeprocess import _keep_start
+from .sizeprocess import keep_start
 
 CHILD = Path(__file__).with_name("groupchild.py")
 FRAMES_AHEAD = 32  # tops read and waiting for the pass, at most, beside...
@@ -35,7 +35,7 @@ PIPE_SIZE = 1 << 20  # ...what the pipe holds (Linux's pipe-max-size by default)
 
 
 class GroupProcessError(StorageDriverError):
-    """The child ended before answering every group (its error output says why)."""
+    """The child ended before answering every top (its error output says why)."""
 
 
 @contextlib.asynccontextmanager
@@ -59,7 +59,7 @@ async def tops_in_process(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_send_request, process.stdin, request)
-            nursery.start_soon(_keep_start, process.stderr, errors)
+            nursery.start_soon(keep_start, process.stderr, errors)
             nursery.start_soon(_receive_frames, process.stdout, send)
             yield _answers(receive, len(tops), process, errors)
             nursery.cancel_scope.cancel()

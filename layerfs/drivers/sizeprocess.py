@@ -83,7 +83,7 @@ async def _sizes(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_send, process.stdin, requests, sent)
-            nursery.start_soon(_keep_start, process.stderr, errors)
+            nursery.start_soon(keep_start, process.stderr, errors)
             await _receive(process.stdout, sizes)
         code = await process.wait()
     finally:
@@ -118,7 +118,7 @@ async def _receive(stream: trio.abc.ReceiveStream, sizes: array[int]) -> None:
         pending = pending[whole:]
 
 
-async def _keep_start(stream: trio.abc.ReceiveStream, kept: bytearray, most: int = 4096) -> None:
+async def keep_start(stream: trio.abc.ReceiveStream, kept: bytearray, most: int = 4096) -> None:
     """The first ``most`` bytes of ``stream``, the rest read and dropped."""
     while data := await stream.receive_some():
         kept.extend(data[: max(0, most - len(kept))])
