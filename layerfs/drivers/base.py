@@ -104,7 +104,7 @@ class FilesBelow:
     """Which files ``reading_groups`` reads: the file ``name`` in each directory the
     walk lists and ``descend`` refuses, where that file's path matches ``wanted``."""
 
-    name: str
+    name: str  # "": none
     wanted: str = ""
 
     def paths(self, left: Iterable[str]) -> list[str]:
@@ -115,7 +115,7 @@ class FilesBelow:
         return [path for path in (f"{d}/{self.name}" for d in left) if search(path)]
 
 
-NO_FILES = FilesBelow("", r"(?!)")  # reads nothing: the groups' listings alone
+NO_FILES = FilesBelow("")  # no file: the groups' listings alone
 
 
 @dataclass

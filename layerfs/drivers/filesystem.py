@@ -137,6 +137,14 @@ class FilesystemDriver(StorageDriver):
             return StoreReadOnlyError(f"{self.name}: {path}: the store is read-only")
         return StorageDriverError(f"{self.name}: {path}: {exc.strerror}")
 
+    def _absent(self, path: str, exc: OSError) -> Absent:
+        """``exc`` at ``path`` as a batch gives it, a value where the path is absent
+        or not to be opened; any other error raised."""
+        error = self._error(path, exc)
+        if not isinstance(error, Absent):
+            raise error from None
+        return error
+
     async def _call(self, path: str, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a worker thread with its OSError named for ``path``."""
         try:
@@ -208,10 +216,7 @@ class FilesystemDriver(StorageDriver):
                 try:
                     done.append(one(path, root))
                 except OSError as exc:
-                    error = self._error(path, exc)
-                    if not isinstance(error, Absent):
-                        raise error from None
-                    done.append(error)
+                    done.append(self._absent(path, exc))
                 except (PathNotFoundError, UnsafeEntryError) as exc:
                     done.append(exc)
             return done
@@ -440,11 +445,9 @@ class FilesystemDriver(StorageDriver):
                     for path, content in zip(paths, contents, strict=True):
                         read.files[path] = self._read_result(path, content)
                     continue
-                error = self._error(top, rebuilt_error(answer[1], top))
-                if answer[0] == "fail" or not isinstance(
-                    error, PathNotFoundError | UnsafeEntryError
-                ):
-                    raise error  # a top gone or no directory to enter is left out
+                if answer[0] == "fail":
+                    raise self._error(top, rebuilt_error(answer[1], top))
+                self._absent(top, rebuilt_error(answer[1], top))  # gone or unsafe: left out
             yield read
 
     def _read_result(self, path: str, content: bytes | tuple) -> bytes | Absent:
@@ -455,10 +458,7 @@ class FilesystemDriver(StorageDriver):
         exc = rebuilt_error(content, path)
         if isinstance(exc, IsADirectoryError):
             return PathNotFoundError(path, self.name)  # as _read_whole
-        error = self._error(path, exc)
-        if not isinstance(error, Absent):
-            raise error
-        return error
+        return self._absent(path, exc)
 
     async def list_trees(self, tops: Sequence[str], descend: Descend) -> dict[str, TreeListing]:
         """Every top walked in one worker thread, one after another (threads at once
@@ -471,10 +471,8 @@ class FilesystemDriver(StorageDriver):
                 try:
                     fd = self._beneath.open_dir(top.strip("/").split("/"))
                 except OSError as exc:
-                    error = self._error(top, exc)
-                    if isinstance(error, PathNotFoundError | UnsafeEntryError):
-                        continue
-                    raise error from None
+                    self._absent(top, exc)  # gone or unsafe: left out
+                    continue
                 try:
                     _walk_tree(fd, top, descend, tree)
                 finally:

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from layerfs.drivers import FilesystemDriver
+from layerfs.passes.fsck import fsck
 from layerfs.storage import Digest, Registry, parse_manifest, paths
 
 from ..conftest import S3_BUCKET
@@ -130,6 +132,10 @@ async def test_fsck_agrees_with_the_registry(built, name: str, tmp_path: Path) -
     before = everything(store)
     result = run_layerfs(store, "fsck", store.spec)
     assert everything(store) == before  # a check changes nothing
+    if isinstance(store, FilesystemStore):  # S3 lists the whole store at once: no groups read
+        in_a_child, in_threads = await _fsck_report(store, True), await _fsck_report(store, False)
+        assert in_a_child == in_threads
+        assert f"{len(in_a_child[0])} problems" in result.stdout
     if name != "after-gc-m":
         assert result.returncode == 0, result.stdout + result.stderr
         assert "0 problems" in result.stdout
@@ -146,6 +152,17 @@ async def test_fsck_agrees_with_the_registry(built, name: str, tmp_path: Path) -
             for f in findings
         ), findings
     assert len(findings) == 2 and "2 problems" in result.stdout
+
+
+async def _fsck_report(store: FilesystemStore, in_a_child: bool) -> tuple:
+    """fsck's findings and counts, with the repositories walked and read by the group
+    child (``drivers/groupprocess.py``) or in a worker thread."""
+    driver = FilesystemDriver(str(store.root))
+    driver.groups_in_process_from = 0 if in_a_child else 1 << 62
+    report = await fsck(driver, check_data=False)
+    findings = [(f.kind, f.path, f.detail) for f in report.findings]
+    counts = (report.repositories, report.manifests, report.links, report.uploads)
+    return findings, counts, dict(report.registry_states)
 
 
 async def tag_digest(store: Store, repo: str, tag: str) -> Digest:
