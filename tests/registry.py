@@ -4,17 +4,20 @@ its HTTP API (upload endpoints included, with the signed ``_state`` they demand)
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +55,8 @@ class DockerRegistry:
         }
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> DockerRegistry:
+    def start(self, under: Sequence[str] = ()) -> DockerRegistry:
+        """Start the registry (``under``: a command it runs beneath, such as strace)."""
         binary = shutil.which("docker-registry")
         if binary is None:
             raise RuntimeError("docker-registry is not installed: run scripts/setup")
@@ -61,7 +65,10 @@ class DockerRegistry:
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         self.log = open(self.workdir / f"registry-{self.port}.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [binary, "serve", str(config)], stdout=self.log, stderr=subprocess.STDOUT, env=env
+            [*under, binary, "serve", str(config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -91,6 +98,10 @@ class DockerRegistry:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+            with contextlib.suppress(OSError):  # the registry, run under a tracer
+                for pid in children.read_text().split():
+                    os.kill(int(pid), signal.SIGTERM)
             self.process.terminate()
             try:
                 self.process.wait(10)

@@ -60,6 +60,12 @@ FSCK_CLEAN, FSCK_REPAIRED, FSCK_UNREPAIRED, FSCK_FAILED = 0, 1, 4, 8
 
 @cli.command()
 @click.option("--repair", is_flag=True, help="Remove what is provably broken; list it.")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    help="Repair nothing that changed more recently (a writer may be mid-write).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.option(
     "--workers", default=os.cpu_count() or 2, show_default=True, help="Blobs hashed at once."
@@ -70,21 +76,26 @@ FSCK_CLEAN, FSCK_REPAIRED, FSCK_UNREPAIRED, FSCK_FAILED = 0, 1, 4, 8
     help="Do not hash the blobs: a blob with data counts as intact (a quick check).",
 )
 @click.argument("store")
-def fsck(store: str, repair: bool, as_json: bool, workers: int, no_data: bool) -> None:
+def fsck(store: str, repair: bool, grace: str, as_json: bool, workers: int, no_data: bool) -> None:
     """Check every blob, link, manifest and upload of STORE.
 
     Exit status: 0 clean, 1 all findings repaired, 4 findings left, 8 check failed."""
     from ..drivers import StorageDriverError
     from ..passes.fsck import REGISTRY_STATES
     from ..passes.fsck import fsck as run_fsck
+    from ..storage.maintenance import parse_duration
 
+    try:
+        grace_period = parse_duration(grace)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     setup_logging("error", None)
     driver = open_store(store, existing=True)
     bar = progress_bar("fsck", not as_json, unit="B", unit_scale=True, unit_divisor=1024)
     try:
         check = functools.partial(
             run_fsck, driver, repair=repair, workers=workers, progress=bar.update,
-            on_total=_set_total(bar), check_data=not no_data,
+            on_total=_set_total(bar), check_data=not no_data, grace=grace_period,
         )  # fmt: skip
         report = trio.run(check)
     except StorageDriverError as exc:
@@ -109,6 +120,8 @@ def fsck(store: str, repair: bool, as_json: bool, workers: int, no_data: bool) -
             click.echo(f"{finding.kind}: {finding.path}: {finding.detail}")
             if finding.removed:
                 click.echo(f"  {'completed' if finding.fix else 'removed'} {finding.remove}")
+            elif repair and finding.kept:
+                click.echo(f"  kept {finding.remove}: {finding.kept}")
         for state, count in sorted(report.registry_states.items()):
             click.echo(f"normal: {count} {REGISTRY_STATES[state]}")
         click.echo(

@@ -248,6 +248,9 @@ class StorageDriver(abc.ABC):
     # stat: on a local disk one worker-thread call either way; on S3 a listing of a
     # large tree is many paged requests where a stat is one.
     lists_cheaply: bool = True
+    # Whether a directory has a time of its own, changed when an entry is made or
+    # removed in it (a local disk). An S3 prefix has none: only its keys have times.
+    directory_times: bool = False
     # The most one call may take, and one request to the mount (layerfs/deadline.py);
     # None where the backend cannot stop answering (a local disk).
     timeout: float | None = None

@@ -104,6 +104,7 @@ class FilesystemDriver(StorageDriver):
     :class:`UnsafeEntryError`, never opened for what it points at."""
 
     name = "filesystem"
+    directory_times = True
     # file_sizes of this many paths or more is stated in a child process
     sizes_in_process_from = 16384
     # reading_groups of this many tops or more is walked and read in a child process

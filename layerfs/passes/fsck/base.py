@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from ...drivers import StorageDriver, UnsafeEntryError
+from ...drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
+from ...storage import paths
 from ...storage.digest import Digest
 from ...storage.registry import Registry
 from ..blobtable import BlobStates
@@ -19,6 +21,12 @@ log = logging.getLogger(__name__)
 
 
 Progress = Callable[[int], None]
+# Whether what a finding was made of is still so when the repair comes to it
+StillSo = Callable[[], Awaitable[bool]]
+
+# A repair deletes nothing that changed within this time: a writer may be in the
+# middle of it (docker-registry writes a link by truncating it, then writing)
+REPAIR_GRACE = timedelta(hours=1)
 
 SMALL_FILE = 256 << 10  # blobs and uploads up to this size are read in batches...
 BATCH_BYTES = 16 << 20  # ...of at most this many bytes (and BATCH_FILES files)
@@ -56,8 +64,10 @@ class Checks(OverStore):
         progress: Progress | None = None,
         on_total: Callable[[int], None] | None = None,
         check_data: bool = True,
+        grace: timedelta = REPAIR_GRACE,
     ) -> None:
         self.driver = driver
+        self.grace = grace
         self.check_data = check_data  # False: a blob with data counts as good, unhashed
         self.store = StorePass(driver)  # the store's listings, a group at a time
         self.registry = Registry(driver)
@@ -78,25 +88,94 @@ class Checks(OverStore):
 
     # bookkeeping -----------------------------------------------------------
     async def _found(
-        self, kind: str, path: str, detail: str, remove: str | None = None, fix: Fix | None = None
+        self,
+        kind: str,
+        path: str,
+        detail: str,
+        remove: str | None = None,
+        fix: Fix | None = None,
+        still: StillSo | None = None,
     ) -> None:
+        """Report a finding; with a repair, remove ``remove`` (or run ``fix``), a
+        removal only after a second look (``_why_kept``)."""
         finding = Finding(kind, path, detail, remove, fix=fix)
         self.report.findings.append(finding)
         log.warning("%s: %s (%s)", path, detail, kind)
-        if self.repair and remove is not None:
+        if not self.repair or remove is None:
+            return
+        try:
+            finding.kept = None if fix is not None else await self._why_kept(path, remove, still)
+            if finding.kept is not None:
+                log.warning("not repaired: %s: %s", path, finding.kept)
+                return
+            if fix is not None:
+                await fix()
+            else:
+                await self.driver.delete_if_present(remove)
+        except UnsafeEntryError as exc:
+            finding.kept = str(exc)
+            log.warning("not repaired: %s", exc)  # a symlink on the way: left alone
+            return
+        except NotRepairable as exc:
+            finding.kept = str(exc)
+            log.warning("not repaired: %s: %s", path, exc)
+            return
+        finding.removed = True
+        log.warning("repaired %s", remove)
+
+    async def _why_kept(self, path: str, remove: str, still: StillSo | None) -> str | None:
+        """The second look before a removal: why it must not happen (what the finding
+        was made of changed since it was read, or something there changed within
+        the grace), else None. A completion (``fix``) validates what it moves and
+        needs none."""
+        if still is not None and not await still():
+            return "changed since it was read: looked at again, no longer so"
+        if not self.grace:  # no grace: whatever its age
+            return None
+        newest = max(
+            (t for t in [await self._newest_change(path), await self._newest_change(remove)] if t),
+            default=None,
+        )
+        if newest is not None and newest > datetime.now(UTC) - self.grace:
+            return f"changed at {newest:%Y-%m-%d %H:%M:%S} UTC, within the grace ({self.grace})"
+        return None
+
+    async def _newest_change(self, path: str) -> datetime | None:
+        """The newest time of ``path`` and of everything below it (a directory's own
+        time only where the driver keeps one); None when nothing is there. A symlink
+        has no age worth anything: UnsafeEntryError."""
+        try:
+            info = await self.driver.stat(path)
+        except PathNotFoundError:
+            return None
+        if not info.is_dir:
+            return info.mod_time.astimezone(UTC)
+        times = [info.mod_time] if self.driver.directory_times else []
+        async for entry in self.driver.walk(path):
+            if not entry.is_dir or self.driver.directory_times:
+                times.append(entry.mod_time)
+        return max((t.astimezone(UTC) for t in times), default=None)
+
+    def _unchanged(self, path: str, content: bytes | None) -> StillSo:
+        """A second look: the file holds the bytes read (None: it is still absent)."""
+
+        async def still() -> bool:
             try:
-                if fix is not None:
-                    await fix()
-                else:
-                    await self.driver.delete_if_present(remove)
-            except UnsafeEntryError as exc:
-                log.warning("not repaired: %s", exc)  # a symlink on the way: left alone
-                return
-            except NotRepairable as exc:
-                log.warning("not repaired: %s: %s", path, exc)
-                return
-            finding.removed = True
-            log.warning("repaired %s", remove)
+                return await self.driver.get_content(path) == content
+            except PathNotFoundError:
+                return content is None
+
+        return still
+
+    def _absent_blobs(self, digests: Sequence[Digest]) -> StillSo:
+        """A second look: none of these blobs has its data now (a symlink there is
+        not known to be gone)."""
+
+        async def still() -> bool:
+            found = await self.driver.stat_many([paths.blob_data(d) for d in digests])
+            return all(isinstance(info, PathNotFoundError) for info in found)
+
+        return still
 
     def _normal(self, state: str) -> None:
         self.report.registry_states[state] += 1

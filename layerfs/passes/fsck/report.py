@@ -36,6 +36,7 @@ class Finding:
     remove: str | None = None  # what a repair deletes (or completes); None: reported only
     removed: bool = False
     fix: Fix | None = field(default=None, repr=False)  # a repair that is more than a delete
+    kept: str | None = None  # why a repair left it (changed within the grace, a symlink)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -44,6 +45,7 @@ class Finding:
             "detail": self.detail,
             "repair": self.remove,
             "removed": self.removed,
+            "kept": self.kept,
         }
 
 

@@ -20,24 +20,25 @@ from .report import NotRepairable
 class RepositoryChecks(Checks):
     async def _read_link(
         self, path: str, remove: str, named: Digest | None = None
-    ) -> tuple[bool, Digest | None]:
-        """Whether the link file is there, and the digest it names (``named``, its
-        directory's, is the one expected): None when an API DELETE removed the link
-        (counted) or after reporting it as unreadable."""
+    ) -> tuple[bytes | None, Digest | None]:
+        """The link file's bytes (None: not there) and the digest they name
+        (``named``, its directory's, is the one expected): None when an API DELETE
+        removed the link (counted) or after reporting it as unreadable."""
         self.report.links += 1
         try:
             content = await self.ahead.get(path)
         except PathNotFoundError:
             self._normal("deleted-link")
-            return False, None
+            return None, None
         except UnsafeEntryError as exc:
             await self._unsafe(exc)
-            return False, None
+            return None, None
         try:
-            return True, decode_link(path, content, named)
+            return content, decode_link(path, content, named)
         except InvalidLinkError as exc:
-            await self._found("link-invalid", path, str(exc), remove)
-            return True, None
+            still = self._unchanged(path, content)
+            await self._found("link-invalid", path, str(exc), remove, still=still)
+            return content, None
 
     async def _link_dirs(self, directory: str) -> list[tuple[Digest, str]]:
         """``<alg>/<hex>`` directories below ``directory`` (odd names reported)."""
@@ -52,23 +53,21 @@ class RepositoryChecks(Checks):
         and a link to a corrupt blob (a repair removes it with the blob)."""
         found = []
         for digest, entry in await self._link_dirs(directory):
-            there, target = await self._read_link(paths.link_in(entry), entry, digest)
-            if there and files is not None:
+            path = paths.link_in(entry)
+            content, target = await self._read_link(path, entry, digest)
+            if content is not None and files is not None:
                 files.add(digest)
             if target is None:
                 continue
             verdict = self.verdicts.get(target)
             if digest.algorithm == CANONICAL and target != digest:
-                await self._found(
-                    "link-mismatch",
-                    paths.link_in(entry),
-                    f"the link of {digest} names {target}",
-                    entry,
-                )
+                detail = f"the link of {digest} names {target}"
+                still = self._unchanged(path, content)
+                await self._found("link-mismatch", path, detail, entry, still=still)
             elif verdict == CORRUPT:
-                await self._found(
-                    "link-dangling", paths.link_in(entry), f"names corrupt blob {target}", entry
-                )
+                detail = f"names corrupt blob {target}"
+                still = self._unchanged(path, content)
+                await self._found("link-dangling", path, detail, entry, still=still)
             else:
                 found.append((digest, entry, target, verdict))
         return found
@@ -133,9 +132,9 @@ class RepositoryChecks(Checks):
         for digest, entry, target, verdict in await self._links(paths.manifest_revisions(name)):
             self.held.add((name, digest))
             if verdict != GOOD:
-                await self._found(
-                    "link-dangling", paths.link_in(entry), f"manifest {digest} has no blob", entry
-                )
+                detail = f"manifest {digest} has no blob"
+                still = self._absent_blobs([target])  # none was listed: pushed since?
+                await self._found("link-dangling", paths.link_in(entry), detail, entry, still=still)
                 continue
             manifest = await self._parse_revision(name, target, entry)
             if manifest is None:
@@ -189,6 +188,8 @@ class RepositoryChecks(Checks):
                 f"manifest {digest} of {name} references missing blobs: "
                 + ", ".join(map(str, missing)),
                 remove,
+                # unless pushed since the blobs were listed (a corrupt one stays so)
+                still=self._absent_blobs([d for d in missing if self.verdicts.get(d) != CORRUPT]),
             )
             return False
         unlinked = [
@@ -217,16 +218,21 @@ class RepositoryChecks(Checks):
         """A tag the registry lists must name a manifest it can serve."""
         path = paths.current_link_in(tag_dir)
         self.report.links += 1
+        content = None
         try:
-            current = decode_link(path, await self.ahead.get(path))
+            content = await self.ahead.get(path)
+            current = decode_link(path, content)
         except UnsafeEntryError as exc:
             await self._unsafe(exc)
         except PathNotFoundError:
             detail = "tag without its current link: listed, but it serves nothing"
-            await self._found("tag-dangling", path, detail, tag_dir)
+            still = self._unchanged(path, None)
+            await self._found("tag-dangling", path, detail, tag_dir, still=still)
         except InvalidLinkError as exc:
-            await self._found("link-invalid", path, str(exc), tag_dir)
+            still = self._unchanged(path, content)
+            await self._found("link-invalid", path, str(exc), tag_dir, still=still)
         else:
             if current not in revisions:
                 detail = f"tag names {current}, which is no usable manifest of {name}"
-                await self._found("tag-dangling", path, detail, tag_dir)
+                still = self._unchanged(path, content)
+                await self._found("tag-dangling", path, detail, tag_dir, still=still)
