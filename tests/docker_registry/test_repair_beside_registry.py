@@ -1,8 +1,10 @@
-"""fsck --repair while docker-registry moves a tag. The registry writes a tag's
+"""fsck --repair while docker-registry writes. The registry writes a tag's
 ``current/link`` in place: open, truncate, write. Held between the truncate and
 the write (strace delays that one write), the link is empty, which is no digest.
 A repair must not remove the tag then: the registry's PUT answers 201 and the tag
-would be gone."""
+would be gone. And a push between fsck's listing of the blobs and its reading of
+the repositories leaves revisions and tags naming blobs the check never listed: the
+second look before a removal finds them there."""
 
 from __future__ import annotations
 
@@ -11,11 +13,19 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import trio
+
+from layerfs.passes.fsck import Fsck
+from layerfs.passes.fsck.base import CheckedUpload
+
+from ..conftest import Store
 from ..images import make_image, write_oci_layout
 from ..mounts import LAYERFS
-from ..registry import DockerRegistry, Response, skopeo_push
+from ..registry import DockerRegistry, Response, skopeo_pull, skopeo_push
 
 HELD = 6.0  # seconds strace holds the registry's write of the link
 V2 = "docker/registry/v2"
@@ -84,3 +94,45 @@ def test_a_tag_the_registry_is_moving_is_not_repaired_away(tmp_path: Path) -> No
     finally:
         registry.stop()
     assert fsck(store, "--repair").returncode == 0
+
+
+class PushedMeanwhile(Fsck):
+    """A repair with no grace, so that only its second look stands between a push
+    and a removal; the push runs once the blobs were listed and stated."""
+
+    def __init__(self, store: Store, push: Callable[[], None]) -> None:
+        super().__init__(store.driver(), repair=True, grace=timedelta(0))
+        self.push: Callable[[], None] | None = push
+
+    async def _list_uploads(self) -> list[CheckedUpload]:
+        if self.push is not None:
+            await trio.to_thread.run_sync(self.push)
+            self.push = None
+        return await super()._list_uploads()
+
+
+async def test_a_push_during_a_repair_is_not_repaired_away(
+    store: Store, store_registry: DockerRegistry, tmp_path: Path
+) -> None:
+    layout = write_oci_layout(make_image(seed=43), tmp_path / "one", "v1")
+    skopeo_push(layout, "v1", store_registry, "app/a:v1")
+
+    def push() -> None:  # a new repository, and a new tag in one fsck has listed
+        for seed, reference in [(44, "app/b:v1"), (45, "app/a:v2")]:
+            tag = reference.rsplit(":", 1)[1]
+            skopeo_push(write_oci_layout(make_image(seed=seed), tmp_path / str(seed), tag),
+                        tag, store_registry, reference)  # fmt: skip
+
+    check = PushedMeanwhile(store, push)
+    report = await check.run()
+    await check.driver.aclose()
+    assert check.push is None
+    if store.kind == "filesystem":  # app/a's repository is read after the push
+        assert sorted(f.kind for f in report.findings) == ["link-dangling", "tag-dangling"]
+    # on S3 the listing made first holds the whole store: the push is not seen at all
+    assert not [f for f in report.findings if f.removed], report.findings
+    for finding in report.findings:  # what it found of the push, it looked at again
+        assert finding.kept == "changed since it was read: looked at again, no longer so"
+    for reference in ["app/a:v1", "app/b:v1", "app/a:v2"]:
+        skopeo_pull(store_registry, reference, tmp_path / reference.replace("/", "-"))
+    assert (await Fsck(store.driver(), repair=True, grace=timedelta(0)).run()).clean

@@ -63,8 +63,8 @@ async def store_image(driver: FilesystemDriver, image: Image, skip: int | None =
     return digest
 
 
-async def damage(driver: FilesystemDriver, kind: str, good: Digest) -> Damage:
-    """Make one broken thing of ``kind`` (``good``: a sound manifest of REPO)."""
+async def damage(driver: FilesystemDriver, kind: str) -> Damage:
+    """Make one broken thing of ``kind``."""
     if kind == "link-invalid":  # a layer link holding no digest
         digest = Digest.of(b"a layer being linked")
         link = paths.layer_link(REPO, digest)
@@ -84,10 +84,17 @@ async def damage(driver: FilesystemDriver, kind: str, good: Digest) -> Damage:
         link = paths.manifest_revision_link(REPO, digest)
         layer = Digest.of(image.layers[0])
         return Damage(kind, link, link.rsplit("/", 1)[0], paths.blob_data(layer), image.layers[0])
-    # tag-dangling: the tag names no manifest of the repository (a move half seen)
-    link = paths.tag_current_link(REPO, "moving")
-    await driver.put_content(link, str(Digest.of(b"no such manifest")).encode())
-    return Damage(kind, link, paths.tag_dir(REPO, "moving"), link, str(good).encode())
+    # tag-dangling: the tag names a manifest the repository does not hold (yet: a
+    # push stores the manifest and its revision, then tags it)
+    image = make_image(seed=33)
+    for blob in [*image.layers, image.config]:
+        await store_blob(driver, blob)
+    link = paths.tag_current_link(REPO, "pushed")
+    await driver.put_content(link, str(Digest.of(image.manifest)).encode())
+    return Damage(
+        kind, link, paths.tag_dir(REPO, "pushed"), paths.blob_data(Digest.of(image.manifest)),
+        image.manifest,
+    )  # fmt: skip
 
 
 def age_everything(root: Path) -> None:
@@ -121,9 +128,12 @@ def writer(driver: FilesystemDriver, target: Damage, act: str) -> Callable[[], A
             await driver.put_content(target.reported, b"")
             return
         await driver.put_content(target.completes, target.whole)
+        digest = Digest.of(target.whole)
         if target.kind == "missing-blob":  # the push links the layer it stored
-            digest = Digest.of(target.whole)
             await driver.put_content(paths.layer_link(REPO, digest), str(digest).encode())
+        if target.kind == "tag-dangling":  # and the manifest it tagged
+            revision = paths.manifest_revision_link(REPO, digest)
+            await driver.put_content(revision, str(digest).encode())
         if act == "complete-old-time":
             old = os.stat(driver.root).st_mtime - OLD
             os.utime(os.path.join(driver.root, target.completes.lstrip("/")), (old, old))
@@ -135,7 +145,7 @@ async def repair_beside_a_writer(root: Path, kinds: list[str], plan: list[tuple[
     driver = FilesystemDriver(str(root))
     good = await store_image(driver, make_image(seed=30))
     await driver.put_content(paths.tag_current_link(REPO, "good"), str(good).encode())
-    damages = [await damage(driver, kind, good) for kind in kinds]
+    damages = [await damage(driver, kind) for kind in kinds]
     age_everything(root)
     acts: dict[int, list[Act]] = {}
     for index, (look, act) in enumerate(plan):

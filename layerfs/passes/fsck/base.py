@@ -167,6 +167,18 @@ class Checks(OverStore):
 
         return still
 
+    @staticmethod
+    def _all(*looks: StillSo) -> StillSo:
+        """A second look made of several: each must find its part still so."""
+
+        async def still() -> bool:
+            for look in looks:
+                if not await look():
+                    return False
+            return True
+
+        return still
+
     def _absent_blobs(self, digests: Sequence[Digest]) -> StillSo:
         """A second look: none of these blobs has its data now (a symlink there is
         not known to be gone)."""

@@ -13,7 +13,7 @@ from ...storage.errors import InvalidLinkError, ManifestInvalidError
 from ...storage.holders import uploads_holding
 from ...storage.links import decode_link
 from ...storage.manifests import Manifest, parse_manifest
-from .base import CORRUPT, GOOD, UNSAFE, Checks, json_object
+from .base import CORRUPT, GOOD, UNSAFE, Checks, StillSo, json_object
 from .report import NotRepairable
 
 
@@ -234,5 +234,21 @@ class RepositoryChecks(Checks):
         else:
             if current not in revisions:
                 detail = f"tag names {current}, which is no usable manifest of {name}"
-                still = self._unchanged(path, content)
+                still = self._all(self._unchanged(path, content), self._unheld(name, current))
                 await self._found("tag-dangling", path, detail, tag_dir, still=still)
+
+    def _unheld(self, name: str, digest: Digest) -> StillSo:
+        """A second look: ``name`` still lacks a revision of ``digest`` with its blob (a
+        push stores the blob and the revision before it tags; the blobs were listed
+        before that push)."""
+
+        async def still() -> bool:
+            try:
+                link = await self.driver.get_content(paths.manifest_revision_link(name, digest))
+                held = decode_link(paths.manifest_revision_link(name, digest), link, digest)
+                await self.driver.stat(paths.blob_data(held))
+            except (PathNotFoundError, InvalidLinkError):
+                return True
+            return False
+
+        return still
