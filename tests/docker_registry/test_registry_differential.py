@@ -239,6 +239,54 @@ async def test_gc_delete_untagged_keeps_what_the_registry_keeps(  # type: ignore
         assert {i[1] for i in kept_children if i[0] == "revision"} == {"s/multi"}
 
 
+# a tag's current link as a registry writing it in place, or a hand, can leave it
+BROKEN_TAG_LINKS = {
+    "missing": None,
+    "empty": b"",  # truncated, not yet written
+    "not a digest": b"latest",
+    "naming no manifest held": str(Digest.of(b"held by no revision")).encode(),
+}
+
+
+async def break_tag_link(store: Store, content: bytes | None) -> tuple[str, str]:
+    """Put the first tag (by repository and name) in that state; returns it."""
+    async with opened(store) as registry:
+        tags = [(n, t) for n in await registry.repositories()
+                for t in await registry.repository(n).tags.list()]  # fmt: skip
+        name, tag = min(tags)
+        link = paths.tag_current_link(name, tag)
+        if content is None:
+            await registry.driver.delete(link)
+        else:
+            await registry.driver.put_content(link, content)
+    return name, tag
+
+
+@pytest.mark.parametrize("state", list(BROKEN_TAG_LINKS))
+async def test_gc_delete_untagged_beside_a_broken_tag_does_what_the_registry_does(  # type: ignore[no-untyped-def]
+    built, state: str, tmp_path: Path
+) -> None:
+    """Where the collector cannot read a tag, it marks nothing and deletes nothing;
+    layerfs gc, which would otherwise take the tag's manifest for untagged, neither."""
+    by_registry, by_layerfs = variant(built, "api", tmp_path), variant(built, "api", tmp_path, "b")
+    for store in (by_registry, by_layerfs):
+        broken = await break_tag_link(store, BROKEN_TAG_LINKS[state])
+    before = await store_snapshot(by_layerfs)
+    theirs = registry_for(by_registry, tmp_path).garbage_collect("-m")
+    ours = run_layerfs(by_layerfs, "gc", "--grace", "0s", "--delete-untagged", by_layerfs.spec)
+    registry_deleted = before - await store_snapshot(by_registry)
+    layerfs_deleted = before - await store_snapshot(by_layerfs)
+    if state in ("empty", "not a digest"):  # unreadable: the collector fails its mark
+        assert theirs.returncode != 0 and registry_deleted == set(), theirs.stdout
+        assert ours.returncode != 0 and layerfs_deleted == set(), ours.stdout + ours.stderr
+        assert f"unreadable: {broken[0]}:{broken[1]}: link file" in ours.stderr
+    else:  # a tag without its link, or naming nothing held, names nothing to both
+        assert theirs.returncode == 0, theirs.stdout + theirs.stderr
+        assert ours.returncode == 0, ours.stdout + ours.stderr
+        assert blobs_and_revisions(layerfs_deleted) <= blobs_and_revisions(registry_deleted)
+        assert blobs_and_revisions(layerfs_deleted), "the tag's manifest is untagged now"
+
+
 async def byd_digest(store: Store) -> Digest:
     """The manifest s/byd holds that no tag names (the artifact's subject)."""
     async with opened(store) as registry:
