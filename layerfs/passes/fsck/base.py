@@ -85,6 +85,9 @@ class Checks(OverStore):
         # (valid or not): its layer links are all read before its manifests, whose
         # references are then looked up here
         self.layer_link_files: set[Digest] = set()
+        # of the repository being checked, the blobs each revision misses (corrupt
+        # ones left out): what a second look at a tag naming it looks for again
+        self.missing_of: dict[Digest, list[Digest]] = {}
 
     # bookkeeping -----------------------------------------------------------
     async def _found(
@@ -166,6 +169,11 @@ class Checks(OverStore):
                 return content is None
 
         return still
+
+    @staticmethod
+    async def _always() -> bool:
+        """A second look at what cannot change (a blob's bytes are its name)."""
+        return True
 
     @staticmethod
     def _all(*looks: StillSo) -> StillSo:

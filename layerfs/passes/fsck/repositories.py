@@ -90,6 +90,7 @@ class RepositoryChecks(Checks):
 
     async def _check_repository(self, name: str) -> None:
         self.layer_link_files.clear()  # a manifest's references are looked up in its own repo
+        self.missing_of.clear()
         await self._check_layer_links(name)
         manifests = await self._check_revisions(name)
         await self._check_tags(name, manifests)
@@ -182,14 +183,15 @@ class RepositoryChecks(Checks):
             # a blob whose data is a symlink is not known to be gone: nothing is removed
             unsafe = any(self.verdicts.get(d) == UNSAFE for d in missing)
             remove = None if unsafe else revisions[digest]
+            # unless pushed since the blobs were listed (a corrupt one stays so)
+            self.missing_of[digest] = [d for d in missing if self.verdicts.get(d) != CORRUPT]
             await self._found(
                 "manifest-missing-blob",
                 paths.manifest_revision_link(name, digest),
                 f"manifest {digest} of {name} references missing blobs: "
                 + ", ".join(map(str, missing)),
                 remove,
-                # unless pushed since the blobs were listed (a corrupt one stays so)
-                still=self._absent_blobs([d for d in missing if self.verdicts.get(d) != CORRUPT]),
+                still=self._absent_blobs(self.missing_of[digest]),
             )
             return False
         unlinked = [
@@ -234,8 +236,17 @@ class RepositoryChecks(Checks):
         else:
             if current not in revisions:
                 detail = f"tag names {current}, which is no usable manifest of {name}"
-                still = self._all(self._unchanged(path, content), self._unheld(name, current))
+                still = self._all(self._unchanged(path, content), self._unusable(name, current))
                 await self._found("tag-dangling", path, detail, tag_dir, still=still)
+
+    def _unusable(self, name: str, digest: Digest) -> StillSo:
+        """A second look: manifest ``digest`` of ``name`` is still no usable one, for
+        the reason this check found (a push since may have stored what it lacked)."""
+        if digest in self.missing_of:  # held, but blobs it references are missing
+            return self._absent_blobs(self.missing_of[digest])
+        if (name, digest) in self.held and self.verdicts.get(digest) == GOOD:
+            return self._always  # held, not a manifest: its bytes never change
+        return self._unheld(name, digest)
 
     def _unheld(self, name: str, digest: Digest) -> StillSo:
         """A second look: ``name`` still lacks a revision of ``digest`` with its blob (a
