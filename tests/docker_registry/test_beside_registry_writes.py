@@ -1,9 +1,10 @@
-"""fsck --repair while docker-registry writes. The registry writes a tag's
-``current/link`` in place: open, truncate, write. Held between the truncate and
-the write (strace delays that one write), the link is empty, which is no digest.
-A repair must not remove the tag then: the registry's PUT answers 201 and the tag
-would be gone. And a push between fsck's listing of the blobs and its reading of
-the repositories leaves revisions and tags naming blobs the check never listed: the
+"""Deleting commands while docker-registry writes. The registry writes a tag's
+``current/link`` in place: open, truncate, write. Held between the truncate and the
+write (strace delays that one write), the link is empty, which is no digest. Neither
+fsck --repair nor gc --delete-untagged may delete on that reading: the registry's
+PUT answers 201 and the tag would be gone (the registry's own collector fails its
+mark there). And a push between fsck's listing of the blobs and its reading of the
+repositories leaves revisions and tags naming blobs the check never listed: the
 second look before a removal finds them there."""
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Pushed:
         return self.store / V2 / f"repositories/app/a/_manifests/tags/{tag}/current/link"
 
     def files(self) -> dict[str, int]:
+        """Every file with its size: what a delete would change."""
         return {str(path): path.stat().st_size for path in self.store.rglob("*") if path.is_file()}
 
 
