@@ -50,6 +50,10 @@ class Pushed:
     def link(self, tag: str) -> Path:
         return self.store / V2 / f"repositories/app/a/_manifests/tags/{tag}/current/link"
 
+    def revision(self, tag: str) -> Path:
+        hex_ = self.digests[tag].removeprefix("sha256:")
+        return self.store / V2 / f"repositories/app/a/_manifests/revisions/sha256/{hex_}/link"
+
     def files(self) -> dict[str, int]:
         """Every file with its size: what a delete would change."""
         return {str(path): path.stat().st_size for path in self.store.rglob("*") if path.is_file()}
@@ -76,11 +80,14 @@ def push_two_tags(tmp_path: Path) -> Pushed:
 
 
 @contextlib.contextmanager
-def tag_write_held(pushed: Pushed, tmp_path: Path, tag: str, to: str) -> Iterator[DockerRegistry]:
+def write_held(
+    pushed: Pushed, tmp_path: Path, tag: str, to: str, revision: bool = False
+) -> Iterator[DockerRegistry]:
     """The registry PUTs ``to``'s manifest as ``tag`` and is held (strace) between the
-    truncate and the write of the tag's link for HELD seconds: the body runs then.
-    The PUT answers 201 afterwards, and the link holds its digest."""
-    link = pushed.link(tag)
+    truncate and the write of the tag's link (with ``revision``, of the manifest's
+    revision link) for HELD seconds: the body runs then. The PUT answers 201
+    afterwards, and the link holds the manifest's digest."""
+    link = pushed.revision(to) if revision else pushed.link(tag)
     traced = ["strace", "-f", "-qq", "-o", os.devnull, "-P", str(link), "-e", "trace=write",
               "-e", f"inject=write:delay_enter={int(HELD * 1e6)}"]  # fmt: skip
     storage = {"filesystem": {"rootdirectory": str(pushed.store)}}
@@ -113,7 +120,7 @@ def tag_write_held(pushed: Pushed, tmp_path: Path, tag: str, to: str) -> Iterato
 def test_a_tag_the_registry_is_moving_is_not_repaired_away(tmp_path: Path) -> None:
     pushed = push_two_tags(tmp_path)
     assert layerfs("fsck", pushed.store).returncode == 0
-    with tag_write_held(pushed, tmp_path, "v1", to="v2"):  # v1 moves to v2's manifest
+    with write_held(pushed, tmp_path, "v1", to="v2"):  # v1 moves to v2's manifest
         repair = layerfs("fsck", pushed.store, "--repair")
     assert repair.returncode == 4, repair.stdout + repair.stderr
     assert "link-invalid" in repair.stdout and "within the grace" in repair.stdout
@@ -127,7 +134,7 @@ def test_gc_of_untagged_manifests_waits_for_a_tag_being_written(tmp_path: Path) 
     neither the registry's collector nor layerfs gc deletes one."""
     pushed = push_two_tags(tmp_path)
     before = pushed.files()
-    with tag_write_held(pushed, tmp_path, "v1", to="v1") as registry:
+    with write_held(pushed, tmp_path, "v1", to="v1") as registry:
         theirs = registry.garbage_collect("--delete-untagged", "--dry-run")
         ours = layerfs("gc", pushed.store, "--delete-untagged", "--grace", "0s")
     assert "failed to mark" in theirs.stdout + theirs.stderr, theirs
@@ -178,3 +185,22 @@ async def test_a_push_during_a_repair_is_not_repaired_away(
     for reference in ["app/a:v1", "app/b:v1", "app/a:v2"]:
         skopeo_pull(store_registry, reference, tmp_path / reference.replace("/", "-"))
     assert (await Fsck(store.driver(), repair=True, grace=timedelta(0)).run()).clean
+
+
+def test_gc_waits_for_a_revision_being_written(tmp_path: Path) -> None:
+    """A push of the same image again also rewrites the manifest's revision link in
+    place. Caught empty, that manifest is unknown: the registry's collector fails,
+    layerfs gc deletes nothing, and a repair keeps the link."""
+    pushed = push_two_tags(tmp_path)
+    before = pushed.files()
+    with write_held(pushed, tmp_path, "v1", to="v1", revision=True) as registry:
+        theirs = registry.garbage_collect("--dry-run")
+        ours = layerfs("gc", pushed.store, "--grace", "0s")
+        repair = layerfs("fsck", pushed.store, "--repair")
+    assert theirs.returncode != 0 and "failed to mark" in theirs.stdout + theirs.stderr
+    assert ours.returncode != 0 and "deleted nothing" in ours.stderr, ours.stdout + ours.stderr
+    assert f"unreadable: app/a@{pushed.digests['v1']}: link file" in ours.stderr
+    assert repair.returncode == 4 and "0 repaired" in repair.stdout, repair.stdout
+    assert pushed.files() == before  # the link is whole again, with the same digest
+    again = layerfs("gc", pushed.store, "--grace", "0s")
+    assert again.returncode == 0 and pushed.files() == before, again.stdout + again.stderr
