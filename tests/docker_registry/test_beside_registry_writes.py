@@ -5,7 +5,8 @@ fsck --repair nor gc --delete-untagged may delete on that reading: the registry'
 PUT answers 201 and the tag would be gone (the registry's own collector fails its
 mark there). And a push between fsck's listing of the blobs and its reading of the
 repositories leaves revisions and tags naming blobs the check never listed: the
-second look before a removal finds them there."""
+second look before a removal finds them there. prune, too, deletes nothing of a
+repository with a tag caught empty."""
 
 from __future__ import annotations
 
@@ -204,3 +205,18 @@ def test_gc_waits_for_a_revision_being_written(tmp_path: Path) -> None:
     assert pushed.files() == before  # the link is whole again, with the same digest
     again = layerfs("gc", pushed.store, "--grace", "0s")
     assert again.returncode == 0 and pushed.files() == before, again.stdout + again.stderr
+
+
+def test_prune_waits_for_a_tag_being_written(tmp_path: Path) -> None:
+    """prune reads every tag of a repository it plans for: a tag caught empty makes
+    the repository unknown, and nothing of it is deleted (``--keep-last 0`` would
+    delete every tag of it)."""
+    pushed = push_two_tags(tmp_path)
+    before = pushed.files()
+    command = [LAYERFS, "prune", "--keep-last", "0", "--yes", str(pushed.store), "app/a"]
+    with write_held(pushed, tmp_path, "v2", to="v2"):
+        pruned = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    out = pruned.stdout + pruned.stderr
+    assert pruned.returncode == 1 and "deleted nothing" in out, out
+    assert "tags/v2/current/link does not hold a digest" in out
+    assert pushed.files() == before
