@@ -110,6 +110,9 @@ async def test_registry_made_store_damage_found_and_repaired(
     assert kept.returncode == 4, kept.stdout + kept.stderr
     assert "  removed " not in kept.stdout and "0 repaired" in kept.stdout
     assert kept.stdout.count("within the grace (1:00:00)") == (6 if on_s3 else 7)
+    code, report = fsck_json(store, "--repair")  # the same, for scripts
+    assert code == 4 and len(report["findings"]) == (6 if on_s3 else 7)
+    assert all("within the grace" in f["kept"] and not f["removed"] for f in report["findings"])
     assert await store_keys(driver) == before
 
     repaired = layerfs(store, "fsck", "--repair", "--grace", "0s", store.spec)
