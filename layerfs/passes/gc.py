@@ -50,8 +50,8 @@ from .readahead import (
     Snapshot,
     marked_dirs,
     read_revisions,
-    read_tags,
     repository_dirs,
+    tagged,
     tagged_dirs,
 )
 from .storepass import GROUP, OverStore, StorePass
@@ -267,17 +267,14 @@ class GarbageCollector(OverStore):
         return found
 
     async def _tagged(self, name: str) -> set[Digest]:
-        """What the tags name. A tag without its ``current`` link names nothing, as
-        in the registry's collector; one whose link is no digest or cannot be read
-        leaves the mark incomplete, as it fails the collector's: docker-registry
-        rewrites a tag's link in place, truncating it first, even to the same digest."""
-        tagged = set()
-        for tag, target in await read_tags(self.snapshot, self.ahead, name, self._odd):
-            if isinstance(target, Digest):
-                tagged.add(target)
-            elif not isinstance(target, PathNotFoundError):
-                self._unreadable(f"{name}:{tag}: {target}", "tag")
-        return tagged
+        """What the tags name (``readahead.tagged``); a tag whose link cannot be read
+        leaves the mark incomplete, as it fails the registry's collector."""
+
+        async def unreadable(tag: str, exc: Exception) -> None:
+            self._unreadable(f"{name}:{tag}: {exc}", "tag")
+
+        tags = await tagged(self.snapshot, self.ahead, name, self._odd, unreadable)
+        return {target for _, target in tags}
 
     async def _mark_manifests(self, kept: list[tuple[str, Digest]]) -> None:
         """Mark these manifests and, through indexes, their children (read a level at

@@ -28,7 +28,7 @@ from ..storage.errors import RegistryError
 from ..storage.graph import ManifestGraph
 from ..storage.links import decode_link
 from ..storage.registry import Registry
-from .readahead import ReadAhead, read_revisions, read_tags
+from .readahead import ReadAhead, read_revisions, tagged
 from .usage import Tag
 
 log = logging.getLogger(__name__)
@@ -157,16 +157,14 @@ class _RepositoryPlanner:
             return None
         return _Repository(tags, revisions, graph)
 
+    async def _unreadable_tag(self, tag: str, exc: Exception) -> None:
+        await self._odd(paths.tag_current_link(self.name, tag), str(exc))
+
     async def _unreadable_manifest(self, digest: Digest, exc: Exception) -> None:
         await self._odd(f"{self.name}@{digest}", f"manifest not readable: {exc}")
 
     async def _tags(self) -> list[Tag]:
-        found = []
-        for tag, target in await read_tags(self.driver, self.ahead, self.name, self._odd):
-            if isinstance(target, Digest):
-                found.append((tag, target))
-            elif not isinstance(target, PathNotFoundError):  # else the registry lists none
-                await self._odd(paths.tag_current_link(self.name, tag), str(target))
+        found = await tagged(self.driver, self.ahead, self.name, self._odd, self._unreadable_tag)
         links = [paths.tag_current_link(self.name, tag) for tag, _ in found]
         infos = await self.driver.stat_many(links)
         return [

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from ..drivers import FileInfo, PathNotFoundError, StorageDriver, UnsafeEntryError
@@ -288,6 +288,27 @@ async def read_tags(
     tags = await walk.names(lister, paths.tags_dir(name), on_odd)
     links = [paths.tag_current_link(name, tag) for tag in tags]
     return list(zip(tags, await _targets(ahead, links), strict=True))
+
+
+async def tagged(
+    lister: walk.Lister,
+    ahead: ReadAhead,
+    name: str,
+    on_odd: walk.OnOdd,
+    on_unreadable: Callable[[str, Exception], Awaitable[None]],
+) -> list[tuple[str, Digest]]:
+    """The tags of repository ``name`` that name a manifest, as the registry's
+    collector reads them: a tag without its ``current`` link names nothing; one whose
+    link is no digest or cannot be read goes to ``on_unreadable`` with the tag (the
+    collector fails its mark there; docker-registry rewrites the link in place,
+    truncating it first, so a tag being pushed can read empty)."""
+    found = []
+    for tag, target in await read_tags(lister, ahead, name, on_odd):
+        if isinstance(target, Digest):
+            found.append((tag, target))
+        elif not isinstance(target, PathNotFoundError):
+            await on_unreadable(tag, target)
+    return found
 
 
 async def _targets(ahead: ReadAhead, links: list[str]) -> list[Linked]:

@@ -135,10 +135,10 @@ class Checks(OverStore):
             return "changed since it was read: looked at again, no longer so"
         if not self.grace:  # no grace: whatever its age
             return None
-        newest = max(
-            (t for t in [await self._newest_change(path), await self._newest_change(remove)] if t),
-            default=None,
-        )
+        below = path == remove or path.startswith(remove + "/")  # one walk sees both
+        places = [remove] if below else [path, remove]
+        times = [await self._newest_change(place) for place in places]
+        newest = max((t for t in times if t is not None), default=None)
         if newest is not None and newest > datetime.now(UTC) - self.grace:
             return f"changed at {newest:%Y-%m-%d %H:%M:%S} UTC, within the grace ({self.grace})"
         return None
@@ -169,11 +169,6 @@ class Checks(OverStore):
                 return content is None
 
         return still
-
-    @staticmethod
-    async def _always() -> bool:
-        """A second look at what cannot change (a blob's bytes are its name)."""
-        return True
 
     @staticmethod
     def _all(*looks: StillSo) -> StillSo:

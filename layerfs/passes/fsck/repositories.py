@@ -236,17 +236,17 @@ class RepositoryChecks(Checks):
         else:
             if current not in revisions:
                 detail = f"tag names {current}, which is no usable manifest of {name}"
-                still = self._all(self._unchanged(path, content), self._unusable(name, current))
+                still = self._all(self._unchanged(path, content), *self._unusable(name, current))
                 await self._found("tag-dangling", path, detail, tag_dir, still=still)
 
-    def _unusable(self, name: str, digest: Digest) -> StillSo:
-        """A second look: manifest ``digest`` of ``name`` is still no usable one, for
+    def _unusable(self, name: str, digest: Digest) -> list[StillSo]:
+        """Second looks: manifest ``digest`` of ``name`` is still no usable one, for
         the reason this check found (a push since may have stored what it lacked)."""
         if digest in self.missing_of:  # held, but blobs it references are missing
-            return self._absent_blobs(self.missing_of[digest])
+            return [self._absent_blobs(self.missing_of[digest])]
         if (name, digest) in self.held and self.verdicts.get(digest) == GOOD:
-            return self._always  # held, not a manifest: its bytes never change
-        return self._unheld(name, digest)
+            return []  # held, not a manifest: its bytes never change
+        return [self._unheld(name, digest)]
 
     def _unheld(self, name: str, digest: Digest) -> StillSo:
         """A second look: ``name`` still lacks a revision of ``digest`` with its blob (a
