@@ -68,11 +68,8 @@ async def _date_known_upload(driver: StorageDriver, name: str, upload_id: str) -
         return UploadAge(name, upload_id, parse_started_at(content), "startedat")
     except (PathNotFoundError, ValueError, UnicodeDecodeError):
         pass
-    newest = None
     try:
-        async for info in driver.walk(paths.upload_dir(name, upload_id)):
-            if not info.is_dir and (newest is None or info.mod_time > newest):
-                newest = info.mod_time
+        newest = await walk.newest_below(driver, paths.upload_dir(name, upload_id))
     except PathNotFoundError:
         return None
     if newest is not None:

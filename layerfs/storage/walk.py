@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from ..drivers import UnsafeEntryError
+from ..drivers import StorageDriver, UnsafeEntryError
 from ..drivers.treelisting import TreeListing
 from . import paths
 from .digest import ALGORITHMS, CANONICAL, Digest
@@ -242,3 +243,16 @@ def by_name(names: dict[str, str]) -> dict[str, str]:
         for other in ids[1:]:
             found.setdefault(other, other)
     return found
+
+
+async def newest_below(
+    driver: StorageDriver, path: str, directories: bool = False
+) -> datetime | None:
+    """The newest modification time of the files below directory ``path`` (with
+    ``directories``, of its directories too); None when it holds none. A symbolic
+    link below raises UnsafeEntryError: it has no age worth anything."""
+    newest = None
+    async for info in driver.walk(path):
+        if (directories or not info.is_dir) and (newest is None or info.mod_time > newest):
+            newest = info.mod_time
+    return newest

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from ...drivers import PathNotFoundError, StorageDriver, UnsafeEntryError
-from ...storage import paths
+from ...storage import paths, walk
 from ...storage.digest import Digest
 from ...storage.registry import Registry
 from ..blobtable import BlobStates
@@ -153,10 +153,9 @@ class Checks(OverStore):
             return None
         if not info.is_dir:
             return info.mod_time.astimezone(UTC)
-        times = [info.mod_time] if self.driver.directory_times else []
-        async for entry in self.driver.walk(path):
-            if not entry.is_dir or self.driver.directory_times:
-                times.append(entry.mod_time)
+        own = self.driver.directory_times
+        below = await walk.newest_below(self.driver, path, directories=own)
+        times = [t for t in (info.mod_time if own else None, below) if t is not None]
         return max((t.astimezone(UTC) for t in times), default=None)
 
     def _unchanged(self, path: str, content: bytes | None) -> StillSo:
