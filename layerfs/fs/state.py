@@ -53,6 +53,10 @@ from .view import Kind, Parts, Place
 log = logging.getLogger("layerfs.fs")
 
 BLOCK_SIZE = 1 << 20  # st_blksize: makes cp write 1 MiB at a time
+# A directory's st_blksize: glibc's opendir sizes its getdents buffer by it (at least
+# 32 KiB), and every READDIRPLUS the kernel sends for it is that size, which pyfuse3
+# allocates and zeroes for each reply: 1 MiB there made a find a third slower.
+DIR_BLOCK_SIZE = 4096
 BLOB_TIMEOUT = 300.0  # blobs never change
 DIR_TIMEOUT = 1.0  # a registry may change the store beside us
 # A content-addressed directory (paths.is_content_addressed_dir) changes only by
@@ -197,7 +201,7 @@ class MountState:
         attrs.st_nlink = 2 if stat.S_ISDIR(mode) else 1
         attrs.st_uid, attrs.st_gid = self.uid, self.gid
         attrs.st_size = size
-        attrs.st_blksize = BLOCK_SIZE
+        attrs.st_blksize = DIR_BLOCK_SIZE if stat.S_ISDIR(mode) else BLOCK_SIZE
         attrs.st_blocks = (size + 511) // 512
         attrs.st_atime_ns = attrs.st_mtime_ns = attrs.st_ctime_ns = mtime_ns
         attrs.entry_timeout = attrs.attr_timeout = timeout

@@ -115,6 +115,32 @@ def test_cp_then_mv_finishes(
     assert int(sh(f"du -sb blobs/sha256/{digest[7:9]}", mount.mountpoint).split()[0]) >= len(data)
 
 
+def test_directories_are_read_in_small_buffers(
+    mount: Mount, repo: Path, payload: tuple[Path, bytes]
+) -> None:
+    """Files keep a 1 MiB st_blksize (cp writes and cat reads in 1 MiB pieces), but a
+    directory's is a page: glibc's opendir sizes the getdents buffer by it, the kernel
+    asks the daemon for a READDIRPLUS of that size, and pyfuse3 allocates and zeroes
+    that much for every reply (1 MiB there made a find of the mount a third slower)."""
+    source, data = payload
+    sh(f"cp {source} _uploads/layer.tar && mv _uploads/layer.tar _uploads/{digest_of(data)}", repo)
+    blob = mount.mountpoint / blob_rel(digest_of(data)).removeprefix("docker/registry/v2/")
+    assert os.stat(blob).st_blksize == 1 << 20
+    sh("touch _uploads/next", repo)
+    assert os.stat(repo / "_uploads/next").st_blksize == 1 << 20
+    directories = [mount.mountpoint, repo, repo / "_uploads", repo / "_layers/sha256", blob.parent]
+    for directory in directories:
+        assert os.stat(directory).st_blksize == 4096, directory
+    traced = subprocess.run(
+        ["strace", "-e", "trace=getdents64", "ls", "-f", *map(str, directories)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    sizes = [int(line.rsplit(",", 1)[1].split(")")[0]) for line in traced.stderr.splitlines()
+             if line.startswith("getdents64(")]  # fmt: skip
+    assert len(sizes) >= 2 * len(directories)  # each read until it gives nothing
+    assert max(sizes) <= 32768  # glibc's least, where 1 MiB asked for 1 MiB
+
+
 def test_writes_must_append(mount: Mount, repo: Path) -> None:
     path = repo / "_uploads/x"
     fd = os.open(path, os.O_CREAT | os.O_WRONLY)
