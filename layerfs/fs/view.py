@@ -62,6 +62,12 @@ class Place:
     parts: Parts
     fields: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     at: str = ""  # the layout segment a directory ends at
+    # the driver path, asked several times for every entry a listing shows: made once
+    store_path: str = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        path = "/".join((paths.ROOT, *self.parts)) if self.parts else paths.ROOT
+        object.__setattr__(self, "store_path", path)  # frozen: set once, here
 
     @property
     def repository(self) -> str:
@@ -70,10 +76,6 @@ class Place:
     @property
     def where(self) -> str:
         return "/".join(self.parts) or "/"
-
-    @property
-    def store_path(self) -> str:
-        return "/".join((paths.ROOT, *self.parts)) if self.parts else paths.ROOT
 
     @property
     def is_dir(self) -> bool:
