@@ -150,11 +150,6 @@ class Listing:
         return INDEX_TIMEOUT if self.lasting else DIR_TIMEOUT
 
     @functools.cached_property
-    def names(self) -> tuple[str, ...]:
-        """The names of its entries (made once: a walker lists it at every open)."""
-        return tuple(paths.base_name(path) for path in self.entries)
-
-    @functools.cached_property
     def dirs(self) -> list[str]:
         """Its directories in name order (made once: a walker asks for each entry)."""
         return sorted(path for path, info in self.entries.items() if info.is_dir)
@@ -295,7 +290,7 @@ class MountState:
             del self._reading[store_path]
             done.set()
 
-    async def list_dir(self, store_path: str) -> tuple[str, ...]:
+    async def list_dir(self, store_path: str) -> list[str]:
         """The names in a store directory. Its entries' attributes, and those of the
         directories below it (read with it, up to LISTING_AHEAD entries), are kept for
         the lookups, getattrs and listings that follow (``ls -l``, ``find``): for
@@ -312,7 +307,7 @@ class MountState:
             listing = await self._read_once(store_path)
         elif listing.lasting and self.clock() - listing.read_at >= INDEX_REFRESH:
             self._refresh_behind(listing.source)
-        return listing.names
+        return [paths.base_name(path) for path in listing.entries]
 
     def _children_unread(self, store_path: str, listing: Listing) -> bool:
         """Whether ``listing`` came with its parent's read, without the directories
