@@ -3,7 +3,15 @@ directory tree (a store's ``docker/registry/v2``) and the bytes of its small fil
 (links), answering every request at once: the ceiling of a metadata walk (find,
 ls -R) and of reading links through FUSE in Python on this machine, for
 scripts/bench.
-Usage: fuse_tree.py MOUNTPOINT SOURCE"""
+
+Its options add, one by one, the two rules the mount keeps for a link, and nothing
+else of the mount: ``--flush``, a close sends a flush (where the mount returns a
+link's or an upload's refusal; pyfuse3 cannot mark an open as needing none), and
+``--direct-io``, every open is ``direct_io`` (a shell's ``echo … > link`` opens with
+O_TRUNC, after which the kernel takes the file as empty, so a reader served from the
+page cache meanwhile reads nothing). What ``cat`` of links costs with both is the
+least the mount can cost.
+Usage: fuse_tree.py MOUNTPOINT SOURCE [--flush] [--direct-io]"""
 
 from __future__ import annotations
 
@@ -86,8 +94,28 @@ class Tree(pyfuse3.Operations):
         return None
 
 
-async def main(mountpoint: str, source: str) -> None:
-    pyfuse3.init(Tree(source), mountpoint, {"fsname=tree", "ro"})
+class TreeFlushed(Tree):
+    """The same tree, each close sending a flush."""
+
+    async def flush(self, fh):  # type: ignore[no-untyped-def]
+        return None
+
+
+class TreeFlushedDirect(TreeFlushed):
+    """The same tree, closes flushed and every read sent to the daemon."""
+
+    async def open(self, inode, flags, ctx):  # type: ignore[no-untyped-def]
+        return pyfuse3.FileInfo(fh=inode, direct_io=True)
+
+
+TREES = {(): Tree, ("--flush",): TreeFlushed, ("--direct-io", "--flush"): TreeFlushedDirect}
+
+
+async def main(mountpoint: str, source: str, *options: str) -> None:
+    tree = TREES.get(tuple(sorted(set(options))))
+    if tree is None:
+        sys.exit(f"options: none, --flush, or --flush --direct-io (not {' '.join(options)})")
+    pyfuse3.init(tree(source), mountpoint, {"fsname=tree", "ro"})
     try:
         await pyfuse3.main()
     finally:
@@ -95,4 +123,4 @@ async def main(mountpoint: str, source: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2])
+    trio.run(main, *sys.argv[1:])
