@@ -478,7 +478,7 @@ def _print_least(r: dict[str, object], ceiling: float) -> None:
     for rules, label, why in rows:
         least = r["ceiling"][f"{BACK_TO_BACK}, {rules}"]  # type: ignore[index]
         print(f"{label:30} {least:9.3f}s {'':>10} {'':>10}"
-              f" {least / ceiling:6.1f}x {'':>7}  {why}")  # fmt: skip
+              f" {least / ceiling:6.2f}x {'':>7}  {why}")  # fmt: skip
 
 
 def print_scale(r: dict[str, object], scale: Scale) -> None:
@@ -499,7 +499,7 @@ def print_scale(r: dict[str, object], scale: Scale) -> None:
         _, first, warm = r[name]  # type: ignore[misc]
         ceiling = r["ceiling"][name]  # type: ignore[index]
         print(f"{name + ': vs ceiling':30} {ceiling:9.3f}s {first:9.3f}s {warm:9.3f}s"
-              f" {first / ceiling:6.1f}x {warm / ceiling:6.1f}x  {goal}")  # fmt: skip
+              f" {first / ceiling:6.2f}x {warm / ceiling:6.2f}x  {goal}")  # fmt: skip
     _print_least(r, r["ceiling"][BACK_TO_BACK])  # type: ignore[index]
     empty, busy = r["finish"]  # type: ignore[misc]
     print(f"{'create+finish: 1,001st vs 1st':30} {empty:9.3f}s {busy:9.3f}s {'':>10}"
