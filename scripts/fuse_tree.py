@@ -108,11 +108,15 @@ class TreeFlushedDirect(TreeFlushed):
         return pyfuse3.FileInfo(fh=inode, direct_io=True)
 
 
-TREES = {(): Tree, ("--flush",): TreeFlushed, ("--direct-io", "--flush"): TreeFlushedDirect}
+TREES = {
+    frozenset(): Tree,
+    frozenset({"--flush"}): TreeFlushed,
+    frozenset({"--flush", "--direct-io"}): TreeFlushedDirect,
+}
 
 
 async def main(mountpoint: str, source: str, *options: str) -> None:
-    tree = TREES.get(tuple(sorted(set(options))))
+    tree = TREES.get(frozenset(options))
     if tree is None:
         sys.exit(f"options: none, --flush, or --flush --direct-io (not {' '.join(options)})")
     pyfuse3.init(tree(source), mountpoint, {"fsname=tree", "ro"})
